@@ -1,0 +1,28 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`."""
+
+import nox
+
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite on CPU."""
+    session.install(*TORCH, "-e", ".[test]")
+    session.run("pytest", "-n", "auto", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed benchmarks; each writes a JSON file under benchmarks/results/."""
+    session.install(*TORCH, "-e", ".")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)

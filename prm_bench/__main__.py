@@ -1,0 +1,3 @@
+from prm_bench.cli import main
+
+main()

@@ -1,0 +1,236 @@
+"""Peak backpropagation: from a peak of a class response map to a peak response map
+(DESIGN 2.4).
+
+During the PRM pass every `nn.Conv2d` passes the top-down signal with a probabilistic
+(excitation-style) rule instead of its gradient: with U the conv input, m = min(U),
+U' = U - m and W+ = relu(W),
+
+    Z = conv(U', W+),    signal into U = U' * conv_transpose(g / Z, W+),
+
+with g / Z taken as 0 where Z < 1e-10.
+
+All other layers keep their ordinary gradient. The rule is linear in the starting
+signal, so the PRMs of all peaks of an image come from one batched pass: the image is
+replicated once per peak, every convolution is computed once (all replicas are the same
+sample) and its output shared, and one backward carries one one-hot signal per replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from prm_bench.peaks import upsample_maps
+
+Strategy = Literal["batched", "sequential"]
+
+_Z_EPSILON = 1e-10
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _explicit_padding(
+    padding: str | int | tuple[int, ...], weight: torch.Tensor, dilation: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Padding as (left, right, top, bottom), resolving 'valid' and 'same' like torch."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        pads = []
+        for axis in (1, 0):  # F.pad order: width first
+            total = dilation[axis] * (weight.shape[2 + axis] - 1)
+            pads += [total // 2, total - total // 2]
+        return (pads[0], pads[1], pads[2], pads[3])
+    py, px = _pair(padding)  # type: ignore[arg-type]
+    return (px, px, py, py)
+
+
+class _ExcitationConv2d(torch.autograd.Function):
+    """conv2d whose backward is the excitation rule.
+
+    The input holds identical copies of one sample along the batch dimension, so the
+    forward convolves the first copy only and shares the result; the backward carries a
+    different signal per copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
+        sample = x[:1]
+        out = F.conv2d(sample, weight, bias, stride, padding, dilation, groups)
+        dilation = _pair(dilation)
+        pads = _explicit_padding(padding, weight, dilation)
+        shifted = sample - sample.min()
+        positive = weight.clamp(min=0)
+        z = F.conv2d(F.pad(shifted, pads), positive, None, stride, 0, dilation, groups)
+        inv_z = torch.where(z < _Z_EPSILON, torch.zeros_like(z), 1.0 / z.clamp(min=_Z_EPSILON))
+        ctx.save_for_backward(shifted, positive, inv_z)
+        ctx.conv = (_pair(stride), dilation, groups, pads)
+        if x.shape[0] == 1:
+            return out
+        return out.expand(x.shape[0], -1, -1, -1).contiguous()
+
+    @staticmethod
+    def backward(ctx, signal):  # type: ignore[override]
+        shifted, positive, inv_z = ctx.saved_tensors
+        stride, dilation, groups, (left, right, top, bottom) = ctx.conv
+        n, c, h, w = signal.shape[0], *shifted.shape[1:]
+        padded_shape = (n, c, h + top + bottom, w + left + right)
+        spread = torch.nn.grad.conv2d_input(
+            padded_shape, positive, signal * inv_z, stride, 0, dilation, groups
+        )
+        spread = spread[..., top : top + h, left : left + w]
+        return shifted * spread, None, None, None, None, None, None
+
+
+def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return input, weight, bias, stride, padding, dilation, groups
+
+
+class _ExcitationMode(TorchFunctionMode):
+    """Routes conv2d calls to the excitation rule; everything else passes through."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.conv2d or func is torch.conv2d:
+            return _ExcitationConv2d.apply(*_conv_arguments(*args, **kwargs))
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def excitation_backprop(model: nn.Module) -> Iterator[None]:
+    """Within the block, every `nn.Conv2d` of `model` backpropagates with the
+    excitation rule and expects its input to be copies of one sample.
+
+    The model is restored on exit, also when the block raises: its convolutions get
+    their own `forward` back and nothing is left attached.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.Conv2d layer: peak backpropagation "
+            "replaces the backward of convolutions and needs a convolutional network"
+        )
+    previous = [conv.__dict__.get("forward") for conv in convs]
+    for conv in convs:
+        original = conv.forward
+
+        def forward(*args: torch.Tensor, _original=original) -> torch.Tensor:
+            with _ExcitationMode():
+                return _original(*args)
+
+        conv.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for conv, before in zip(convs, previous, strict=True):
+            if before is None:
+                conv.__dict__.pop("forward", None)
+            else:
+                conv.forward = before  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _evaluation(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode for the block and restore each flag after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _normalise(signal: torch.Tensor) -> torch.Tensor:
+    """Image signal (K, 3, H, W) -> PRMs (K, H, W): channel sum, clamp at 0, sum to 1."""
+    prms = signal.sum(dim=1).clamp(min=0)
+    total = prms.sum(dim=(1, 2), keepdim=True)
+    return torch.where(total > 0, prms / total.clamp(min=torch.finfo(prms.dtype).tiny), prms)
+
+
+def _one_hot(maps: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
+    """One signal per peak: (K, C, h, w) with a 1 at peak k in row k."""
+    k, c, h, w = len(peaks), *maps.shape[1:]
+    _, cls, y, x = peaks.unbind(1)
+    if (cls >= c).any() or (y >= h).any() or (x >= w).any() or (peaks < 0).any():
+        raise ValueError(
+            f"peaks must index the class response maps of shape (C, h, w) = {(c, h, w)}; "
+            "were they found with another upsample factor?"
+        )
+    seeds = maps.new_zeros((k, c, h, w))
+    seeds[torch.arange(k, device=maps.device), cls, y, x] = 1.0
+    return seeds
+
+
+def peak_response_maps(
+    model: nn.Module,
+    image: torch.Tensor,
+    peaks: torch.Tensor,
+    *,
+    upsample: int = 1,
+    strategy: Strategy = "batched",
+    chunk_size: int = 32,
+) -> torch.Tensor:
+    """Back-propagate each peak of one image into a peak response map.
+
+    Args:
+        model: maps images (B, 3, H, W) to class response maps (B, C, h, w); any module
+            built from `nn.Conv2d` layers (it may upsample its maps itself).
+        image: (1, 3, H, W), on the model's device.
+        peaks: (K, 4) rows (batch, class, y, x) from `find_peaks`; y, x index the model's
+            maps upsampled by `upsample`.
+        upsample: the sub-pixel factor the peaks were found with.
+        strategy: `batched` (default): all peaks of a chunk in one pass; `sequential`:
+            one forward, then one backward per peak, as the original code did.
+        chunk_size: peaks per batched pass (bounds memory: one replica per peak).
+
+    Returns:
+        (K, H, W) maps, each >= 0 and summing to 1 (all zero if no signal arrives).
+    """
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected one image of shape (1, 3, H, W), got {tuple(image.shape)}")
+    if peaks.dim() != 2 or peaks.shape[1] != 4:
+        raise ValueError(f"expected peaks of shape (K, 4), got {tuple(peaks.shape)}")
+    if strategy not in ("batched", "sequential"):
+        raise ValueError(f"unknown strategy {strategy!r} (choose batched or sequential)")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    height, width = image.shape[-2:]
+    if len(peaks) == 0:
+        return image.new_zeros((0, height, width))
+    peaks = peaks.to(image.device)
+    image = image.detach()
+    with torch.enable_grad(), _evaluation(model), excitation_backprop(model):
+        if strategy == "sequential":
+            return _sequential(model, image, peaks, upsample)
+        chunks = [_batched(model, image, chunk, upsample) for chunk in peaks.split(chunk_size)]
+    return torch.cat(chunks)
+
+
+def _batched(
+    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
+) -> torch.Tensor:
+    replicas = image.expand(len(peaks), -1, -1, -1).clone().requires_grad_(True)
+    maps = upsample_maps(model(replicas), upsample)
+    (signal,) = torch.autograd.grad(maps, replicas, _one_hot(maps, peaks))
+    return _normalise(signal)
+
+
+def _sequential(
+    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
+) -> torch.Tensor:
+    single = image.clone().requires_grad_(True)
+    maps = upsample_maps(model(single), upsample)
+    seeds = _one_hot(maps, peaks)
+    signals = [
+        torch.autograd.grad(maps, single, seed[None], retain_graph=True)[0] for seed in seeds
+    ]
+    return _normalise(torch.cat(signals))

@@ -1,0 +1,30 @@
+from typer.testing import CliRunner
+
+from prm_bench.backbones import BACKBONES
+from prm_bench.cli import app
+from prm_bench.peaks import STIMULATIONS
+
+runner = CliRunner()
+
+
+def test_list_shows_every_registered_entry():
+    result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in [*BACKBONES.names(), *STIMULATIONS.names()]:
+        assert name in result.output
+    assert "2048 ch, stride 32" in result.output
+    assert "kmax=1, kmin=None, alpha=0.7" in result.output
+
+
+def test_list_filters_by_pattern():
+    result = runner.invoke(app, ["list", "backbones", "vgg*"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "vgg16-pool5" in result.output
+    assert "resnet50" not in result.output
+
+
+def test_unknown_family_is_a_one_line_error_with_exit_code_2():
+    result = runner.invoke(app, ["list", "backbone"])
+    assert result.exit_code == 2
+    assert "unknown family 'backbone'" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,68 @@
+import pytest
+
+from prm_bench.registry import Registry, UnknownNameError
+
+
+def make() -> Registry:
+    registry: Registry = Registry("widget", "Widgets for tests.")
+
+    @registry.register()
+    def alpha() -> str:
+        return "a"
+
+    @registry.register("beta-two")
+    def beta() -> str:
+        return "b"
+
+    registry.add("gamma", lambda: "g")
+    return registry
+
+
+def test_register_and_get_return_the_registered_objects():
+    registry = make()
+    assert registry.get("alpha")() == "a"
+    assert registry.get("beta-two")() == "b"
+    assert registry.get("gamma")() == "g"
+    assert list(registry) == ["alpha", "beta-two", "gamma"]
+    assert len(registry) == 3
+    assert "alpha" in registry and "delta" not in registry
+
+
+def test_names_filters_with_fnmatch_patterns():
+    registry = make()
+    assert registry.names() == ["alpha", "beta-two", "gamma"]
+    assert registry.names("*a") == ["alpha", "gamma"]
+    assert registry.names("beta-*") == ["beta-two"]
+    assert registry.names("z*") == []
+
+
+def test_duplicate_names_are_refused():
+    registry = make()
+    with pytest.raises(ValueError, match="widget 'alpha' is already registered"):
+        registry.add("alpha", lambda: "again")
+
+
+def test_unknown_name_suggests_close_matches_and_lists_choices():
+    registry = make()
+    with pytest.raises(UnknownNameError) as info:
+        registry.get("alpah")
+    message = str(info.value)
+    assert "unknown widget 'alpah'" in message
+    assert "did you mean 'alpha'" in message
+    assert "alpha, beta-two, gamma" in message
+
+
+def test_unknown_name_without_close_match_has_no_suggestion():
+    with pytest.raises(UnknownNameError) as info:
+        make().get("zzzzzz")
+    assert "did you mean" not in str(info.value)
+
+
+def test_prefix_resolver_builds_entries_on_demand():
+    registry = make()
+    registry.add_prefix("up:", lambda rest: rest.upper())
+    assert registry.get("up:abc") == "ABC"
+    assert "up:anything" in registry
+    assert "or up:<name>" in registry.unknown_message("nope")
+    with pytest.raises(ValueError, match="prefix 'up:' is already registered"):
+        registry.add_prefix("up:", str)
