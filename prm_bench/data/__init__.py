@@ -1,0 +1,1 @@
+"""Datasets: the embedded `shapes` generator and the PASCAL VOC / COCO readers."""

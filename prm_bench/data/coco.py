@@ -1,0 +1,81 @@
+"""COCO reader through pycocotools: image-level labels and instance masks (polygons or RLE)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools.coco import COCO
+
+from prm_bench.data.base import DataError, Instance, box_of
+
+LAYOUT = "expected a COCO instances json (images, annotations, categories) and an image folder"
+
+
+class CocoDataset:
+    """The images of a COCO instances file.
+
+    Args:
+        annotation_file: e.g. annotations/instances_val2014.json.
+        image_dir: the folder holding the images' `file_name`s.
+        include_crowd: keep crowd annotations as instances (they never count as labels).
+    """
+
+    def __init__(
+        self, annotation_file: str | Path, image_dir: str | Path, *, include_crowd: bool = False
+    ) -> None:
+        self.annotation_file = Path(annotation_file)
+        self.image_dir = Path(image_dir)
+        self.include_crowd = include_crowd
+        if not self.annotation_file.is_file():
+            raise DataError(f"COCO annotation file {self.annotation_file} does not exist; {LAYOUT}")
+        if not self.image_dir.is_dir():
+            raise DataError(f"COCO image folder {self.image_dir} does not exist; {LAYOUT}")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(str(self.annotation_file))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{self.annotation_file} is not a COCO instances file: {err}") from err
+        self.category_ids = sorted(self.coco.getCatIds())
+        self._label = {cat: i for i, cat in enumerate(self.category_ids)}
+        self.class_names = [self.coco.cats[c]["name"] for c in self.category_ids]
+        self._by_name = {self.coco.imgs[i]["file_name"].rsplit(".", 1)[0]: i for i in self.coco.imgs}
+        self.ids = sorted(self._by_name)
+        missing = [i for i in self.ids if not (self.image_dir / self.coco.imgs[self._by_name[i]]["file_name"]).is_file()]
+        if missing:
+            first = self.image_dir / self.coco.imgs[self._by_name[missing[0]]]["file_name"]
+            raise DataError(f"{len(missing)} images of {self.annotation_file} are missing (first: {first})")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image(self, image_id: str) -> np.ndarray:
+        """RGB image (H, W, 3) uint8."""
+        info = self.coco.imgs[self._by_name[image_id]]
+        with Image.open(self.image_dir / info["file_name"]) as image:
+            return np.asarray(image.convert("RGB"))
+
+    def _annotations(self, image_id: str) -> list[dict]:
+        return self.coco.loadAnns(self.coco.getAnnIds(imgIds=[self._by_name[image_id]]))
+
+    def labels(self, image_id: str) -> np.ndarray:
+        """Image-level labels (C,) float32 from the non-crowd annotations."""
+        labels = np.zeros(len(self.class_names), dtype=np.float32)
+        for ann in self._annotations(image_id):
+            if not ann.get("iscrowd", 0):
+                labels[self._label[ann["category_id"]]] = 1.0
+        return labels
+
+    def instances(self, image_id: str) -> list[Instance]:
+        """Instance masks decoded by pycocotools (polygons and RLE alike)."""
+        instances = []
+        for ann in self._annotations(image_id):
+            if ann.get("iscrowd", 0) and not self.include_crowd:
+                continue
+            mask = self.coco.annToMask(ann).astype(bool)
+            instances.append(Instance(self._label[ann["category_id"]], mask, box_of(mask)))
+        return instances
