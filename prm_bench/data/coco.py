@@ -43,12 +43,20 @@ class CocoDataset:
         self.category_ids = sorted(self.coco.getCatIds())
         self._label = {cat: i for i, cat in enumerate(self.category_ids)}
         self.class_names = [self.coco.cats[c]["name"] for c in self.category_ids]
-        self._by_name = {self.coco.imgs[i]["file_name"].rsplit(".", 1)[0]: i for i in self.coco.imgs}
+        self._by_name = {
+            self.coco.imgs[i]["file_name"].rsplit(".", 1)[0]: i for i in self.coco.imgs
+        }
         self.ids = sorted(self._by_name)
-        missing = [i for i in self.ids if not (self.image_dir / self.coco.imgs[self._by_name[i]]["file_name"]).is_file()]
+        missing = [
+            i
+            for i in self.ids
+            if not (self.image_dir / self.coco.imgs[self._by_name[i]]["file_name"]).is_file()
+        ]
         if missing:
             first = self.image_dir / self.coco.imgs[self._by_name[missing[0]]]["file_name"]
-            raise DataError(f"{len(missing)} images of {self.annotation_file} are missing (first: {first})")
+            raise DataError(
+                f"{len(missing)} images of {self.annotation_file} are missing (first: {first})"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)

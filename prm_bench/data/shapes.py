@@ -117,14 +117,14 @@ def shape_mask(
     kind: str, size: int, cy: float, cx: float, radius: float, angle: float
 ) -> np.ndarray:
     """Boolean (size, size) mask of one shape centred at (cy, cx)."""
-    vertices = _polygon(kind, radius, angle) + (cy, cx)
+    vertices = _polygon(kind, radius, angle) + np.array([cy, cx])
     mask = np.zeros((size, size), dtype=bool)
     rr, cc = draw_polygon(vertices[:, 0], vertices[:, 1], shape=mask.shape)
     mask[rr, cc] = True
     if kind in ("ring", "crescent"):
         shift = 0.0 if kind == "ring" else 0.45 * radius
         inner = _polygon("circle", radius * (0.55 if kind == "ring" else 0.85), 0.0)
-        inner = inner + (cy + shift * np.sin(angle), cx + shift * np.cos(angle))
+        inner = inner + np.array([cy + shift * np.sin(angle), cx + shift * np.cos(angle)])
         rr, cc = draw_polygon(inner[:, 0], inner[:, 1], shape=mask.shape)
         mask[rr, cc] = False
     return mask
@@ -185,7 +185,7 @@ class _Painter:
 
     def clutter(self, canvas: np.ndarray) -> None:
         for _ in range(self.rng.integers(4, 12)):
-            kind = self.rng.choice(DISTRACTOR_SHAPES + ("circle", "square"))
+            kind = self.rng.choice([*DISTRACTOR_SHAPES, "circle", "square"])
             mask = self.random_shape(str(kind), (0.015, 0.04))
             self.paint(canvas, mask, self.class_hue(int(self.rng.integers(self.config.classes))))
 

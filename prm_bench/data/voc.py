@@ -88,10 +88,10 @@ class VocDataset:
         sets = "Segmentation" if self.segmentation else "Main"
         path = self.root / "ImageSets" / sets / f"{split}.txt"
         if not path.is_file():
-            available = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
+            found = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
             raise DataError(
-                f"split file {path} does not exist (splits there: {', '.join(available) or 'none'}); "
-                f"{LAYOUT}"
+                f"split file {path} does not exist "
+                f"(splits there: {', '.join(found) or 'none'}); {LAYOUT}"
             )
         return path
 
@@ -136,9 +136,14 @@ class VocDataset:
         for node in tree.getroot().iter("object"):
             name = (node.findtext("name") or "").strip()
             if name not in self._index:
-                raise DataError(f"{path}: unknown class {name!r} (classes: {', '.join(self._index)})")
+                raise DataError(
+                    f"{path}: unknown class {name!r} (classes: {', '.join(self._index)})"
+                )
             difficult = (node.findtext("difficult") or "0").strip() == "1"
-            box = tuple(int(float(node.findtext(f"bndbox/{k}"))) - 1 for k in ("xmin", "ymin", "xmax", "ymax"))
+            box = tuple(
+                int(float(node.findtext(f"bndbox/{k}"))) - 1
+                for k in ("xmin", "ymin", "xmax", "ymax")
+            )
             objects.append((self._index[name], difficult, box))
         return objects
 
