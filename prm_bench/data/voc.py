@@ -14,13 +14,13 @@ import numpy as np
 from PIL import Image
 
 from prm_bench.data.base import DataError, Instance, box_of
+from prm_bench.data.palette import VOID
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
-VOID = 255
 LAYOUT = (
     "expected the VOC 2012 layout: ROOT/{JPEGImages, Annotations, ImageSets/Main, "
     "ImageSets/Segmentation, SegmentationClass, SegmentationObject} (ROOT may also be the "
