@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import typer
@@ -13,11 +15,12 @@ from rich.table import Table
 
 from prm_bench import __version__
 from prm_bench.backbones import BACKBONES
+from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
-from prm_bench.data.coco import CocoDataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesConfig, generate_shapes
-from prm_bench.data.voc import VocDataset
 from prm_bench.peaks import STIMULATIONS
+from prm_bench.proposals import GALLERIES, open_gallery
+from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import Registry
 
 app = typer.Typer(
@@ -28,7 +31,12 @@ app = typer.Typer(
 )
 console = Console()
 
-FAMILIES: dict[str, Registry] = {"backbones": BACKBONES, "stimulations": STIMULATIONS}
+FAMILIES: dict[str, Registry] = {
+    "backbones": BACKBONES,
+    "stimulations": STIMULATIONS,
+    "galleries": GALLERIES,
+    "datasets": DATASETS,
+}
 
 
 def _describe(family: str, name: str) -> tuple[str, str]:
@@ -49,7 +57,7 @@ def list_entries(
     family: str = typer.Argument(None, help=f"One of: {', '.join(FAMILIES)} (default: all)."),
     pattern: str = typer.Argument("*", help="fnmatch pattern over the names, e.g. 'resnet*'."),
 ) -> None:
-    """List the entries of the registries (backbones, stimulations)."""
+    """List the entries of the registries (backbones, stimulations, galleries, datasets)."""
     if family is not None and family not in FAMILIES:
         console.print(
             f"[red]error:[/] unknown family {family!r} (choose from {', '.join(FAMILIES)})"
@@ -64,6 +72,8 @@ def list_entries(
         console.print(table)
     if family in (None, "backbones"):
         console.print("Any timm CNN is also available as [bold]timm:<name>[/].")
+    if family in (None, "galleries"):
+        console.print("Any gallery X is also available as [bold]gt+X[/] (ground truth first).")
 
 
 data_app = typer.Typer(help="Generate and inspect datasets.", no_args_is_help=True)
@@ -86,45 +96,87 @@ def data_shapes(
         start = time.perf_counter()
         root = generate_shapes(out_dir, config, jobs=jobs)
     except (ValueError, FileExistsError) as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        _fail(err)
     console.print(
         f"shapes dataset in {root}: {n_train} train + {n_val} val images of {size} px, "
         f"classes {', '.join(config.class_names)} ({time.perf_counter() - start:.1f} s)"
     )
 
 
+DATASET_OPTION = typer.Option("voc", "--dataset", help="Dataset kind: voc, coco or shapes.")
+
+
+def _open(kind: str, root: Path, split: str, segmentation: bool) -> Dataset:
+    if kind not in DATASETS:
+        raise DataError(DATASETS.unknown_message(kind))
+    return open_dataset(kind, root, split, segmentation=segmentation)
+
+
 @data_app.command("info")
 def data_info(
-    root: Path = typer.Argument(..., help="VOC root, or a COCO instances json."),
-    split: str = typer.Option("val", help="VOC split name or split list file."),
-    images: Path = typer.Option(None, help="COCO image folder (with a json ROOT)."),
-    segmentation: bool = typer.Option(True, help="VOC: read instance masks of the split."),
+    root: Path = typer.Argument(..., help="Dataset root."),
+    kind: str = DATASET_OPTION,
+    split: str = typer.Option("val", help="Split name (VOC: or a split list file)."),
+    segmentation: bool = typer.Option(True, help="Read the instance masks of the split."),
 ) -> None:
     """Check a dataset's layout and print its size, labels and instances per class."""
     try:
-        if root.suffix == ".json":
-            if images is None:
-                raise DataError("a COCO json needs --images IMAGE_FOLDER")
-            dataset: Dataset = CocoDataset(root, images)
-        else:
-            dataset = VocDataset(root, split, segmentation=segmentation)
-        table = Table(title=f"{root} ({len(dataset.ids)} images)", title_justify="left")
-        for column in ("class", "images", "instances"):
-            table.add_column(column, justify="right" if column != "class" else "left")
+        dataset = _open(kind, root, split, segmentation)
         labels = np.zeros(len(dataset.class_names))
         counts = np.zeros(len(dataset.class_names), dtype=int)
         for image_id in dataset.ids:
             labels += dataset.labels(image_id)
-            if segmentation or root.suffix == ".json":
+            if segmentation:
                 for instance in dataset.instances(image_id):
                     counts[instance.label] += 1
-        for name, n_images, n_instances in zip(dataset.class_names, labels, counts, strict=True):
-            table.add_row(name, str(int(n_images)), str(n_instances))
     except DataError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        _fail(err)
+    table = Table(title=f"{root} {split} ({len(dataset.ids)} images)", title_justify="left")
+    for column in ("class", "images", "instances"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, n_images, n_instances in zip(dataset.class_names, labels, counts, strict=True):
+        table.add_row(name, str(int(n_images)), str(n_instances))
     console.print(table)
+
+
+@data_app.command("proposals")
+def data_proposals(
+    root: Path = typer.Argument(..., help="Dataset root."),
+    gallery: str = typer.Argument(..., help="Gallery name, e.g. embedded, mcg, gt, gt+mcg."),
+    kind: str = DATASET_OPTION,
+    split: str = typer.Option("val", help="Split with instance ground truth."),
+    proposals: Path = typer.Option(
+        None, help="Proposal folder (file galleries) or cache folder (embedded)."
+    ),
+    top_n: int = typer.Option(100, help="Proposals considered per image."),
+    limit: int = typer.Option(None, help="Use only the first N images."),
+    out: Path = typer.Option(None, help="JSON file for the figures (default: beside the data)."),
+) -> None:
+    """Recall at IoU 0.5 / 0.7 and ABO of a proposal gallery against the ground truth."""
+    try:
+        dataset = _open(kind, root, split, True)
+        if gallery not in GALLERIES:
+            raise DataError(GALLERIES.unknown_message(gallery))
+        ids = dataset.ids[:limit] if limit else dataset.ids
+        result = gallery_quality(dataset, open_gallery(gallery, proposals, dataset), ids, top_n)
+    except DataError as err:
+        _fail(err)
+    out = out or root / "proposal_quality" / f"{gallery}_{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": str(root), "split": split, "gallery": gallery, "top_n": top_n, **result}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    table = Table(title=f"gallery {gallery} on {root} {split}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.3f}" if value % 1 else f"{int(value)}")
+    console.print(table)
+    console.print(f"saved {out}")
+
+
+def _fail(err: Exception) -> NoReturn:
+    console.print(f"[red]error:[/] {err}")
+    raise typer.Exit(2)
 
 
 @app.command()

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -7,6 +8,7 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from prm_bench.cli import app
+from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, check_disjoint
 from prm_bench.data.coco import CocoDataset
 from prm_bench.data.palette import VOID
@@ -144,6 +146,7 @@ def test_a_damaged_layout_is_one_clear_error(shapes_root, tmp_path, damage, mess
     with pytest.raises(DataError, match=message):
         VocDataset(copy, "val", segmentation=True)
     result = CliRunner().invoke(app, ["data", "info", str(copy)], env={"COLUMNS": "300"})
+    assert str(copy) in result.output
     assert result.exit_code == 2
     assert "error:" in result.output and "Traceback" not in result.output
 
@@ -156,3 +159,30 @@ def test_cli_generates_the_dataset(tmp_path):
     assert len(VocDataset(out, "val", segmentation=True)) == 2
     bad = CliRunner().invoke(app, ["data", "shapes", str(tmp_path / "x"), "--classes", "9"])
     assert bad.exit_code == 2 and "classes must be in 1..6" in bad.output
+
+
+def test_every_dataset_kind_opens_the_shapes_tree_alike(shapes_root):
+    assert DATASETS.names() == ["voc", "coco", "shapes"]
+    readers = [open_dataset(kind, shapes_root, "val", segmentation=True) for kind in DATASETS]
+    first = readers[0]
+    for reader in readers[1:]:
+        assert reader.ids == first.ids and reader.class_names == first.class_names
+        for image_id in first.ids:
+            a, b = reader.instances(image_id), first.instances(image_id)
+            assert all(np.array_equal(x.mask, y.mask) for x, y in zip(a, b, strict=True))
+
+
+def test_cli_info_and_proposal_quality(shapes_root, tmp_path):
+    runner = CliRunner()
+    info = runner.invoke(app, ["data", "info", str(shapes_root), "--dataset", "coco"])
+    assert info.exit_code == 0, info.output
+    out = tmp_path / "quality.json"
+    args = ["data", "proposals", str(shapes_root), "gt", "--dataset", "shapes", "--out", str(out)]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["recall@0.5"] == saved["abo"] == 1.0 and saved["images"] == CONFIG.n_val
+    bad = runner.invoke(app, ["data", "proposals", str(shapes_root), "mgc"])
+    assert bad.exit_code == 2 and "did you mean 'mcg'" in bad.output
+    bad = runner.invoke(app, ["data", "info", str(shapes_root), "--dataset", "vooc"])
+    assert bad.exit_code == 2 and "did you mean 'voc'" in bad.output

@@ -9,7 +9,10 @@ from pycocotools import mask as mask_utils
 from prm_bench.data.base import DataError
 from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.data.voc import VocDataset
+from prm_bench.masks import mask_iou
 from prm_bench.proposals import GALLERIES, open_gallery
+from prm_bench.proposals.embedded import EmbeddedParams, embedded_proposals, merge_hierarchy
+from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import UnknownNameError
 
 SUPERPIXELS = np.array(
@@ -94,7 +97,7 @@ def test_missing_files_and_bad_content_are_clear_errors(tmp_path):
 def shapes(tmp_path_factory):
     root = generate_shapes(
         tmp_path_factory.mktemp("data") / "shapes",
-        ShapesConfig(seed=1, n_train=2, n_val=3, size=48, classes=3),
+        ShapesConfig(seed=1, n_train=2, n_val=6, size=64, classes=3),
         jobs=1,
     )
     return root, VocDataset(root, "val", segmentation=True)
@@ -105,7 +108,7 @@ def test_gt_gallery_is_the_ground_truth_and_gt_plus_puts_it_first(shapes, tmp_pa
     for image_id in dataset.ids:
         truth = np.stack([i.mask for i in dataset.instances(image_id)])
         assert np.array_equal(open_gallery("gt", dataset=dataset)(image_id), truth)
-        extra = np.zeros((2, 48, 48), dtype=bool)
+        extra = np.zeros((2, 64, 64), dtype=bool)
         extra[0, :10, :10] = extra[1, 20:, 20:] = True
         (tmp_path / f"{image_id}.json").write_text(json.dumps([demo_entry(m) for m in extra]))
     combined = open_gallery("gt+prm-demo-json", tmp_path, dataset)
@@ -115,5 +118,88 @@ def test_gt_gallery_is_the_ground_truth_and_gt_plus_puts_it_first(shapes, tmp_pa
 
 
 def test_every_listed_gallery_resolves():
-    assert GALLERIES.names() == ["mcg", "cob", "rle-json", "prm-demo-json", "gt"]
+    assert GALLERIES.names() == ["mcg", "cob", "rle-json", "prm-demo-json", "embedded", "gt"]
     assert "gt+mcg" in GALLERIES
+
+
+def test_merge_hierarchy_adds_one_union_of_two_regions_per_merge():
+    labels = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [2, 4, 4, 3]])
+    lab = np.random.default_rng(0).random((3, 4, 3)) * 50
+    members = merge_hierarchy(labels, lab)
+    n = 5
+    assert members.shape == (2 * n - 1, n)  # a connected graph merges down to one region
+    assert np.array_equal(members[:n], np.eye(n, dtype=bool))
+    assert members[-1].all()
+    for k in range(n, len(members)):
+        earlier = members[:k]
+        parts = [i for i in range(k) if (earlier[i] & ~members[k]).sum() == 0]
+        # the new region is exactly the union of two disjoint earlier regions
+        assert any(
+            np.array_equal(earlier[i] | earlier[j], members[k])
+            and not (earlier[i] & earlier[j]).any()
+            for i in parts
+            for j in parts
+            if i < j
+        )
+
+
+def test_embedded_proposals_respect_their_contract(shapes):
+    _, dataset = shapes
+    params = EmbeddedParams(top_n=30)
+    for image_id in dataset.ids:
+        image = dataset.image(image_id)
+        masks, scores = embedded_proposals(image, params)
+        assert masks.dtype == bool and masks.shape[1:] == image.shape[:2]
+        assert 0 < len(masks) <= 30
+        assert (np.diff(scores) <= 0).all()
+        area = masks.mean(axis=(1, 2))
+        assert ((area >= params.min_area) & (area < params.max_area)).all()
+        overlap = mask_iou(masks, masks)
+        np.fill_diagonal(overlap, 0)
+        assert overlap.max() <= params.dedup_iou
+        again, _ = embedded_proposals(image, params)
+        assert np.array_equal(again, masks)
+
+
+def test_embedded_gallery_finds_the_shapes(shapes):
+    _, dataset = shapes
+    quality = gallery_quality(dataset, open_gallery("embedded", dataset=dataset))
+    assert quality["recall@0.5"] >= 0.8
+    assert quality["proposals_per_image"] <= 100
+
+
+def test_embedded_cache_equals_fresh_and_heals(shapes, tmp_path):
+    _, dataset = shapes
+    fresh = open_gallery("embedded", dataset=dataset)
+    cached = open_gallery("embedded", tmp_path, dataset)
+    image_id = dataset.ids[0]
+    first = cached(image_id)
+    files = list(tmp_path.rglob(f"{image_id}.json"))
+    assert len(files) == 1
+    assert np.array_equal(first, fresh(image_id))
+    assert np.array_equal(cached(image_id), first)  # read back from the cache
+    files[0].write_text(files[0].read_text()[:20])  # a truncated entry is recomputed
+    assert np.array_equal(cached(image_id), first)
+    assert files[0].read_text().endswith("]")
+
+
+def test_gallery_quality_on_a_hand_made_gallery(shapes):
+    _, dataset = shapes
+    image_id = dataset.ids[0]
+    truth = np.stack([i.mask for i in dataset.instances(image_id)])
+    # The gallery: the ground truth, except that instance 0 keeps only its first half of
+    # pixels; that proposal's IoU with instance 0 is then |half| / |instance 0|.
+    gallery = truth.copy()
+    ys, xs = np.nonzero(truth[0])
+    keep = len(ys) // 2
+    gallery[0] = False
+    gallery[0][ys[:keep], xs[:keep]] = True
+    result = gallery_quality(dataset, lambda _: gallery, [image_id])
+    best = np.ones(len(truth))
+    best[0] = keep / len(ys)
+    assert result["abo"] == pytest.approx(best.mean())
+    assert result["recall@0.7"] == pytest.approx((best >= 0.7).mean())
+    assert result["recall@0.5"] == pytest.approx((best >= 0.5).mean())
+    assert result["instances"] == len(truth)
+    perfect = gallery_quality(dataset, open_gallery("gt", dataset=dataset))
+    assert perfect["recall@0.5"] == perfect["recall@0.7"] == perfect["abo"] == 1.0

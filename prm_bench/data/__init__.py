@@ -1,1 +1,52 @@
-"""Datasets: the embedded `shapes` generator and the PASCAL VOC / COCO readers."""
+"""Datasets: the embedded `shapes` generator and the PASCAL VOC / COCO readers.
+
+`DATASETS` holds one opener per dataset kind: `opener(root, split, segmentation=False)`
+returns a reader with `ids`, `class_names`, `image`, `labels` and `instances`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from prm_bench.data.base import DataError, Dataset
+from prm_bench.data.coco import CocoDataset
+from prm_bench.data.shapes import ShapesConfig, generate_shapes
+from prm_bench.data.voc import VocDataset
+from prm_bench.registry import Registry
+
+DATASETS: Registry[Callable[..., Dataset]] = Registry(
+    "dataset",
+    """Dataset kinds: `opener(root, split, segmentation=False) -> Dataset`.""",
+)
+
+
+@DATASETS.register("voc")
+def open_voc(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
+    """PASCAL VOC 2012 (VOCdevkit layout); `split` is a split name or a list file."""
+    return VocDataset(root, split, segmentation=segmentation)
+
+
+@DATASETS.register("coco")
+def open_coco(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
+    """COCO: ROOT/annotations/instances_<split>.json with images in ROOT/<split>."""
+    root = Path(root)
+    annotation = root / "annotations" / f"instances_{split}.json"
+    images = root / split if (root / split).is_dir() else root / "JPEGImages"
+    if not annotation.is_file():
+        raise DataError(f"COCO annotation file {annotation} does not exist")
+    return CocoDataset(annotation, images)
+
+
+@DATASETS.register("shapes")
+def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
+    """The embedded shapes dataset; generated with the default config if ROOT is absent."""
+    root = Path(root)
+    if not (root / "shapes.json").is_file():
+        generate_shapes(root, ShapesConfig())
+    return VocDataset(root, split, segmentation=segmentation)
+
+
+def open_dataset(name: str, root: str | Path, split: str, segmentation: bool = False) -> Dataset:
+    """Open a split of a registered dataset kind."""
+    return DATASETS.get(name)(root, split, segmentation=segmentation)

@@ -24,11 +24,11 @@ from xml.etree import ElementTree
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 from skimage.draw import polygon as draw_polygon
 
 from prm_bench.data.palette import VOID, voc_palette
+from prm_bench.masks import encode_rle, rle_box
 
 CLASS_SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")
 DISTRACTOR_SHAPES = ("ring", "bar", "crescent")
@@ -309,13 +309,13 @@ def _write_image(config: ShapesConfig, index: int, image_id: str, root: Path) ->
     (root / "Annotations" / f"{image_id}.xml").write_bytes(xml)
     records = []
     for instance in instances:
-        rle = mask_utils.encode(np.asfortranarray(instance.mask.astype(np.uint8)))
+        rle = encode_rle(instance.mask)
         records.append(
             {
                 "category_id": instance.label + 1,
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                "segmentation": rle,
                 "area": int(instance.mask.sum()),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "bbox": rle_box(rle),
             }
         )
     return records

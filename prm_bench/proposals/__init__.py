@@ -9,12 +9,19 @@ gallery (recall forced to 100%).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from prm_bench.data.base import DataError, Dataset
+from prm_bench.masks import encode_rle
+from prm_bench.proposals.embedded import EmbeddedParams, embedded_proposals
 from prm_bench.proposals.formats import read_cob, read_mcg, read_prm_demo_json, read_rle_json
 from prm_bench.registry import Registry
 
@@ -41,6 +48,7 @@ def _file_gallery(suffix: str, reader: Callable[[Path], np.ndarray]) -> GalleryF
 
         return proposals
 
+    factory.__doc__ = f"Proposals read from <root>/<image id>{suffix} ({reader.__doc__})"
     return factory
 
 
@@ -48,6 +56,57 @@ GALLERIES.add("mcg", _file_gallery(".mat", read_mcg))
 GALLERIES.add("cob", _file_gallery(".mat", read_cob))
 GALLERIES.add("rle-json", _file_gallery(".json", read_rle_json))
 GALLERIES.add("prm-demo-json", _file_gallery(".json", read_prm_demo_json))
+
+
+def embedded_cache_dir(root: Path, params: EmbeddedParams) -> Path:
+    """Where the embedded proposals of `params` are cached under `root`."""
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode()).hexdigest()
+    return Path(root) / f"embedded-{digest[:12]}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@GALLERIES.register("embedded")
+def embedded_gallery(
+    root: Path | None = None,
+    dataset: Dataset | None = None,
+    params: EmbeddedParams | None = None,
+) -> Gallery:
+    """Training-free proposals computed from the image, cached under `root` as COCO RLE
+    json (one file per image, written atomically); no cache when `root` is None."""
+    if dataset is None:
+        raise DataError("the embedded gallery needs the dataset whose images it segments")
+    params = params or EmbeddedParams()
+    cache = embedded_cache_dir(root, params) if root is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def proposals(image_id: str) -> np.ndarray:
+        path = cache / f"{image_id}.json" if cache is not None else None
+        if path is not None and path.is_file():
+            try:
+                return read_rle_json(path)
+            except DataError:
+                pass  # a damaged cache entry is recomputed
+        masks, scores = embedded_proposals(dataset.image(image_id), params)
+        if path is not None and len(masks):
+            entries = [
+                {"segmentation": encode_rle(m), "score": float(s)}
+                for m, s in zip(masks, scores, strict=True)
+            ]
+            _write_atomic(path, json.dumps(entries))
+        return masks
+
+    return proposals
 
 
 @GALLERIES.register("gt")
