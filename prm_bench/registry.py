@@ -15,8 +15,11 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class UnknownNameError(LookupError):
-    """Raised when a name is not in a registry; the message lists close matches."""
+class UnknownNameError(LookupError, ValueError):
+    """Raised when a name is not in a registry; the message lists close matches.
+
+    It is also a ValueError, so pydantic validators that look names up report it as a
+    validation error of the field."""
 
 
 class Registry(Generic[T]):

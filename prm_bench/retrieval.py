@@ -1,0 +1,302 @@
+"""Instance mask retrieval: pick a proposal for each peak response map (DESIGN 2.5).
+
+    score(S) = alpha * sum(R * S)  +  sum(R * contour(S))  -  beta * sum(Q_c * S)
+               instance-aware         boundary-aware          class-aware
+
+A gallery is prepared once per image (masks at PRM resolution, contours, areas, validity,
+as sparse matrices) and reused by every peak and every grid cell; all PRM x proposal
+scores are sparse-dense matrix products. Each PRM takes its best proposal (the first on a
+tie); class-agnostic mask NMS then runs in descending retrieval-score order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy import ndimage
+
+from prm_bench.masks import mask_iou
+from prm_bench.peaks import upsample_maps
+from prm_bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Which retrieval terms are on."""
+
+    instance: bool
+    boundary: bool
+    klass: bool
+
+
+TERMS: Registry[Terms] = Registry(
+    "retrieval terms",
+    """Retrieval-term subsets: each entry says which of the instance-aware, boundary-aware
+    and class-aware terms are on; a term that is off has coefficient 0.""",
+)
+for _name, _terms in {
+    "full": Terms(True, True, True),
+    "no-instance": Terms(False, True, True),
+    "no-boundary": Terms(True, False, True),
+    "no-class": Terms(True, True, False),
+    "instance-only": Terms(True, False, False),
+    "boundary-only": Terms(False, True, False),
+    "class-only": Terms(False, False, True),
+    "instance+boundary": Terms(True, True, False),
+    "instance+class": Terms(True, False, True),
+    "class+boundary": Terms(False, True, True),
+}.items():
+    TERMS.add(_name, _terms)
+
+
+class RetrievalParams(BaseModel):
+    """Retrieval options; defaults are the original demo's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = 0.8
+    beta: float = 1e-5
+    bg_factor: float = 0.95
+    contour_width: int = Field(5, ge=1)
+    min_area: float = Field(2e-5, ge=0)
+    max_area: float = Field(0.85, gt=0)
+    top_n: int = Field(100, ge=1)
+    nms_threshold: float | None = 0.3
+    merge: bool = True
+    resize_mode: Literal["bicubic", "legacy"] = "bicubic"
+    confidence: Literal["retrieval", "class", "peak"] = "retrieval"
+    terms: str = "full"
+
+    @field_validator("terms")
+    @classmethod
+    def _known_terms(cls, value: str) -> str:
+        TERMS.get(value)
+        return value
+
+
+def _params(params: RetrievalParams | dict[str, Any] | None) -> RetrievalParams:
+    if params is None:
+        return RetrievalParams()
+    if isinstance(params, RetrievalParams):
+        return params
+    return RetrievalParams.model_validate(params)
+
+
+def contours(masks: np.ndarray, width: int = 5) -> np.ndarray:
+    """Morphological gradient (dilation minus erosion) of masks (P, H, W) with a w x w square.
+
+    Outside the image counts as background for the dilation and as foreground for the
+    erosion (OpenCV's default border), so the image border is not a contour.
+    """
+    size = (1, width, width)
+    dilated = ndimage.maximum_filter(masks, size=size, mode="constant", cval=False)
+    eroded = ndimage.minimum_filter(masks, size=size, mode="constant", cval=True)
+    return dilated & ~eroded
+
+
+def _resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if masks.shape[1:] == size:
+        return masks
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size[::-1], Image.NEAREST), bool)
+            for m in masks
+        ]
+    ).reshape(len(masks), *size)
+
+
+@dataclass
+class PreparedGallery:
+    """An image's proposals ready for scoring: first `top_n`, at PRM size (H, W)."""
+
+    masks: scipy.sparse.csr_matrix  # (P, H * W) 0/1
+    contours: scipy.sparse.csr_matrix  # (P, H * W) 0/1
+    valid: np.ndarray  # (P,) area within [min_area, max_area)
+    size: tuple[int, int]
+    key: tuple  # the parameters it was prepared with
+
+    def dense(self, index: int) -> np.ndarray:
+        """Proposal `index` as an (H, W) bool mask."""
+        return self.masks[index].toarray().reshape(self.size).astype(bool)
+
+
+def _gallery_key(params: RetrievalParams, size: tuple[int, int]) -> tuple:
+    return (params.contour_width, params.min_area, params.max_area, params.top_n, size)
+
+
+def prepare_gallery(
+    proposals: np.ndarray, size: tuple[int, int], params: RetrievalParams | dict | None = None
+) -> PreparedGallery:
+    """Prepare proposals (P, h, w) bool for PRMs of `size` (H, W): resize (nearest), keep
+    the first `top_n`, compute contours, areas and validity once."""
+    params = _params(params)
+    size = (int(size[0]), int(size[1]))
+    masks = _resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
+    area = masks.reshape(len(masks), -1).mean(axis=1) if len(masks) else np.zeros(0)
+    valid = (area >= params.min_area) & (area < params.max_area)
+    flat = masks.reshape(len(masks), -1)
+    edge = contours(masks, params.contour_width).reshape(len(masks), -1)
+    return PreparedGallery(
+        masks=scipy.sparse.csr_matrix(flat, dtype=np.float64),
+        contours=scipy.sparse.csr_matrix(edge, dtype=np.float64),
+        valid=valid,
+        size=size,
+        key=_gallery_key(params, size),
+    )
+
+
+def legacy_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What the removed `scipy.misc.imresize(values, size, interp='bicubic')` returned for a
+    float map: min-max scaled to 0..255, +0.5 and truncated to uint8, then a PIL bicubic
+    resize of that 8-bit image. The original code built its background mask this way."""
+    low, high = float(values.min()), float(values.max())
+    scale = 255.0 / (high - low) if high > low else 1.0
+    image = ((values - low) * scale).clip(0, 255) + 0.5
+    resized = Image.fromarray(image.astype(np.uint8)).resize(size[::-1], Image.BICUBIC)
+    return np.asarray(resized, dtype=np.float64)
+
+
+def background_mask(
+    class_response_map: np.ndarray | torch.Tensor,
+    size: tuple[int, int],
+    bg_factor: float = 0.95,
+    resize_mode: str = "bicubic",
+) -> np.ndarray:
+    """Q_c (H, W) bool: 1 where the class response map, resized to `size`, is below
+    `bg_factor` times the mean of the resized map."""
+    crm = torch.as_tensor(class_response_map, dtype=torch.float64).detach().cpu()
+    if resize_mode == "legacy":
+        resized = legacy_resize(crm.numpy(), size)
+    elif resize_mode == "bicubic":
+        resized = F.interpolate(crm[None, None], size=size, mode="bicubic", align_corners=False)
+        resized = resized[0, 0].numpy()
+    else:
+        raise ValueError(f"unknown resize_mode {resize_mode!r} (choose bicubic or legacy)")
+    return resized < bg_factor * resized.mean()
+
+
+def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def retrieval_scores(
+    peak_response_maps: np.ndarray | torch.Tensor,
+    peaks: np.ndarray | torch.Tensor,
+    class_response_maps: np.ndarray | torch.Tensor,
+    gallery: PreparedGallery,
+    params: RetrievalParams | dict | None = None,
+) -> np.ndarray:
+    """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf."""
+    params = _params(params)
+    terms = TERMS.get(params.terms)
+    prms = _as_numpy(peak_response_maps).astype(np.float64).reshape(len(peaks), -1)
+    classes = _as_numpy(peaks)[:, 1].astype(int)
+    scores = np.zeros((len(prms), gallery.masks.shape[0]))
+    if gallery.masks.shape[0] == 0:
+        return scores
+    if terms.instance:
+        scores += params.alpha * (gallery.masks @ prms.T).T
+    if terms.boundary:
+        scores += (gallery.contours @ prms.T).T
+    if terms.klass:
+        crm = _as_numpy(class_response_maps)[0]
+        for c in np.unique(classes):
+            q = background_mask(crm[c], gallery.size, params.bg_factor, params.resize_mode)
+            scores[classes == c] -= params.beta * (gallery.masks @ q.ravel().astype(np.float64))
+    scores[:, ~gallery.valid] = -np.inf
+    return scores
+
+
+def retrieve(
+    peak_response_maps: np.ndarray | torch.Tensor,
+    peaks: np.ndarray | torch.Tensor,
+    class_response_maps: np.ndarray | torch.Tensor,
+    proposals: np.ndarray | PreparedGallery,
+    params: RetrievalParams | dict | None = None,
+    *,
+    class_scores: np.ndarray | torch.Tensor | None = None,
+    upsample: int = 1,
+) -> list[dict[str, Any]]:
+    """Instances of one image from its PRMs and a proposal gallery.
+
+    Args:
+        peak_response_maps: (K, H, W), one per peak.
+        peaks: (K, 4) rows (batch, class, y, x) as from `find_peaks`.
+        class_response_maps: (1, C, h, w).
+        proposals: (P, H', W') bool, or a gallery from `prepare_gallery`.
+        params: `RetrievalParams` or a dict of its fields.
+        class_scores: (1, C) class scores, needed for `confidence="class"`.
+        upsample: factor of the grid the peaks were found on (for `confidence="peak"`).
+
+    Returns:
+        Instances in descending retrieval-score order, each a dict with `mask` (H, W)
+        bool, `class`, `score` (the confidence), `retrieval_score`, `proposal` (index into
+        the proposals) and `peaks` (indices of the PRMs merged into it).
+    """
+    params = _params(params)
+    size = tuple(int(s) for s in peak_response_maps.shape[-2:])
+    if isinstance(proposals, PreparedGallery):
+        if proposals.key != _gallery_key(params, size):
+            raise ValueError("the prepared gallery was made for other parameters or PRM size")
+        gallery = proposals
+    else:
+        gallery = prepare_gallery(proposals, size, params)
+    peaks_np = _as_numpy(peaks).astype(int)
+    if len(peaks_np) == 0 or gallery.masks.shape[0] == 0:
+        return []
+    scores = retrieval_scores(peak_response_maps, peaks_np, class_response_maps, gallery, params)
+    best = scores.argmax(axis=1)
+    best_score = scores[np.arange(len(best)), best]
+    order = [k for k in np.argsort(-best_score, kind="stable") if np.isfinite(best_score[k])]
+    confidence = _confidence(
+        params, peaks_np, best_score, class_response_maps, class_scores, upsample
+    )
+    masks = {int(p): gallery.dense(int(p)) for p in np.unique(best[order])}
+    instances: list[dict[str, Any]] = []
+    for k in order:
+        mask = masks[int(best[k])]
+        if params.nms_threshold is not None and instances:
+            overlaps = mask_iou(mask[None], np.stack([i["mask"] for i in instances]))[0]
+            hit = np.flatnonzero(overlaps >= params.nms_threshold)
+            if len(hit):
+                if params.merge:
+                    instances[hit[0]]["peaks"].append(int(k))
+                continue
+        instances.append(
+            {
+                "mask": mask,
+                "class": int(peaks_np[k, 1]),
+                "score": float(confidence[k]),
+                "retrieval_score": float(best_score[k]),
+                "proposal": int(best[k]),
+                "peaks": [int(k)],
+            }
+        )
+    return instances
+
+
+def _confidence(
+    params: RetrievalParams,
+    peaks: np.ndarray,
+    retrieval: np.ndarray,
+    class_response_maps: np.ndarray | torch.Tensor,
+    class_scores: np.ndarray | torch.Tensor | None,
+    upsample: int,
+) -> np.ndarray:
+    if params.confidence == "retrieval":
+        return retrieval
+    if params.confidence == "class":
+        if class_scores is None:
+            raise ValueError('confidence="class" needs the class scores of the image')
+        return _as_numpy(class_scores)[0, peaks[:, 1]].astype(np.float64)
+    maps = upsample_maps(torch.as_tensor(_as_numpy(class_response_maps)), upsample).numpy()
+    return maps[0, peaks[:, 1], peaks[:, 2], peaks[:, 3]].astype(np.float64)

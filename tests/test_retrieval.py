@@ -1,0 +1,214 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+from scipy import ndimage
+
+from prm_bench.registry import UnknownNameError
+from prm_bench.retrieval import (
+    TERMS,
+    RetrievalParams,
+    background_mask,
+    contours,
+    legacy_resize,
+    prepare_gallery,
+    retrieval_scores,
+    retrieve,
+)
+
+H, W = 24, 20
+
+
+def scene(seed: int = 0, proposals: int = 12, peaks: int = 5):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((proposals, H, W), dtype=bool)
+    for p in range(proposals):
+        y, x = rng.integers(0, H - 4), rng.integers(0, W - 4)
+        masks[p, y : y + rng.integers(3, 12), x : x + rng.integers(3, 12)] = True
+    masks[-1] = True  # the whole image: area 1.0 is above max_area
+    prms = rng.random((peaks, H, W)) ** 4
+    prms /= prms.sum(axis=(1, 2), keepdims=True)
+    crm = rng.standard_normal((1, 3, 6, 5)) * 5
+    peak_rows = np.stack([np.zeros(peaks), rng.integers(0, 3, peaks), rng.integers(0, 6, peaks),
+                          rng.integers(0, 5, peaks)], axis=1).astype(int)  # fmt: skip
+    return masks, prms, crm, peak_rows
+
+
+def reference_contour(mask: np.ndarray, width: int) -> np.ndarray:
+    """OpenCV's gradient written out: outside is 0 for the dilation, 1 for the erosion."""
+    r = width // 2
+    padded0 = np.pad(mask, r, constant_values=False)
+    padded1 = np.pad(mask, r, constant_values=True)
+    out = np.zeros_like(mask)
+    for y in range(mask.shape[0]):
+        for x in range(mask.shape[1]):
+            dil = padded0[y : y + width, x : x + width].any()
+            ero = padded1[y : y + width, x : x + width].all()
+            out[y, x] = dil and not ero
+    return out
+
+
+def reference_scores(masks, prms, crm, peaks, params: RetrievalParams) -> np.ndarray:
+    """One proposal at a time, straight from the formula of DESIGN 2.5."""
+    terms = TERMS.get(params.terms)
+    scores = np.full((len(prms), min(len(masks), params.top_n)), -np.inf)
+    for k, (prm, peak) in enumerate(zip(prms, peaks, strict=True)):
+        c = peak[1]
+        if params.resize_mode == "legacy":
+            resized = legacy_resize(crm[0, c], (H, W))
+        else:
+            resized = torch.nn.functional.interpolate(
+                torch.tensor(crm[0, c])[None, None], size=(H, W), mode="bicubic"
+            )[0, 0].numpy()
+        q = resized < params.bg_factor * resized.mean()
+        for p, mask in enumerate(masks[: params.top_n]):
+            area = mask.mean()
+            if not params.min_area <= area < params.max_area:
+                continue
+            edge = reference_contour(mask, params.contour_width)
+            value = 0.0
+            if terms.instance:
+                value += params.alpha * prm[mask].sum()
+            if terms.boundary:
+                value += prm[edge].sum()
+            if terms.klass:
+                value -= params.beta * q[mask].sum()
+            scores[k, p] = value
+    return scores
+
+
+@pytest.mark.parametrize("terms", TERMS.names())
+@pytest.mark.parametrize("resize_mode", ["bicubic", "legacy"])
+def test_scores_and_choices_equal_the_per_proposal_loop(terms, resize_mode):
+    masks, prms, crm, peaks = scene()
+    params = RetrievalParams(terms=terms, resize_mode=resize_mode, beta=0.01, top_n=10)
+    gallery = prepare_gallery(masks, (H, W), params)
+    fast = retrieval_scores(prms, peaks, crm, gallery, params)
+    slow = reference_scores(masks, prms, crm, peaks, params)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)
+    assert np.array_equal(fast.argmax(1), slow.argmax(1))
+    instances = retrieve(prms, peaks, crm, masks, params.model_copy(update={"nms_threshold": None}))
+    chosen = {i["peaks"][0]: i["proposal"] for i in instances}
+    assert chosen == {k: int(slow[k].argmax()) for k in range(len(prms))}
+
+
+def test_contours_match_the_written_out_gradient():
+    masks, *_ = scene(3)
+    for width in (1, 3, 5):
+        got = contours(masks, width)
+        for m, g in zip(masks, got, strict=True):
+            assert np.array_equal(g, reference_contour(m, width))
+    # the image border is not a contour: a full mask has none
+    assert not contours(np.ones((1, 8, 8), bool), 5).any()
+
+
+def test_background_mask_modes_differ_and_follow_the_mean_rule():
+    crm = np.random.default_rng(1).standard_normal((5, 4))
+    bicubic = background_mask(crm, (20, 16), 0.95, "bicubic")
+    legacy = background_mask(crm, (20, 16), 0.95, "legacy")
+    assert bicubic.shape == legacy.shape == (20, 16)
+    assert not np.array_equal(bicubic, legacy)
+    resized = legacy_resize(crm, (20, 16))
+    assert np.array_equal(legacy, resized < 0.95 * resized.mean())
+    # legacy resize goes through 8 bits: min -> 0, max -> 255 before the bicubic resize
+    same = legacy_resize(crm, crm.shape)
+    assert same.min() == 0 and same.max() == 255
+
+
+def test_legacy_resize_matches_the_8_bit_pil_path():
+    values = np.array([[0.0, 1.0], [2.0, 4.0]])
+    byte = np.array([[0, 64], [128, 255]], dtype=np.uint8)  # (v / 4 * 255 + 0.5) truncated
+    expected = np.asarray(Image.fromarray(byte).resize((3, 5), Image.BICUBIC), dtype=np.float64)
+    np.testing.assert_array_equal(legacy_resize(values, (5, 3)), expected)
+
+
+def test_ties_pick_the_first_proposal_and_invalid_ones_are_skipped():
+    prm = np.zeros((1, H, W))
+    prm[0, 5, 5] = 1.0
+    masks = np.zeros((4, H, W), dtype=bool)
+    masks[0, 5, 5] = True  # area 1 / 480 is below min_area 0.01
+    masks[1, 4:7, 4:7] = True
+    masks[2, 4:7, 4:7] = True  # the same as 1: a tie
+    masks[3] = True  # too large
+    params = {"min_area": 0.01, "terms": "instance-only", "nms_threshold": None}
+    (instance,) = retrieve(prm, np.array([[0, 0, 1, 1]]), np.zeros((1, 1, 3, 3)), masks, params)
+    assert instance["proposal"] == 1
+    assert instance["retrieval_score"] == pytest.approx(0.8)
+    assert (
+        retrieve(prm, np.array([[0, 0, 1, 1]]), np.zeros((1, 1, 3, 3)), masks[[0, 3]], params) == []
+    )
+
+
+def test_nms_keeps_the_best_and_merges_suppressed_peaks():
+    masks = np.zeros((3, H, W), dtype=bool)
+    masks[0, 2:10, 2:10] = True
+    masks[1, 3:10, 2:10] = True  # IoU 56 / 64 with proposal 0
+    masks[2, 14:20, 10:18] = True
+    prms = np.zeros((3, H, W))
+    prms[0, 5, 5] = 1.0  # -> proposal 0 (a tie with 1: the first wins), score 0.8
+    prms[1, 4:9, 3:12] = 1.0 / 45  # 25 of its 45 cells inside proposal 0: score 0.8 * 25 / 45
+    prms[2, 16, 12] = 1.0
+    peaks = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
+    crm = np.zeros((1, 2, 3, 3))
+    base = {"terms": "instance-only"}
+    kept = retrieve(prms, peaks, crm, masks, base)
+    assert [i["peaks"] for i in kept] == [[0, 1], [2]]
+    assert [i["proposal"] for i in kept] == [0, 2]
+    unmerged = retrieve(prms, peaks, crm, masks, {**base, "merge": False})
+    assert [i["peaks"] for i in unmerged] == [[0], [2]]
+    every = retrieve(prms, peaks, crm, masks, {**base, "nms_threshold": None})
+    assert len(every) == 3
+    scores = [i["retrieval_score"] for i in every]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_confidence_options():
+    masks, prms, crm, peaks = scene(2)
+    class_scores = np.array([[0.3, -0.2, 0.9]])
+    by_retrieval = retrieve(prms, peaks, crm, masks, {"nms_threshold": None})
+    by_class = retrieve(prms, peaks, crm, masks, {"nms_threshold": None, "confidence": "class"},
+                        class_scores=class_scores)  # fmt: skip
+    by_peak = retrieve(prms, peaks, crm, masks, {"nms_threshold": None, "confidence": "peak"})
+    # the order and the masks follow the retrieval score whatever the confidence
+    assert [i["peaks"] for i in by_class] == [i["peaks"] for i in by_retrieval]
+    for r, c, p in zip(by_retrieval, by_class, by_peak, strict=True):
+        k = r["peaks"][0]
+        assert r["score"] == r["retrieval_score"]
+        assert c["score"] == class_scores[0, peaks[k, 1]]
+        assert p["score"] == crm[0, peaks[k, 1], peaks[k, 2], peaks[k, 3]]
+    with pytest.raises(ValueError, match="needs the class scores"):
+        retrieve(prms, peaks, crm, masks, {"confidence": "class"})
+
+
+def test_prepared_gallery_is_reused_and_checked():
+    masks, prms, crm, peaks = scene(4)
+    params = RetrievalParams()
+    gallery = prepare_gallery(masks, (H, W), params)
+    fresh = retrieve(prms, peaks, crm, masks, params)
+    reused = retrieve(prms, peaks, crm, gallery, params)
+    assert [(i["proposal"], i["peaks"]) for i in fresh] == [
+        (i["proposal"], i["peaks"]) for i in reused
+    ]
+    with pytest.raises(ValueError, match="prepared gallery was made for other parameters"):
+        retrieve(prms, peaks, crm, gallery, {"contour_width": 3})
+
+
+def test_proposals_of_another_size_are_resized_nearest():
+    masks = np.zeros((1, H // 2, W // 2), dtype=bool)
+    masks[0, 2:5, 3:6] = True
+    gallery = prepare_gallery(masks, (H, W))
+    big = gallery.dense(0)
+    assert big.shape == (H, W) and big.sum() == 4 * masks.sum()
+    assert np.array_equal(big, ndimage.zoom(masks[0], 2, order=0))
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValidationError, match="unknown retrieval terms 'no-instanse'"):
+        RetrievalParams(terms="no-instanse")
+    with pytest.raises(ValidationError, match="resize_mode"):
+        RetrievalParams(resize_mode="bilinear")
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        RetrievalParams(alhpa=1.0)
+    with pytest.raises(UnknownNameError):
+        TERMS.get("everything")
