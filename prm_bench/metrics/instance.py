@@ -1,0 +1,229 @@
+"""Instance segmentation metrics: mAP^r VOC style and COCO style, and ABO (DESIGN 3).
+
+Inputs, one entry per image: `predictions[i]` a list of {"mask": (H, W) bool, "class":
+int, "score": float}; `ground_truth[i]` a list of {"mask", "class"} (optionally
+"difficult": True, which VOC style ignores as chainercv does and COCO style drops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from prm_bench.masks import encode_rle, mask_iou, rle_box
+from prm_bench.metrics.ap import average_precision, class_key
+
+Instances = Sequence[Sequence[dict[str, Any]]]
+
+
+def _stack(instances: Sequence[dict[str, Any]], shape: tuple[int, ...]) -> np.ndarray:
+    if not instances:
+        return np.zeros((0, *shape), dtype=bool)
+    return np.stack([np.asarray(i["mask"], dtype=bool) for i in instances])
+
+
+def _image_shape(predictions: Sequence[dict], truth: Sequence[dict]) -> tuple[int, ...] | None:
+    for instance in (*truth, *predictions):
+        return np.asarray(instance["mask"]).shape
+    return None
+
+
+def _classes(predictions: Instances, ground_truth: Instances, num_classes: int | None) -> int:
+    if num_classes is not None:
+        return num_classes
+    labels = [i["class"] for image in (*predictions, *ground_truth) for i in image]
+    return max(labels, default=-1) + 1
+
+
+def voc_map(
+    predictions: Instances,
+    ground_truth: Instances,
+    iou_thresholds: Sequence[float] = (0.25, 0.5, 0.75),
+    use_07_metric: bool = False,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, float]:
+    """mAP^r with the VOC / FCIS / chainercv matching rule.
+
+    Per class, predictions are ranked by score over the dataset; in its image a prediction
+    matches the same-class ground truth of highest IoU (the first on a tie): a true
+    positive if that IoU >= t and the instance is not taken yet, else a false positive.
+    Classes without ground truth are NaN and left out of the mean.
+
+    Returns:
+        {"mAP@t": ..., "AP@t/<class>": ...} for every threshold t.
+    """
+    if len(predictions) != len(ground_truth):
+        raise ValueError(f"{len(predictions)} prediction lists for {len(ground_truth)} images")
+    n_classes = _classes(predictions, ground_truth, num_classes)
+    thresholds = list(iou_thresholds)
+    scores: list[list[list[float]]] = [[[] for _ in range(n_classes)] for _ in thresholds]
+    hits: list[list[list[bool]]] = [[[] for _ in range(n_classes)] for _ in thresholds]
+    positives = np.zeros(n_classes, dtype=int)
+    for preds, truth in zip(predictions, ground_truth, strict=True):
+        shape = _image_shape(preds, truth)
+        for c in range(n_classes):
+            p = sorted((i for i in preds if i["class"] == c), key=lambda i: -i["score"])
+            g = [i for i in truth if i["class"] == c]
+            difficult = np.array([bool(i.get("difficult", False)) for i in g], dtype=bool)
+            positives[c] += int((~difficult).sum())
+            if not p:
+                continue
+            overlaps = mask_iou(_stack(p, shape), _stack(g, shape)) if g else np.zeros((len(p), 0))
+            for t, threshold in enumerate(thresholds):
+                taken = np.zeros(len(g), dtype=bool)
+                for row, instance in zip(overlaps, p, strict=True):
+                    best = int(row.argmax()) if len(row) else -1
+                    if best >= 0 and row[best] >= threshold and difficult[best]:
+                        continue  # matched a difficult instance: neither TP nor FP
+                    hit = best >= 0 and row[best] >= threshold and not taken[best]
+                    if hit:
+                        taken[best] = True
+                    hits[t][c].append(hit)
+                    scores[t][c].append(float(instance["score"]))
+    result: dict[str, float] = {}
+    for t, threshold in enumerate(thresholds):
+        aps = [
+            average_precision(scores[t][c], hits[t][c], positives[c], use_07_metric)
+            for c in range(n_classes)
+        ]
+        result[f"mAP@{threshold:g}"] = (
+            float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan")
+        )
+        for c, ap in enumerate(aps):
+            result[f"AP@{threshold:g}/{class_key(c, class_names)}"] = ap
+    return result
+
+
+def coco_map(
+    predictions: Instances,
+    ground_truth: Instances,
+    iou_thresholds: Sequence[float] = (0.25, 0.5, 0.75),
+    max_detections: int = 100,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, float]:
+    """mAP^r through pycocotools `COCOeval(iouType="segm")` at the given IoU thresholds.
+
+    Per-class AP is read from `eval["precision"]` at area "all" and `max_detections`.
+
+    Returns:
+        {"coco_mAP@t": ..., "coco_AP@t/<class>": ...}.
+    """
+    n_classes = _classes(predictions, ground_truth, num_classes)
+    images, annotations, results = [], [], []
+    for number, (preds, truth) in enumerate(zip(predictions, ground_truth, strict=True), 1):
+        shape = _image_shape(preds, truth)
+        if shape is None:
+            continue
+        images.append({"id": number, "height": shape[0], "width": shape[1]})
+        for instance in truth:
+            if instance.get("difficult", False):
+                continue
+            rle = encode_rle(np.asarray(instance["mask"], bool))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": number,
+                    "category_id": instance["class"] + 1,
+                    "segmentation": rle,
+                    "area": float(np.asarray(instance["mask"]).sum()),
+                    "bbox": rle_box(rle),
+                    "iscrowd": 0,
+                }
+            )
+        for instance in preds:
+            rle = encode_rle(np.asarray(instance["mask"], bool))
+            results.append(
+                {
+                    "image_id": number,
+                    "category_id": instance["class"] + 1,
+                    "segmentation": rle,
+                    "score": float(instance["score"]),
+                }
+            )
+    thresholds = list(iou_thresholds)
+    per_class = np.full((len(thresholds), n_classes), np.nan)
+    counts = np.bincount([a["category_id"] - 1 for a in annotations], minlength=n_classes)
+    per_class[:, counts[:n_classes] > 0] = 0.0
+    if images and annotations and results:
+        categories = [{"id": c + 1, "name": str(c)} for c in range(n_classes)]
+        with contextlib.redirect_stdout(io.StringIO()):
+            truth_api = COCO()
+            truth_api.dataset = {
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            }
+            truth_api.createIndex()
+            for result in results:
+                result["segmentation"] = {
+                    **result["segmentation"],
+                    "counts": result["segmentation"]["counts"],
+                }
+            result_api = truth_api.loadRes(results)
+            evaluator = COCOeval(truth_api, result_api, iouType="segm")
+            evaluator.params.iouThrs = np.asarray(thresholds, dtype=np.float64)
+            evaluator.params.maxDets = [max_detections]
+            evaluator.params.areaRng = [[0.0, 1e10]]
+            evaluator.params.areaRngLbl = ["all"]
+            evaluator.evaluate()
+            evaluator.accumulate()
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (T, R, K)
+        for t in range(len(thresholds)):
+            for k, category in enumerate(evaluator.params.catIds):
+                values = precision[t, :, k]
+                if counts[category - 1] > 0:
+                    per_class[t, category - 1] = (
+                        values[values > -1].mean() if (values > -1).any() else 0.0
+                    )
+    result: dict[str, float] = {}
+    for t, threshold in enumerate(thresholds):
+        row = per_class[t]
+        result[f"coco_mAP@{threshold:g}"] = (
+            float(np.nanmean(row)) if not np.all(np.isnan(row)) else float("nan")
+        )
+        for c in range(n_classes):
+            result[f"coco_AP@{threshold:g}/{class_key(c, class_names)}"] = float(row[c])
+    return result
+
+
+def abo(
+    predictions: Instances,
+    ground_truth: Instances,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, float]:
+    """Average best overlap: for each ground-truth instance, its best IoU with the
+    predictions of its class in its image (0 if none).
+
+    Returns:
+        {"abo": mean over instances, "abo_class_mean": mean over classes of the
+        per-class means, "abo/<class>": ...}.
+    """
+    n_classes = _classes(predictions, ground_truth, num_classes)
+    best: list[list[float]] = [[] for _ in range(n_classes)]
+    for preds, truth in zip(predictions, ground_truth, strict=True):
+        shape = _image_shape(preds, truth)
+        for c in range(n_classes):
+            g = [i for i in truth if i["class"] == c]
+            if not g:
+                continue
+            p = [i for i in preds if i["class"] == c]
+            overlaps = mask_iou(_stack(g, shape), _stack(p, shape)) if p else np.zeros((len(g), 1))
+            best[c].extend(overlaps.max(axis=1).tolist())
+    everything = [v for values in best for v in values]
+    per_class = [float(np.mean(v)) if v else float("nan") for v in best]
+    result = {
+        "abo": float(np.mean(everything)) if everything else float("nan"),
+        "abo_class_mean": float(np.nanmean(per_class)) if everything else float("nan"),
+    }
+    for c, value in enumerate(per_class):
+        result[f"abo/{class_key(c, class_names)}"] = value
+    return result

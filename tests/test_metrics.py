@@ -1,0 +1,208 @@
+import numpy as np
+import pytest
+
+from prm_bench.metrics import (
+    METRICS,
+    abo,
+    coco_map,
+    pointing_map,
+    prm_quality,
+    semantic_miou,
+    voc_map,
+)
+from prm_bench.metrics.ap import average_precision
+from prm_bench.metrics.pointing import max_points
+
+H, W = 10, 20
+
+
+def box(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    mask = np.zeros((H, W), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+A = box(2, 8, 1, 9)  # 48 pixels
+B = box(2, 8, 11, 19)  # 48 pixels
+B_PART = box(2, 7, 11, 17)  # 30 pixels inside B: IoU 30 / 48 = 0.625
+
+
+def fixture():
+    truth = [
+        [{"mask": A, "class": 0}, {"mask": B, "class": 0}],
+        [{"mask": A, "class": 1}],
+    ]
+    predictions = [
+        [
+            {"mask": A, "class": 0, "score": 0.9},  # TP
+            {"mask": A, "class": 0, "score": 0.8},  # duplicate of a taken instance: FP
+            {"mask": B_PART, "class": 0, "score": 0.7},  # TP at 0.5, FP at 0.75
+            {"mask": B, "class": 2, "score": 0.6},  # class 2 has no ground truth
+        ],
+        [],  # class 1 is never predicted
+    ]
+    return predictions, truth
+
+
+def test_voc_map_matches_the_hand_computed_values():
+    predictions, truth = fixture()
+    result = voc_map(predictions, truth, (0.5, 0.75), num_classes=3)
+    # t = 0.5: hits T F T over 2 positives: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    # -> AP = 1/2 * 1 + 1/2 * 2/3; t = 0.75: T F F -> AP = 1/2.
+    assert result["AP@0.5/0"] == pytest.approx(0.5 + 1 / 3)
+    assert result["AP@0.75/0"] == pytest.approx(0.5)
+    assert result["AP@0.5/1"] == 0.0  # ground truth, no prediction
+    assert np.isnan(result["AP@0.5/2"])  # predictions, no ground truth: left out
+    assert result["mAP@0.5"] == pytest.approx((0.5 + 1 / 3) / 2)
+    assert result["mAP@0.75"] == pytest.approx(0.25)
+
+
+def test_voc_map_11_point():
+    predictions, truth = fixture()
+    result = voc_map(predictions, truth, (0.5,), use_07_metric=True, num_classes=2)
+    # recall points 0..0.5 see precision 1, points 0.6..1.0 see 2/3
+    assert result["AP@0.5/0"] == pytest.approx((6 + 5 * 2 / 3) / 11)
+
+
+def test_voc_map_edge_cases():
+    predictions, truth = fixture()
+    empty = voc_map([[], []], truth, (0.5,))
+    assert empty["mAP@0.5"] == 0.0
+    # a prediction in an image without ground truth is a false positive
+    extra = [[*predictions[0]], [{"mask": A, "class": 0, "score": 0.95}]]
+    result = voc_map(extra, truth, (0.5,), num_classes=2)
+    # hits F T F T: precision 0, 1/2, 1/3, 1/2 at recall 0, 1/2, 1/2, 1 -> 1/2 * 1/2 + 1/2 * 1/2
+    assert result["AP@0.5/0"] == pytest.approx(0.5)
+    # an empty predicted mask never matches
+    blank = [[{"mask": np.zeros((H, W), bool), "class": 0, "score": 1.0}], []]
+    assert voc_map(blank, truth, (0.5,), num_classes=2)["AP@0.5/0"] == 0.0
+    # a difficult instance is neither counted nor penalised
+    hard = [[{**truth[0][0], "difficult": True}, truth[0][1]], truth[1]]
+    only_b = [[{"mask": A, "class": 0, "score": 0.9}, {"mask": B, "class": 0, "score": 0.5}], []]
+    assert voc_map(only_b, hard, (0.5,), num_classes=2)["AP@0.5/0"] == 1.0
+    with pytest.raises(ValueError, match="prediction lists"):
+        voc_map([[]], truth)
+
+
+def test_coco_and_voc_agree_where_the_protocols_coincide():
+    truth = [[{"mask": A, "class": 0}, {"mask": B, "class": 1}], [{"mask": B, "class": 0}]]
+    predictions = [
+        [{"mask": A, "class": 0, "score": 0.9}, {"mask": B, "class": 1, "score": 0.4}],
+        [{"mask": B, "class": 0, "score": 0.8}],
+    ]
+    voc = voc_map(predictions, truth, (0.5, 0.75), num_classes=3)
+    coco = coco_map(predictions, truth, (0.5, 0.75), num_classes=3)
+    for t in ("0.5", "0.75"):
+        assert coco[f"coco_mAP@{t}"] == pytest.approx(voc[f"mAP@{t}"]) == pytest.approx(1.0)
+        assert np.isnan(coco[f"coco_AP@{t}/2"]) and np.isnan(voc[f"AP@{t}/2"])
+    # drop class 1's prediction: both give AP 0 for it
+    fewer = [predictions[0][:1], predictions[1]]
+    assert (
+        coco_map(fewer, truth, (0.5,))["coco_AP@0.5/1"]
+        == voc_map(fewer, truth, (0.5,))["AP@0.5/1"]
+        == 0.0
+    )
+
+
+def test_coco_map_on_the_fixture_uses_101_point_precision():
+    predictions, truth = fixture()
+    result = coco_map(predictions, truth, (0.5,), num_classes=3)
+    # COCO matches the duplicate to nothing (A is taken, B's IoU with A is 0): T F T.
+    # 101 recall points: 51 at precision 1 (recall <= 0.5), 50 at 2/3.
+    assert result["coco_AP@0.5/0"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    assert result["coco_AP@0.5/1"] == 0.0
+    assert np.isnan(result["coco_AP@0.5/2"])
+    assert coco_map([[], []], truth, (0.5,))["coco_mAP@0.5"] == 0.0
+
+
+def test_abo_per_instance_and_per_class():
+    predictions, truth = fixture()
+    result = abo(predictions, truth, num_classes=3)
+    assert result["abo"] == pytest.approx((1.0 + 0.625 + 0.0) / 3)
+    assert result["abo/0"] == pytest.approx(0.8125)
+    assert result["abo/1"] == 0.0
+    assert np.isnan(result["abo/2"])
+    assert result["abo_class_mean"] == pytest.approx((0.8125 + 0.0) / 2)
+
+
+def test_average_precision_ranks_stably_and_handles_no_positives():
+    assert average_precision([0.5, 0.5], [True, False], 1) == 1.0  # first on a tie ranks first
+    assert np.isnan(average_precision([0.3], [False], 0))
+    assert average_precision([], [], 3) == 0.0
+
+
+def test_max_points_and_pointing_map():
+    maps = np.zeros((2, 4, 4))
+    maps[0, 1, 1] = 5.0
+    maps[1, 2, 3] = 5.0
+    points = max_points(maps, (40, 40))
+    # cell 1 of 4 is centred on pixel 14.5 of 40: pixels 14 and 15 tie, the first wins
+    assert points.tolist() == [[14, 14], [24, 34]]
+    truth = [
+        [{"class": 0, "box": (0, 0, 9, 9)}],
+        [{"class": 1, "box": (20, 20, 30, 30)}],
+    ]
+    predictions = [
+        {"points": np.array([[5, 5], [0, 0]]), "scores": np.array([0.9, 0.1])},
+        {"points": np.array([[5, 5], [45, 25]]), "scores": np.array([0.95, 0.8])},
+    ]
+    # class 0: image 2 (no class 0) ranks first -> F, T: AP 1/2.
+    # class 1: the point is 15 px below the box: a hit with 18 px tolerance, a miss with 10.
+    loose = pointing_map(predictions, truth, tolerance=18)
+    assert loose["pointing_AP/0"] == pytest.approx(0.5)
+    assert loose["pointing_AP/1"] == pytest.approx(1.0)
+    assert loose["pointing_mAP"] == pytest.approx(0.75)
+    assert pointing_map(predictions, truth, tolerance=10)["pointing_AP/1"] == 0.0
+
+
+def test_prm_quality_by_objects_per_image():
+    prm = np.zeros((1, H, W))
+    prm[0][A] = 0.7 / A.sum()
+    prm[0][~A] = 0.3 / (~A).sum()  # 70 % on instance A
+    bad = np.zeros((1, H, W))
+    bad[0][B] = 0.4 / B.sum()
+    bad[0][~B] = 0.6 / (~B).sum()
+    truth = [
+        [{"mask": A, "class": 0}],
+        [{"mask": B, "class": 0}, {"mask": A, "class": 1}],
+    ]
+    predictions = [
+        {"prms": prm, "classes": np.array([0])},
+        {"prms": np.concatenate([bad, prm]), "classes": np.array([0, 0])},  # 2nd: no class-0 A
+    ]
+    result = prm_quality(predictions, truth)
+    # scores: 0.7 (1 object); 0.4 on B, and for the class-0 PRM on A only its share on
+    # B (A is class 1 there): 0.3 * 48 / 152 (2 objects)
+    on_b = 0.3 * 48 / 152
+    assert result["prm_correct"] == pytest.approx(1 / 3)
+    assert result["prm_score"] == pytest.approx((0.7 + 0.4 + on_b) / 3)
+    assert result["prm_correct/1"] == 1.0 and result["prm_score/1"] == pytest.approx(0.7)
+    assert result["prm_correct/2-5"] == 0.0
+    assert result["prm_score/2-5"] == pytest.approx((0.4 + on_b) / 2)
+    assert result["prm_count/2-5"] == 2.0 and np.isnan(result["prm_correct/6+"])
+
+
+def test_semantic_miou_with_void():
+    gt = np.zeros((2, 2), bool)
+    gt[0, 0] = True
+    pred = np.zeros((2, 2), bool)
+    pred[0, :] = True
+    void = np.zeros((2, 2), bool)
+    void[1, 1] = True
+    predicted = [[{"mask": pred, "class": 0, "score": 1.0}]]
+    result = semantic_miou(predicted, [[{"mask": gt, "class": 0}]], num_classes=2, void=[void])
+    # kept pixels (0,0) (0,1) (1,0): class 0 1/2, background 1/2, class 1 absent
+    assert result["IoU/0"] == 0.5 and result["IoU/background"] == 0.5
+    assert np.isnan(result["IoU/1"]) and result["mIoU"] == 0.5
+
+
+def test_semantic_overlaps_go_to_the_higher_score():
+    gt = [[{"mask": A, "class": 1}]]
+    low = {"mask": A, "class": 0, "score": 0.2}
+    high = {"mask": A, "class": 1, "score": 0.9}
+    assert semantic_miou([[low, high]], gt, num_classes=2)["IoU/1"] == 1.0
+    assert semantic_miou([[{**high, "score": 0.1}, low]], gt, num_classes=2)["IoU/1"] == 0.0
+
+
+def test_metric_registry_lists_every_metric():
+    assert METRICS.names() == ["voc-map", "coco-map", "abo", "pointing", "prm-quality", "semantic"]
