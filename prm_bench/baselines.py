@@ -1,0 +1,143 @@
+"""CAM baselines for the comparison table (DESIGN 2.6).
+
+A `gap`-trained classifier's class activation map of each present class is upsampled to
+the image, thresholded at a fraction of its maximum, and split into connected components;
+each component's box becomes an instance mask: the filled box (`cam-rect`), the largest
+ellipse inscribed in it (`cam-ellipse`), or the proposal of highest IoU with the box
+(`cam-proposal`). Instances have the same form as `retrieve`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+
+from prm_bench.masks import mask_iou
+from prm_bench.registry import Registry
+
+
+class BaselineParams(BaseModel):
+    """Options of the CAM baselines.
+
+    Attributes:
+        cam_threshold: keep pixels at or above this fraction of the class map's maximum.
+        class_threshold: a class is present when its score is at least this.
+        min_area: smallest component kept, as a fraction of the image.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cam_threshold: float = Field(0.2, gt=0, le=1)
+    class_threshold: float = 0.0
+    min_area: float = Field(0.001, ge=0)
+
+
+Box = tuple[int, int, int, int]
+BoxToMask = Callable[[Box, tuple[int, int], np.ndarray | None], tuple[np.ndarray, int]]
+
+BASELINES: Registry[BoxToMask] = Registry(
+    "baseline",
+    """CAM baselines: each entry turns a box (x0, y0, x1, y1) into (mask, proposal index or
+    -1) given the image size and, for `cam-proposal`, the proposals.""",
+)
+
+
+@BASELINES.register("cam-rect")
+def box_mask(
+    box: Box, size: tuple[int, int], proposals: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """The filled box."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros(size, dtype=bool)
+    mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    return mask, -1
+
+
+@BASELINES.register("cam-ellipse")
+def ellipse_mask(
+    box: Box, size: tuple[int, int], proposals: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """The largest axis-aligned ellipse inscribed in the box (pixel centres inside)."""
+    x0, y0, x1, y1 = box
+    ys, xs = np.mgrid[0 : size[0], 0 : size[1]]
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    ry, rx = (y1 - y0 + 1) / 2, (x1 - x0 + 1) / 2
+    return ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0, -1
+
+
+@BASELINES.register("cam-proposal")
+def proposal_mask(
+    box: Box, size: tuple[int, int], proposals: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """The proposal of highest IoU with the filled box (the first on a tie)."""
+    if proposals is None or len(proposals) == 0:
+        raise ValueError("cam-proposal needs a non-empty proposal gallery")
+    rect, _ = box_mask(box, size)
+    best = int(mask_iou(rect[None], np.asarray(proposals, bool))[0].argmax())
+    return np.asarray(proposals[best], bool), best
+
+
+def cam_boxes(cam: np.ndarray, params: BaselineParams) -> list[tuple[Box, float]]:
+    """Boxes of the connected components of a thresholded class activation map, each
+    with its peak activation as confidence."""
+    peak = float(cam.max())
+    if peak <= 0:
+        return []
+    components, _ = ndimage.label(cam >= params.cam_threshold * peak, structure=np.ones((3, 3)))
+    boxes = []
+    for index, found in enumerate(ndimage.find_objects(components), start=1):
+        region = components[found] == index
+        if region.sum() < params.min_area * cam.size:
+            continue
+        ys, xs = found
+        box = (xs.start, ys.start, xs.stop - 1, ys.stop - 1)
+        boxes.append((box, float(cam[found][region].max())))
+    return boxes
+
+
+def cam_baseline(
+    name: str,
+    class_response_maps: np.ndarray | torch.Tensor,
+    class_scores: np.ndarray | torch.Tensor,
+    image_size: tuple[int, int],
+    proposals: np.ndarray | None = None,
+    params: BaselineParams | dict | None = None,
+) -> list[dict[str, Any]]:
+    """Instances of one image from a CAM baseline.
+
+    Args:
+        name: `cam-rect`, `cam-ellipse` or `cam-proposal`.
+        class_response_maps: (1, C, h, w) of a classifier trained with `gap`.
+        class_scores: (1, C).
+        image_size: (H, W) of the image.
+        proposals: (P, H, W) bool, for `cam-proposal`.
+        params: `BaselineParams` or a dict of its fields.
+
+    Returns:
+        Instances by descending confidence: `mask`, `class`, `score`, `proposal`, `peaks`.
+    """
+    to_mask = BASELINES.get(name)
+    params = BaselineParams.model_validate(params or {})
+    maps = torch.as_tensor(np.asarray(class_response_maps, dtype=np.float32))
+    maps = F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)[0].numpy()
+    scores = np.asarray(class_scores, dtype=np.float64).reshape(-1)
+    instances = []
+    for c in np.flatnonzero(scores >= params.class_threshold):
+        for box, confidence in cam_boxes(maps[c], params):
+            mask, proposal = to_mask(box, image_size, proposals)
+            instances.append(
+                {
+                    "mask": mask,
+                    "class": int(c),
+                    "score": confidence,
+                    "proposal": proposal,
+                    "peaks": [],
+                }
+            )
+    return sorted(instances, key=lambda i: -i["score"])
