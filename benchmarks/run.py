@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.retrieval import bench_evaluation, bench_retrieval
 from prm_bench.backbones import build_classifier
 from prm_bench.backprop import peak_response_maps
 from prm_bench.peaks import class_scores, find_peaks
@@ -131,7 +132,21 @@ def main() -> None:
             bench_train_step(device, "resnet18", 224, 8, 8, args.repeats),
         ],
     }
-    for title, result in (("prm_batched", prm), ("train_step_peak", train)):
+    retrieval = {
+        "target": "speedup >= 20 with gallery preparation, >= 100 with a prepared gallery",
+        "runs": [bench_retrieval(448, 8, 100, args.repeats)],
+    }
+    evaluation = {
+        "target": "report (1,449 images, 20 predictions each)",
+        "runs": [bench_evaluation()],
+    }
+    results = (
+        ("prm_batched", prm),
+        ("train_step_peak", train),
+        ("retrieval", retrieval),
+        ("evaluation", evaluation),
+    )
+    for title, result in results:
         result["device"] = str(device)
         result["machine"] = machine()
         (args.out / f"{title}_{device.type}.json").write_text(json.dumps(result, indent=2))
@@ -141,7 +156,8 @@ def main() -> None:
                 k: round(v, 3) for k, v in run.items() if k.startswith(("speedup", "overhead"))
             }
             times = {k: round(v, 4) for k, v in run["seconds"].items()}
-            print(f"  {run['backbone']} {run['image_size']}px: {ratio} seconds={times}")
+            label = f"{run.get('backbone', '')} {run['image_size']}px".strip()
+            print(f"  {label}: {ratio} seconds={times}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
     score(S) = alpha * sum(R * S)  +  sum(R * contour(S))  -  beta * sum(Q_c * S)
                instance-aware         boundary-aware          class-aware
 
-A gallery is prepared once per image (masks at PRM resolution, contours, areas, validity,
-as sparse matrices) and reused by every peak and every grid cell; all PRM x proposal
-scores are sparse-dense matrix products. Each PRM takes its best proposal (the first on a
+A gallery is prepared once per image (masks at PRM resolution as runs of consecutive
+pixels, contours, areas, validity) and reused by every peak and every grid cell; every
+PRM x proposal sum is a difference of the PRM's prefix sums at run ends, so scoring costs
+O(K * (H * W + runs)), never a loop over proposals. Each PRM takes its best proposal (the first on a
 tie); class-agnostic mask NMS then runs in descending retrieval-score order.
 """
 
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -112,23 +112,105 @@ def _resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     ).reshape(len(masks), *size)
 
 
+def prefix_sums(maps: np.ndarray) -> np.ndarray:
+    """(K, H * W + 1) running sums of flattened maps (K, H * W), starting at 0."""
+    prefix = np.zeros((len(maps), maps.shape[1] + 1))
+    np.cumsum(maps, axis=1, out=prefix[:, 1:])
+    return prefix
+
+
+def _run_bounds(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of the runs of consecutive values in sorted `flat`."""
+    if len(flat) == 0:
+        return flat, flat
+    breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+    return flat[np.r_[0, breaks]], flat[np.r_[breaks - 1, len(flat) - 1]] + 1
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Masks as runs of consecutive pixels in row-major order: run j covers flat pixels
+    [starts[j], ends[j]); mask i owns runs offsets[i] to offsets[i + 1]."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_pixels(cls, pixels: list[np.ndarray]) -> Runs:
+        """Runs of each mask's sorted flat pixel indices."""
+        bounds = [_run_bounds(flat) for flat in pixels]
+        counts = [len(starts) for starts, _ in bounds]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        starts = np.concatenate([b[0] for b in bounds] or [np.zeros(0)]).astype(np.int64)
+        ends = np.concatenate([b[1] for b in bounds] or [np.zeros(0)]).astype(np.int64)
+        return cls(starts, ends, offsets)
+
+    def sums(self, prefix: np.ndarray) -> np.ndarray:
+        """Sum of each map over each mask, (K, P), given the maps' `prefix_sums`."""
+        per_run = prefix[:, self.ends] - prefix[:, self.starts]
+        running = np.zeros((len(prefix), len(self.starts) + 1))
+        np.cumsum(per_run, axis=1, out=running[:, 1:])
+        return running[:, self.offsets[1:]] - running[:, self.offsets[:-1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
 @dataclass
 class PreparedGallery:
     """An image's proposals ready for scoring: first `top_n`, at PRM size (H, W)."""
 
-    masks: scipy.sparse.csr_matrix  # (P, H * W) 0/1
-    contours: scipy.sparse.csr_matrix  # (P, H * W) 0/1
+    masks: Runs
+    contours: Runs
     valid: np.ndarray  # (P,) area within [min_area, max_area)
     size: tuple[int, int]
     key: tuple  # the parameters it was prepared with
 
     def dense(self, index: int) -> np.ndarray:
         """Proposal `index` as an (H, W) bool mask."""
-        return self.masks[index].toarray().reshape(self.size).astype(bool)
+        flat = np.zeros(self.size[0] * self.size[1], dtype=bool)
+        first, last = self.masks.offsets[index], self.masks.offsets[index + 1]
+        for start, end in zip(
+            self.masks.starts[first:last], self.masks.ends[first:last], strict=True
+        ):
+            flat[start:end] = True
+        return flat.reshape(self.size)
 
 
 def _gallery_key(params: RetrievalParams, size: tuple[int, int]) -> tuple:
     return (params.contour_width, params.min_area, params.max_area, params.top_n, size)
+
+
+def _cropped_masks_and_contours(
+    masks: np.ndarray, width: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Flat pixel indices of each mask and of its contour.
+
+    Each contour is computed on the mask's bounding box grown by the kernel radius:
+    dilation cannot reach further, and erosion only matters on the mask itself, so the
+    crop gives exactly the full-image result (the image border still counts as
+    foreground for the erosion and background for the dilation).
+    """
+    height, full_width = masks.shape[1:]
+    r = width // 2
+    rows_any, cols_any = masks.any(axis=2), masks.any(axis=1)
+    pixels, edges = [], []
+    for mask, rows, cols in zip(masks, rows_any, cols_any, strict=True):
+        if not rows.any():
+            pixels.append(np.zeros(0, np.int64))
+            edges.append(np.zeros(0, np.int64))
+            continue
+        y0, y1 = np.flatnonzero(rows)[[0, -1]]
+        x0, x1 = np.flatnonzero(cols)[[0, -1]]
+        y0, x0 = max(y0 - r, 0), max(x0 - r, 0)
+        y1, x1 = min(y1 + r + 1, height), min(x1 + r + 1, full_width)
+        crop = mask[y0:y1, x0:x1]
+        edge = contours(crop[None], width)[0]
+        for store, local in ((pixels, crop), (edges, edge)):
+            ys, xs = np.nonzero(local)
+            store.append((ys + y0) * full_width + (xs + x0))
+    return pixels, edges
 
 
 def prepare_gallery(
@@ -139,13 +221,12 @@ def prepare_gallery(
     params = _params(params)
     size = (int(size[0]), int(size[1]))
     masks = _resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
-    area = masks.reshape(len(masks), -1).mean(axis=1) if len(masks) else np.zeros(0)
+    pixels, edges = _cropped_masks_and_contours(masks, params.contour_width)
+    area = np.array([len(p) for p in pixels], dtype=np.float64) / (size[0] * size[1])
     valid = (area >= params.min_area) & (area < params.max_area)
-    flat = masks.reshape(len(masks), -1)
-    edge = contours(masks, params.contour_width).reshape(len(masks), -1)
     return PreparedGallery(
-        masks=scipy.sparse.csr_matrix(flat, dtype=np.float64),
-        contours=scipy.sparse.csr_matrix(edge, dtype=np.float64),
+        masks=Runs.from_pixels(pixels),
+        contours=Runs.from_pixels(edges),
         valid=valid,
         size=size,
         key=_gallery_key(params, size),
@@ -163,23 +244,35 @@ def legacy_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float64)
 
 
+def background_masks(
+    class_response_maps: np.ndarray | torch.Tensor,
+    size: tuple[int, int],
+    bg_factor: float = 0.95,
+    resize_mode: str = "bicubic",
+) -> np.ndarray:
+    """Q_c (k, H, W) bool for maps (k, h, w): 1 where a class response map, resized to
+    `size`, is below `bg_factor` times the mean of that resized map."""
+    crms = torch.as_tensor(class_response_maps, dtype=torch.float64).detach().cpu()
+    if resize_mode == "legacy":
+        resized = np.stack([legacy_resize(m, size) for m in crms.numpy()])
+    elif resize_mode == "bicubic":
+        resized = F.interpolate(crms[None], size=size, mode="bicubic", align_corners=False)
+        resized = resized[0].numpy()
+    else:
+        raise ValueError(f"unknown resize_mode {resize_mode!r} (choose bicubic or legacy)")
+    return resized < bg_factor * resized.mean(axis=(1, 2), keepdims=True)
+
+
 def background_mask(
     class_response_map: np.ndarray | torch.Tensor,
     size: tuple[int, int],
     bg_factor: float = 0.95,
     resize_mode: str = "bicubic",
 ) -> np.ndarray:
-    """Q_c (H, W) bool: 1 where the class response map, resized to `size`, is below
-    `bg_factor` times the mean of the resized map."""
-    crm = torch.as_tensor(class_response_map, dtype=torch.float64).detach().cpu()
-    if resize_mode == "legacy":
-        resized = legacy_resize(crm.numpy(), size)
-    elif resize_mode == "bicubic":
-        resized = F.interpolate(crm[None, None], size=size, mode="bicubic", align_corners=False)
-        resized = resized[0, 0].numpy()
-    else:
-        raise ValueError(f"unknown resize_mode {resize_mode!r} (choose bicubic or legacy)")
-    return resized < bg_factor * resized.mean()
+    """Q_c (H, W) bool of one class response map (h, w); see `background_masks`."""
+    return background_masks(
+        torch.as_tensor(class_response_map)[None], size, bg_factor, resize_mode
+    )[0]
 
 
 def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -198,20 +291,23 @@ def retrieval_scores(
     """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf."""
     params = _params(params)
     terms = TERMS.get(params.terms)
-    prms = _as_numpy(peak_response_maps).astype(np.float64).reshape(len(peaks), -1)
+    prms = _as_numpy(peak_response_maps).astype(np.float64, copy=False).reshape(len(peaks), -1)
     classes = _as_numpy(peaks)[:, 1].astype(int)
-    scores = np.zeros((len(prms), gallery.masks.shape[0]))
-    if gallery.masks.shape[0] == 0:
+    scores = np.zeros((len(prms), len(gallery.masks)))
+    if len(gallery.masks) == 0:
         return scores
+    prefix = prefix_sums(prms) if terms.instance or terms.boundary else None
     if terms.instance:
-        scores += params.alpha * (gallery.masks @ prms.T).T
+        scores += params.alpha * gallery.masks.sums(prefix)
     if terms.boundary:
-        scores += (gallery.contours @ prms.T).T
+        scores += gallery.contours.sums(prefix)
     if terms.klass:
-        crm = _as_numpy(class_response_maps)[0]
-        for c in np.unique(classes):
-            q = background_mask(crm[c], gallery.size, params.bg_factor, params.resize_mode)
-            scores[classes == c] -= params.beta * (gallery.masks @ q.ravel().astype(np.float64))
+        present = np.unique(classes)
+        crm = _as_numpy(class_response_maps)[0][present]
+        q = background_masks(crm, gallery.size, params.bg_factor, params.resize_mode)
+        overlap = gallery.masks.sums(prefix_sums(q.reshape(len(present), -1).astype(np.float64)))
+        for row, c in enumerate(present):
+            scores[classes == c] -= params.beta * overlap[row]
     scores[:, ~gallery.valid] = -np.inf
     return scores
 
@@ -251,7 +347,7 @@ def retrieve(
     else:
         gallery = prepare_gallery(proposals, size, params)
     peaks_np = _as_numpy(peaks).astype(int)
-    if len(peaks_np) == 0 or gallery.masks.shape[0] == 0:
+    if len(peaks_np) == 0 or len(gallery.masks) == 0:
         return []
     scores = retrieval_scores(peak_response_maps, peaks_np, class_response_maps, gallery, params)
     best = scores.argmax(axis=1)

@@ -12,6 +12,7 @@ from prm_bench.retrieval import (
     background_mask,
     contours,
     legacy_resize,
+    prefix_sums,
     prepare_gallery,
     retrieval_scores,
     retrieve,
@@ -212,3 +213,19 @@ def test_bad_parameters_are_refused():
         RetrievalParams(alhpa=1.0)
     with pytest.raises(UnknownNameError):
         TERMS.get("everything")
+
+
+def test_runs_sum_like_dense_masks_and_round_trip():
+    masks, prms, *_ = scene(5, proposals=6)
+    masks[2] = False  # an empty mask sums to 0
+    masks[3, :, :] = False
+    masks[3, 4, :] = masks[3, 5, :3] = True  # a run that wraps from one row into the next
+    gallery = prepare_gallery(masks, (H, W), {"min_area": 0.0})
+    dense = prms.reshape(len(prms), -1) @ masks.reshape(len(masks), -1).T.astype(float)
+    np.testing.assert_allclose(gallery.masks.sums(prefix_sums(prms.reshape(len(prms), -1))), dense)
+    for index, mask in enumerate(masks):
+        assert np.array_equal(gallery.dense(index), mask)
+    assert gallery.valid[2]  # min_area 0 keeps the empty mask
+    scores = retrieval_scores(prms, np.zeros((len(prms), 4), int), np.zeros((1, 1, 2, 2)), gallery,
+                              {"min_area": 0.0, "terms": "instance-only"})  # fmt: skip
+    assert (scores[:, 2] == 0).all()
