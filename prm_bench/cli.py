@@ -15,13 +15,16 @@ from rich.table import Table
 
 from prm_bench import __version__
 from prm_bench.backbones import BACKBONES
+from prm_bench.baselines import BASELINES
 from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesConfig, generate_shapes
+from prm_bench.metrics import METRICS
 from prm_bench.peaks import STIMULATIONS
 from prm_bench.proposals import GALLERIES, open_gallery
 from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import Registry
+from prm_bench.retrieval import TERMS
 
 app = typer.Typer(
     name="prm-bench",
@@ -34,7 +37,10 @@ console = Console()
 FAMILIES: dict[str, Registry] = {
     "backbones": BACKBONES,
     "stimulations": STIMULATIONS,
+    "terms": TERMS,
     "galleries": GALLERIES,
+    "baselines": BASELINES,
+    "metrics": METRICS,
     "datasets": DATASETS,
 }
 
@@ -43,6 +49,10 @@ def _describe(family: str, name: str) -> tuple[str, str]:
     entry = FAMILIES[family].get(name)
     if family == "backbones":
         return f"{entry.channels} ch, stride {entry.stride}", entry.description
+    if family == "terms":
+        on = [n for n, flag in (("instance", entry.instance), ("boundary", entry.boundary),
+                                ("class", entry.klass)) if flag]  # fmt: skip
+        return " + ".join(on), "retrieval score terms switched on"
     options = [
         f"{p.name}={p.default!r}"
         for p in inspect.signature(entry).parameters.values()
@@ -57,7 +67,8 @@ def list_entries(
     family: str = typer.Argument(None, help=f"One of: {', '.join(FAMILIES)} (default: all)."),
     pattern: str = typer.Argument("*", help="fnmatch pattern over the names, e.g. 'resnet*'."),
 ) -> None:
-    """List the entries of the registries (backbones, stimulations, galleries, datasets)."""
+    """List the entries of the registries (backbones, stimulations, terms, galleries,
+    baselines, metrics, datasets)."""
     if family is not None and family not in FAMILIES:
         console.print(
             f"[red]error:[/] unknown family {family!r} (choose from {', '.join(FAMILIES)})"

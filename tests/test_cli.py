@@ -1,8 +1,6 @@
 from typer.testing import CliRunner
 
-from prm_bench.backbones import BACKBONES
-from prm_bench.cli import app
-from prm_bench.peaks import STIMULATIONS
+from prm_bench.cli import FAMILIES, app
 
 runner = CliRunner()
 
@@ -10,8 +8,10 @@ runner = CliRunner()
 def test_list_shows_every_registered_entry():
     result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for name in [*BACKBONES.names(), *STIMULATIONS.names()]:
-        assert name in result.output
+    for registry in FAMILIES.values():
+        for name in registry.names():
+            assert name in result.output
+    assert "boundary + class" in result.output  # the no-instance subset
     assert "2048 ch, stride 32" in result.output
     assert "kmax=1, kmin=None, alpha=0.7" in result.output
 
