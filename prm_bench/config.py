@@ -1,0 +1,387 @@
+"""Experiment configuration: pydantic models, YAML files with `extends:`, `a.b=c`
+overrides and `grid:` expansion (DESIGN 6).
+
+Registry choices are `name` fields of their section (`data.name`, `backbone.name`,
+`stimulation.name`, `proposals.gallery`, `retrieval.terms`, `method.name`), validated
+against the registries with a close-match suggestion, so a grid axis over
+`backbone.name` reads the same as `--set backbone.name=resnet50`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prm_bench.backbones import BACKBONES
+from prm_bench.baselines import BASELINES, BaselineParams
+from prm_bench.data import DATASETS
+from prm_bench.metrics import METRICS
+from prm_bench.peaks import STIMULATIONS
+from prm_bench.proposals import GALLERIES
+from prm_bench.retrieval import RetrievalParams
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Which dataset, where, and which splits (training never sees the evaluation split)."""
+
+    name: str = "shapes"
+    root: Path = Path("data/shapes")
+    train_split: str = "train"
+    eval_split: str = "val"
+    image_size: int | None = Field(None, ge=16)
+    limit_train: int | None = Field(None, ge=1)
+    limit_eval: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        DATASETS.get(value)
+        return value
+
+
+class BackboneConfig(_Section):
+    """The fully convolutional classifier's trunk (DESIGN 2.1)."""
+
+    name: str = "resnet10t"
+    pretrained: bool = False
+    weights: Path | None = None
+    output_stride: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if not value.startswith("timm:"):
+            BACKBONES.get(value)
+        return value
+
+
+class StimulationConfig(_Section):
+    """The aggregation used in training, with its keyword options."""
+
+    name: str = "peak"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> StimulationConfig:
+        function = STIMULATIONS.get(self.name)
+        allowed = [
+            p.name
+            for p in inspect.signature(function).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"stimulation {self.name!r} has no option {', '.join(unknown)} "
+                f"(options: {', '.join(allowed) or 'none'})"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    """Training recipe; the original demo's is SGD, lr 0.01 head / 1e-4 backbone."""
+
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    backbone_lr: float | None = Field(None, gt=0)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    flip: bool = True
+    seed: int = 0
+    amp: bool = True
+
+
+class InferConfig(_Section):
+    """Peak finding and peak backpropagation at inference (DESIGN 2.2, 2.4)."""
+
+    win_size: int = 3
+    peak_filter: Literal["median", "mean", "max", "none"] | float = "median"
+    upsample: int = Field(1, ge=1)
+    class_threshold: float = 0.0
+    peak_threshold: float = 0.0
+    max_peaks: int = Field(20, ge=1)
+    strategy: Literal["batched", "sequential"] = "batched"
+
+
+class ProposalsConfig(_Section):
+    """The proposal gallery and, for file galleries, where its files are."""
+
+    gallery: str = "embedded"
+    root: Path | None = None
+
+    @field_validator("gallery")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        GALLERIES.get(value)
+        return value
+
+
+class MethodConfig(_Section):
+    """`prm` (peak response maps + retrieval) or a CAM baseline of DESIGN 2.6."""
+
+    name: str = "prm"
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value != "prm":
+            BASELINES.get(value)
+        return value
+
+
+class EvalConfig(_Section):
+    """Metrics and their parameters (DESIGN 3)."""
+
+    metrics: list[str] = Field(
+        default_factory=lambda: ["voc-map", "abo", "pointing", "prm-quality", "semantic"]
+    )
+    iou_thresholds: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    use_07_metric: bool = False
+    tolerance: float = 18.0
+
+    @field_validator("metrics")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        for name in value:
+            METRICS.get(name)
+        return value
+
+
+class RunConfig(_Section):
+    """Where and how the grid runs."""
+
+    name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    jobs: int = Field(1, ge=1)
+
+
+class ExperimentConfig(_Section):
+    """One cell of a grid: everything the stages of one result depend on."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    stimulation: StimulationConfig = Field(default_factory=StimulationConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+    proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    retrieval: RetrievalParams = Field(default_factory=RetrievalParams)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+def config_hash(*parts: BaseModel | dict | str) -> str:
+    """Stable short hash of config pieces (their JSON), the key of a stage."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- files, overrides and grids --------------------------------------------------------
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file as a dict, with `extends:` (a path relative to the file) merged under it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` forms a cycle ({' -> '.join(str(p) for p in seen)})")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = content.pop("extends", None)
+    if parent is None:
+        return content
+    base = _read_yaml(path.parent / parent, (*seen, path))
+    if "grid" in content:
+        base.pop("grid", None)  # a child's grid replaces its parent's, axes are not mixed
+    return _merge(base, content)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], c) with c read as YAML (numbers, lists, null, true...)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, _, raw = item.partition("=")
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML: {err}") from err
+    return path, value
+
+
+def set_path(tree: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """A copy of `tree` with `value` at the key `path`."""
+    tree = copy.deepcopy(tree)
+    node = tree
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {key} is not a section")
+    node[path[-1]] = value
+    return tree
+
+
+class Cell(BaseModel):
+    """One expanded grid cell: its axis values and its validated config."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    axes: dict[str, Any]
+    config: ExperimentConfig
+
+
+class Plan(BaseModel):
+    """A loaded config file: the run's name and its cells."""
+
+    source: Path | None
+    name: str
+    axes: list[str]
+    cells: list[Cell]
+
+
+def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Axis names and one {axis: value} per cell: the product of the axes, where a
+    `zip:` entry moves several axes together and a `variants:` entry names whole sets of
+    settings."""
+    factors: list[list[dict[str, Any]]] = []
+    names: list[str] = []
+    for key, values in grid.items():
+        if key == "zip":
+            if not isinstance(values, dict) or len({len(v) for v in values.values()}) != 1:
+                raise ConfigError(f"{where}: grid.zip needs lists of equal length, one per key")
+            names += list(values)
+            factors.append(
+                [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
+            )
+        elif key == "variants":
+            if not isinstance(values, dict) or not values:
+                raise ConfigError(f"{where}: grid.variants maps a variant name to settings")
+            names.append("variant")
+            factors.append([{"variant": name, **(s or {})} for name, s in values.items()])
+        else:
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: grid.{key} must be a non-empty list of values")
+            names.append(key)
+            factors.append([{key: v} for v in values])
+    cells = [
+        {k: v for part in combo for k, v in part.items()} for combo in itertools.product(*factors)
+    ]
+    return names, cells or [{}]
+
+
+def _validation_message(where: str, err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        path = ".".join(str(p) for p in problem["loc"])
+        value = problem.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{where}: {path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def load_plan(
+    source: str | Path | dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()
+) -> Plan:
+    """Read a config (file or dict), apply overrides, expand its grid and validate every
+    cell before anything runs.
+
+    Raises:
+        ConfigError: naming the file, the key path, the bad value and what is allowed.
+    """
+    path = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        tree = _read_yaml(path)
+    else:
+        tree = copy.deepcopy(source or {})
+    where = str(path) if path else "config"
+    for item in overrides:
+        key, value = parse_override(item)
+        tree = set_path(tree, key, value)
+    grid = tree.pop("grid", None) or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}: grid must map axes (section.key) to lists of values")
+    names, assignments = _grid_assignments(grid, where)
+    base_dir = path.parent if path else Path.cwd()
+    cells = []
+    for index, assignment in enumerate(assignments):
+        cell_tree = tree
+        for key, value in assignment.items():
+            if key == "variant":
+                continue
+            if "." not in key:
+                raise ConfigError(
+                    f"{where}: grid axis {key!r} must be section.key (e.g. backbone.name)"
+                )
+            cell_tree = set_path(cell_tree, key.split("."), value)
+        try:
+            config = ExperimentConfig.model_validate(cell_tree)
+        except ValidationError as err:
+            axes = ", ".join(f"{k}={v!r}" for k, v in assignment.items())
+            raise ConfigError(
+                _validation_message(f"{where}" + (f" [cell {axes}]" if axes else ""), err)
+            ) from None
+        config = _resolve_paths(config, base_dir)
+        cells.append(Cell(index=index, axes=assignment, config=config))
+    name = tree.get("run", {}).get("name") or (path.stem if path else "run")
+    return Plan(source=path, name=name, axes=names, cells=cells)
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """Relative paths of a config file are relative to the file."""
+
+    def resolve(value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else (base / value).resolve()
+
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"root": resolve(config.data.root)}),
+            "backbone": config.backbone.model_copy(
+                update={"weights": resolve(config.backbone.weights)}
+            ),
+            "proposals": config.proposals.model_copy(
+                update={"root": resolve(config.proposals.root)}
+            ),
+        }
+    )

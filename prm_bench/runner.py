@@ -1,0 +1,317 @@
+"""Run a plan's cells through the stage DAG, reusing every stage already in the store.
+
+Stages are executed level by level (every unique train key, then infer, retrieve,
+evaluate), so cells that share a stage never race on it; within a level the tasks run in
+parallel through joblib (local processes by default). A failing stage fails only the cells
+that depend on it. The run directory holds the store, `manifest.json`, `results.csv` and
+`results.parquet`; a lock keeps a second run off the same directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from prm_bench import __version__
+from prm_bench.config import Cell, ExperimentConfig, Plan
+from prm_bench.stages import evaluate, infer, retrieve, train
+from prm_bench.stages.common import STAGES, StageError, resolve_device, stage_keys
+from prm_bench.stages.store import Store, write_atomic, write_json
+
+
+class RunLockedError(RuntimeError):
+    """Another run is using the run directory."""
+
+
+@dataclass
+class Task:
+    """One stage output to produce, for the cells that need it."""
+
+    stage: str
+    key: str
+    cells: list[int]
+    done: bool
+
+
+@dataclass
+class Outcome:
+    """What happened to a task."""
+
+    stage: str
+    key: str
+    ok: bool
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class RunSummary:
+    """The end of a run: per-cell status, stage counts and where results are."""
+
+    run_dir: Path
+    executed: dict[str, int] = field(default_factory=dict)
+    reused: dict[str, int] = field(default_factory=dict)
+    failed_cells: dict[int, str] = field(default_factory=dict)
+    results: pd.DataFrame | None = None
+
+
+def plan_tasks(plan: Plan, store: Store) -> list[list[Task]]:
+    """Per stage (in DAG order) the unique tasks of the plan and whether each is done."""
+    levels = []
+    for stage in STAGES:
+        tasks: dict[str, Task] = {}
+        for cell in plan.cells:
+            key = stage_keys(cell.config)[stage]
+            tasks.setdefault(key, Task(stage, key, [], store.is_done(stage, key))).cells.append(
+                cell.index
+            )
+        levels.append(list(tasks.values()))
+    return levels
+
+
+def execute_task(
+    stage: str, config: ExperimentConfig, store_root: str, device_name: str, slot: int
+) -> Outcome:
+    """Run one stage for one config (in a worker process); never raises."""
+    keys = stage_keys(config)
+    store = Store(store_root)
+    start = time.perf_counter()
+    try:
+        device = resolve_device(device_name)
+        if device.type == "cuda":
+            import torch
+
+            device = torch.device("cuda", slot % max(torch.cuda.device_count(), 1))
+        if stage == "train":
+            train.run(config, store, keys["train"], device)
+        elif stage == "infer":
+            infer.run(config, store, keys["infer"], keys["train"], device)
+        elif stage == "retrieve":
+            retrieve.run(config, store, keys)
+        else:
+            evaluate.run(config, store, keys)
+        return Outcome(stage, keys[stage], True, time.perf_counter() - start)
+    except StageError as err:
+        return Outcome(stage, keys[stage], False, time.perf_counter() - start, str(err))
+    except Exception as err:  # a failing cell must not stop the others
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        return Outcome(stage, keys[stage], False, time.perf_counter() - start, detail)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock, or refuse with a clear message."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunLockedError(
+            f"another prm-bench run is using {run_dir}; wait for it to finish"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).parent, timeout=5,
+        )  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import timm
+    import torch
+
+    return {
+        "prm_bench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+PROTOCOLS = (
+    ("coco_", "coco"),
+    ("mAP@", "voc"),
+    ("AP@", "voc"),
+    ("abo", "abo"),
+    ("pointing", "pointing"),
+    ("prm_", "prm-quality"),
+    ("mIoU", "semantic"),
+    ("IoU/", "semantic"),
+)
+
+
+def protocol_of(metric: str) -> str:
+    """The evaluation protocol a metric name belongs to."""
+    return next((p for prefix, p in PROTOCOLS if metric.startswith(prefix)), "other")
+
+
+def collect_results(plan: Plan, store: Store) -> pd.DataFrame:
+    """One row per (cell, metric) of the finished cells: grid axes, seed, protocol, value."""
+    rows = []
+    for cell in plan.cells:
+        key = stage_keys(cell.config)["evaluate"]
+        if not store.is_done("evaluate", key):
+            continue
+        values = json.loads((store.path("evaluate", key) / evaluate.METRICS_FILE).read_text())
+        base = {"cell": cell.index, **{axis: _plain(v) for axis, v in cell.axes.items()}}
+        base["seed"] = cell.config.train.seed
+        for metric, value in values.items():
+            rows.append({**base, "protocol": protocol_of(metric), "metric": metric, "value": value})
+    return pd.DataFrame(rows)
+
+
+def _plain(value: Any) -> Any:
+    return (
+        value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+    )
+
+
+def _write_outputs(
+    plan: Plan, store: Store, run_dir: Path, statuses: dict, seconds: dict, device: str
+) -> pd.DataFrame:
+    results = collect_results(plan, store)
+    write_atomic(run_dir / "results.csv", results.to_csv(index=False).encode())
+    tmp = run_dir / ".results.parquet.tmp"
+    results.to_parquet(tmp, index=False)
+    os.replace(tmp, run_dir / "results.parquet")
+    manifest = {
+        "name": plan.name,
+        "source": str(plan.source) if plan.source else None,
+        "axes": plan.axes,
+        "git_commit": _git_commit(),
+        "versions": _versions(),
+        "device": device,
+        "cells": [
+            {
+                "index": cell.index,
+                "axes": cell.axes,
+                "keys": stage_keys(cell.config),
+                "status": statuses.get(cell.index, "pending"),
+                "config": cell.config.model_dump(mode="json"),
+            }
+            for cell in plan.cells
+        ],
+        "stage_seconds": seconds,
+    }
+    write_json(run_dir / "manifest.json", manifest)
+    return results
+
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def run_plan(
+    plan: Plan,
+    runs_dir: str | Path = "runs",
+    jobs: int | None = None,
+    device: str | None = None,
+    on_event: Event | None = None,
+    parallel: Callable[..., Any] | None = None,
+) -> RunSummary:
+    """Execute every stage the plan still needs and write the run's outputs.
+
+    Args:
+        plan: from `config.load_plan`.
+        runs_dir: parent of the run directory `<runs_dir>/<plan.name>`.
+        jobs: parallel tasks per stage level (default: the config's `run.jobs`).
+        device: `auto`, `cpu` or `cuda` (default: the config's `run.device`).
+        on_event: called with ("stage", info) and ("task", info) as work progresses.
+        parallel: a joblib-like `Parallel` factory (`lambda n: Parallel(n_jobs=n)`);
+            joblib's local processes by default.
+    """
+    from joblib import Parallel, delayed
+
+    run_dir = Path(runs_dir) / plan.name
+    first = plan.cells[0].config.run
+    jobs = jobs or first.jobs
+    device = device or first.device
+    notify = on_event or (lambda kind, info: None)
+    summary = RunSummary(run_dir)
+    with run_lock(run_dir):
+        store = Store(run_dir / "store")
+        configs = {cell.index: cell.config for cell in plan.cells}
+        failed: dict[int, str] = {}
+        seconds: dict[str, float] = {}
+        for level in plan_tasks(plan, store):
+            stage = level[0].stage
+            todo = [t for t in level if not t.done and not any(c in failed for c in t.cells)]
+            summary.reused[stage] = sum(t.done for t in level)
+            notify("stage", {"stage": stage, "todo": len(todo), "reused": summary.reused[stage]})
+            calls = [
+                delayed(execute_task)(stage, configs[t.cells[0]], str(store.root), device, slot)
+                for slot, t in enumerate(todo)
+            ]
+            runner = (
+                parallel(jobs)
+                if parallel
+                else Parallel(n_jobs=jobs, return_as="generator_unordered")
+            )
+            for outcome in runner(calls) if calls else []:
+                task = next(t for t in todo if t.key == outcome.key)
+                seconds[f"{stage}/{outcome.key}"] = outcome.seconds
+                if not outcome.ok:
+                    for cell in task.cells:
+                        failed.setdefault(cell, f"{stage} failed: {outcome.error}")
+                notify("task", {"task": outcome, "cells": task.cells})
+            summary.executed[stage] = len(todo)
+            statuses = {c: ("failed" if c in failed else "running") for c in configs}
+            _write_outputs(plan, store, run_dir, statuses, seconds, device)
+        statuses = {c: ("failed" if c in failed else "done") for c in configs}
+        summary.results = _write_outputs(plan, store, run_dir, statuses, seconds, device)
+        summary.failed_cells = failed
+    return summary
+
+
+def stage_status(plan: Plan, run_dir: Path) -> list[dict[str, Any]]:
+    """Per cell, which of its stages are in the store."""
+    store = Store(run_dir / "store")
+    rows = []
+    for cell in plan.cells:
+        keys = stage_keys(cell.config)
+        rows.append(
+            {
+                "cell": cell.index,
+                "axes": cell.axes,
+                **{s: store.is_done(s, keys[s]) for s in STAGES},
+            }
+        )
+    return rows
+
+
+def plan_from_manifest(run_dir: Path) -> Plan:
+    """The plan a run directory was made from (its resolved cells)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    cells = [
+        Cell(index=c["index"], axes=c["axes"], config=ExperimentConfig.model_validate(c["config"]))
+        for c in manifest["cells"]
+    ]
+    return Plan(
+        source=manifest["source"], name=manifest["name"], axes=manifest["axes"], cells=cells
+    )

@@ -1,0 +1,98 @@
+"""Retrieval stage: instances per evaluation image, written as a COCO results file.
+
+For `method.name == "prm"` each image's PRMs pick proposals (`prm_bench.retrieval`); for a
+CAM baseline the stored class response maps give boxes (`prm_bench.baselines`). Embedded
+proposals are cached in the store under the proposals key, shared by every cell that uses
+the same data and gallery.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pycocotools import mask as mask_utils
+
+from prm_bench.baselines import cam_baseline
+from prm_bench.config import ExperimentConfig
+from prm_bench.masks import encode_rle
+from prm_bench.proposals import open_gallery
+from prm_bench.retrieval import retrieve
+from prm_bench.stages.common import open_split
+from prm_bench.stages.infer import read_image
+from prm_bench.stages.store import Store, write_json
+
+RESULTS = "results.json"
+
+
+def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
+    """Retrieve the instances of every evaluation image of a cell."""
+    folder = store.reset("retrieve", keys["retrieve"])
+    dataset = open_split(config, "eval", segmentation=config.proposals.gallery.startswith("gt"))
+    root = config.proposals.root
+    if config.proposals.gallery.endswith("embedded"):
+        root = store.path("proposals", keys["proposals"])
+    needs_proposals = config.method.name in ("prm", "cam-proposal")
+    gallery = open_gallery(config.proposals.gallery, root, dataset) if needs_proposals else None
+    inferred = store.path("infer", keys["infer"])
+    start = time.perf_counter()
+    results = []
+    for image_id in dataset.ids:
+        stored = read_image(inferred, image_id)
+        size = (
+            stored["prms"].shape[1:] if len(stored["prms"]) else dataset.image(image_id).shape[:2]
+        )
+        proposals = gallery(image_id) if gallery is not None else None
+        if config.method.name == "prm":
+            instances = retrieve(
+                stored["prms"],
+                stored["peaks"],
+                stored["crm"],
+                proposals,
+                config.retrieval,
+                class_scores=stored["scores"],
+                upsample=config.infer.upsample,
+            )
+        else:
+            instances = cam_baseline(
+                config.method.name,
+                stored["crm"],
+                stored["scores"],
+                tuple(size),
+                proposals,
+                config.method.baseline,
+            )
+        for instance in instances:
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": instance["class"],
+                    "score": float(instance["score"]),
+                    "segmentation": encode_rle(instance["mask"]),
+                    "peaks": instance["peaks"],
+                    "proposal": instance["proposal"],
+                }
+            )
+    write_json(folder / RESULTS, results)
+    store.complete(
+        "retrieve",
+        keys["retrieve"],
+        {"instances": len(results), "seconds": time.perf_counter() - start},
+    )
+    return folder
+
+
+def read_results(folder: Path, image_ids: list[str]) -> list[list[dict]]:
+    """Per image (in `image_ids` order) the stored instances with decoded masks."""
+    by_image: dict[str, list[dict]] = {i: [] for i in image_ids}
+    for entry in json.loads((folder / RESULTS).read_text()):
+        rle = {**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}
+        by_image[entry["image_id"]].append(
+            {
+                "mask": mask_utils.decode(rle).astype(bool),
+                "class": entry["category_id"],
+                "score": entry["score"],
+            }
+        )
+    return [by_image[i] for i in image_ids]
