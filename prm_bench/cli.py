@@ -16,6 +16,7 @@ from rich.table import Table
 from prm_bench import __version__
 from prm_bench.backbones import BACKBONES
 from prm_bench.baselines import BASELINES
+from prm_bench.config import ConfigError, load_plan
 from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesConfig, generate_shapes
@@ -25,6 +26,9 @@ from prm_bench.proposals import GALLERIES, open_gallery
 from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import Registry
 from prm_bench.retrieval import TERMS
+from prm_bench.runner import RunLockedError, plan_from_manifest, plan_tasks, run_plan, stage_status
+from prm_bench.stages.common import STAGES
+from prm_bench.stages.store import Store
 
 app = typer.Typer(
     name="prm-bench",
@@ -188,6 +192,90 @@ def data_proposals(
 def _fail(err: Exception) -> NoReturn:
     console.print(f"[red]error:[/] {err}")
     raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. ablations/quick.yaml."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key: section.key=value."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
+    jobs: int = typer.Option(None, help="Parallel tasks per stage (default: run.jobs)."),
+    device: str = typer.Option(None, help="auto, cpu or cuda (default: run.device)."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are made."),
+) -> None:
+    """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages."""
+    try:
+        plan = load_plan(config, overrides)
+    except ConfigError as err:
+        _fail(err)
+    if device not in (None, "auto", "cpu", "cuda"):
+        _fail(ConfigError(f"--device must be auto, cpu or cuda, got {device!r}"))
+    run_dir = runs_dir / plan.name
+    levels = plan_tasks(plan, Store(run_dir / "store"))
+    table = Table(
+        title=f"plan {plan.name}: {len(plan.cells)} cells -> {run_dir}", title_justify="left"
+    )
+    for column in ("stage", "to run", "in store"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for level in levels:
+        done = sum(t.done for t in level)
+        table.add_row(level[0].stage, str(len(level) - done), str(done))
+    console.print(table)
+    if dry_run:
+        for cell in plan.cells:
+            console.print(
+                f"  cell {cell.index}: " + ", ".join(f"{k}={v}" for k, v in cell.axes.items())
+            )
+        return
+    start = time.perf_counter()
+
+    def report(kind: str, info: dict) -> None:
+        if kind == "stage" and info["todo"]:
+            console.print(
+                f"[bold]{info['stage']}[/]: {info['todo']} to run, {info['reused']} reused"
+            )
+        elif kind == "task":
+            task = info["task"]
+            mark = "[green]done[/]" if task.ok else f"[red]failed[/] {task.error}"
+            console.print(f"  {task.stage} {task.key} ({task.seconds:.1f} s) {mark}")
+
+    try:
+        summary = run_plan(plan, runs_dir, jobs=jobs, device=device, on_event=report)
+    except RunLockedError as err:
+        _fail(err)
+    console.print(
+        f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "
+        f"{time.perf_counter() - start:.1f} s; results in {run_dir / 'results.csv'}"
+    )
+    for cell, reason in sorted(summary.failed_cells.items()):
+        console.print(f"[red]cell {cell} failed[/]: {reason}")
+    if summary.failed_cells:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/quick.")) -> None:
+    """Show which stages of each cell of a run are done, failed or pending."""
+    if not (run_dir / "manifest.json").is_file():
+        _fail(ConfigError(f"{run_dir} has no manifest.json: it is not a prm-bench run directory"))
+    plan = plan_from_manifest(run_dir)
+    manifest_status = {
+        c["index"]: c["status"]
+        for c in json.loads((run_dir / "manifest.json").read_text())["cells"]
+    }
+    table = Table(title=f"{run_dir}: {len(plan.cells)} cells", title_justify="left")
+    for column in ("cell", "axes", *STAGES, "status"):
+        table.add_column(column)
+    for row in stage_status(plan, run_dir):
+        marks = ["done" if row[s] else "-" for s in STAGES]
+        state = (
+            "done" if all(row[s] for s in STAGES) else manifest_status.get(row["cell"], "pending")
+        )
+        if state == "done" and not all(row[s] for s in STAGES):
+            state = "pending"
+        axes = ", ".join(f"{k}={v}" for k, v in row["axes"].items())
+        table.add_row(str(row["cell"]), axes, *marks, state)
+    console.print(table)
 
 
 @app.command()

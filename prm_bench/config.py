@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +232,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=c` -> (["a", "b"], c) with c read as YAML (numbers, lists, null, true...)."""
     if "=" not in item:
@@ -243,6 +247,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {item!r}: the value is not valid YAML: {err}") from err
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     return path, value
 
 
@@ -277,6 +283,9 @@ class Plan(BaseModel):
     cells: list[Cell]
 
 
+_SETTINGS = "__settings__"  # a variant's settings: applied to the cell, not an axis
+
+
 def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list[dict[str, Any]]]:
     """Axis names and one {axis: value} per cell: the product of the axes, where a
     `zip:` entry moves several axes together and a `variants:` entry names whole sets of
@@ -295,7 +304,7 @@ def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list
             if not isinstance(values, dict) or not values:
                 raise ConfigError(f"{where}: grid.variants maps a variant name to settings")
             names.append("variant")
-            factors.append([{"variant": name, **(s or {})} for name, s in values.items()])
+            factors.append([{"variant": name, _SETTINGS: s or {}} for name, s in values.items()])
         else:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}: grid.{key} must be a non-empty list of values")
@@ -347,7 +356,8 @@ def load_plan(
     cells = []
     for index, assignment in enumerate(assignments):
         cell_tree = tree
-        for key, value in assignment.items():
+        settings = {**assignment.pop(_SETTINGS, {}), **assignment}
+        for key, value in settings.items():
             if key == "variant":
                 continue
             if "." not in key:

@@ -1,0 +1,140 @@
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from prm_bench.cli import app
+from prm_bench.config import ConfigError, load_plan, parse_override
+from prm_bench.stages.common import stage_keys
+
+
+def write(path, content: dict) -> str:
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def test_grid_product_zip_and_variants():
+    plan = load_plan(
+        {
+            "grid": {
+                "backbone.name": ["resnet10t", "test_resnet"],
+                "zip": {"train.lr": [0.1, 0.01], "train.epochs": [1, 2]},
+                "variants": {"legacy": {"retrieval.resize_mode": "legacy"}, "modern": {}},
+            }
+        }
+    )
+    assert len(plan.cells) == 2 * 2 * 2
+    assert plan.axes == ["backbone.name", "train.lr", "train.epochs", "variant"]
+    first = plan.cells[0]
+    assert first.axes == {
+        "backbone.name": "resnet10t",
+        "train.lr": 0.1,
+        "train.epochs": 1,
+        "variant": "legacy",
+    }
+    assert first.config.retrieval.resize_mode == "legacy"
+    assert plan.cells[1].config.retrieval.resize_mode == "bicubic"
+    assert {(c.config.train.lr, c.config.train.epochs) for c in plan.cells} == {(0.1, 1), (0.01, 2)}
+
+
+def test_overrides_read_values_as_yaml():
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], 1e-3)
+    assert parse_override("eval.iou_thresholds=[0.5, 0.7]") == (
+        ["eval", "iou_thresholds"],
+        [0.5, 0.7],
+    )
+    assert parse_override("retrieval.nms_threshold=null") == (["retrieval", "nms_threshold"], None)
+    plan = load_plan({}, ["backbone.name=resnet18", "retrieval.merge=false"])
+    assert plan.cells[0].config.backbone.name == "resnet18"
+    assert plan.cells[0].config.retrieval.merge is False
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
+        parse_override("train.lr")
+
+
+def test_extends_merges_and_resolves_paths_relative_to_the_file(tmp_path):
+    parent = {
+        "data": {"root": "data/x"},
+        "train": {"epochs": 7, "lr": 0.5},
+        "grid": {"train.seed": [0, 1]},
+    }
+    write(tmp_path / "base.yaml", parent)
+    (tmp_path / "sub").mkdir()
+    child = write(
+        tmp_path / "sub" / "child.yaml", {"extends": "../base.yaml", "train": {"lr": 0.1}}
+    )
+    plan = load_plan(child)
+    assert plan.name == "child"
+    assert len(plan.cells) == 2  # the parent's grid is inherited
+    config = plan.cells[0].config
+    assert (config.train.epochs, config.train.lr) == (7, 0.1)
+    assert config.data.root == (tmp_path / "sub" / "data" / "x").resolve()
+    replaced = write(
+        tmp_path / "sub" / "own.yaml", {"extends": "../base.yaml", "grid": {"train.lr": [1, 2, 3]}}
+    )
+    assert load_plan(replaced).axes == ["train.lr"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"backbone": {"nmae": "resnet50"}}, r"backbone\.nmae: unknown key"),
+        ({"backbone": {"name": "resnet5O"}}, "did you mean 'resnet50'"),
+        ({"grid": {"train.lrr": [1, 2]}}, r"\[cell train\.lrr=1\]: train\.lrr: unknown key"),
+        (
+            {"grid": {"stimulation.name": ["peak", "gapp"]}},
+            r"unknown stimulation 'gapp'; did you mean 'gap'",
+        ),
+        (
+            {"stimulation": {"name": "gap", "options": {"upsample": 2}}},
+            "stimulation 'gap' has no option upsample",
+        ),
+        ({"retrieval": {"terms": "no-instanse"}}, "did you mean 'no-instance'"),
+        ({"train": {"lr": -1}}, r"train\.lr: Input should be greater than 0 \(got -1\)"),
+        ({"grid": {"train.lr": 0.1}}, r"grid\.train\.lr must be a non-empty list"),
+        ({"grid": {"lr": [1]}}, "grid axis 'lr' must be section.key"),
+    ],
+)
+def test_mistakes_are_one_clear_error_naming_file_and_key(tmp_path, content, message):
+    path = write(tmp_path / "bad.yaml", content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_plan(path)
+    assert str(tmp_path / "bad.yaml") in str(info.value)
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_plan(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_plan(broken)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="forms a cycle"):
+        load_plan(loop)
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
+    path = write(tmp_path / "bad.yaml", {"backbone": {"name": "resnet5O"}})
+    result = CliRunner().invoke(app, ["run", path], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "did you mean 'resnet50'" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["run", path, "--set", "backbone.name=resnet50", "--dry-run"],
+                                env={"COLUMNS": "300"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_stage_keys_depend_only_on_what_each_stage_reads():
+    plan = load_plan(
+        {"grid": {"retrieval.terms": ["full", "no-class"], "eval.tolerance": [18, 10]}}
+    )
+    keys = [stage_keys(c.config) for c in plan.cells]
+    assert len({k["train"] for k in keys}) == len({k["infer"] for k in keys}) == 1
+    assert len({k["retrieve"] for k in keys}) == 2
+    assert len({k["evaluate"] for k in keys}) == 4
+    other = load_plan(
+        {"grid": {"method.name": ["cam-rect"], "retrieval.terms": ["full", "no-class"]}}
+    )
+    # a baseline does not read the retrieval terms: both cells share their retrieval
+    assert len({stage_keys(c.config)["retrieve"] for c in other.cells}) == 1
+    seeds = load_plan({"grid": {"train.seed": [0, 1]}})
+    assert len({stage_keys(c.config)["train"] for c in seeds.cells}) == 2

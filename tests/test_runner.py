@@ -1,0 +1,161 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from prm_bench.cli import app
+from prm_bench.config import load_plan
+from prm_bench.data.shapes import ShapesConfig, generate_shapes
+from prm_bench.runner import RunLockedError, run_lock, run_plan
+from prm_bench.stages.common import stage_keys
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    return generate_shapes(
+        root, ShapesConfig(seed=3, n_train=24, n_val=6, size=64, classes=3), jobs=1
+    )
+
+
+def tiny(root, grid=None, **sections) -> dict:
+    config = {
+        "data": {"name": "shapes", "root": str(root)},
+        "backbone": {"name": "test_resnet"},
+        "train": {"epochs": 1, "batch_size": 8},
+        "infer": {"upsample": 2, "max_peaks": 4},
+        "proposals": {"gallery": "embedded"},
+        "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality", "semantic"]},
+        "grid": grid or {"retrieval.terms": ["full", "no-instance"]},
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    return config
+
+
+def comparable(results: pd.DataFrame) -> pd.DataFrame:
+    return results.sort_values(["cell", "metric"]).reset_index(drop=True)
+
+
+def test_a_second_run_executes_no_stage_and_gives_the_same_results(shapes_root, tmp_path):
+    plan = load_plan(tiny(shapes_root))
+    first = run_plan(plan, tmp_path, jobs=1)
+    assert first.executed == {"train": 1, "infer": 1, "retrieve": 2, "evaluate": 2}
+    assert not first.failed_cells
+    assert {"cell", "retrieval.terms", "seed", "protocol", "metric", "value"} <= set(
+        first.results.columns
+    )
+    assert set(first.results.protocol) >= {"voc", "abo", "pointing", "prm-quality", "semantic"}
+    second = run_plan(plan, tmp_path, jobs=1)
+    assert second.executed == {"train": 0, "infer": 0, "retrieve": 0, "evaluate": 0}
+    pd.testing.assert_frame_equal(comparable(first.results), comparable(second.results))
+    saved = pd.read_csv(tmp_path / plan.name / "results.csv")
+    assert len(saved) == len(first.results)
+    assert (tmp_path / plan.name / "results.parquet").is_file()
+    assert (tmp_path / plan.name / "manifest.json").is_file()
+
+
+def test_training_is_deterministic_on_cpu(shapes_root, tmp_path):
+    plan = load_plan(tiny(shapes_root, grid={"retrieval.terms": ["full"]}))
+    a = run_plan(plan, tmp_path / "a", jobs=1).results
+    b = run_plan(plan, tmp_path / "b", jobs=1).results
+    pd.testing.assert_frame_equal(comparable(a), comparable(b))
+
+
+def test_a_new_retrieval_value_runs_only_retrieve_and_evaluate(shapes_root, tmp_path):
+    run_plan(load_plan(tiny(shapes_root)), tmp_path, jobs=1)
+    wider = load_plan(
+        tiny(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
+    )
+    summary = run_plan(wider, tmp_path, jobs=1)
+    assert summary.executed == {"train": 0, "infer": 0, "retrieve": 1, "evaluate": 1}
+
+
+def test_a_truncated_artifact_is_detected_and_only_its_stage_recomputed(shapes_root, tmp_path):
+    plan = load_plan(tiny(shapes_root))
+    before = run_plan(plan, tmp_path, jobs=1).results
+    keys = stage_keys(plan.cells[0].config)
+    results = tmp_path / plan.name / "store" / "retrieve" / keys["retrieve"] / "results.json"
+    results.write_bytes(results.read_bytes()[:50])
+    after = run_plan(plan, tmp_path, jobs=1)
+    assert after.executed == {"train": 0, "infer": 0, "retrieve": 1, "evaluate": 0}
+    pd.testing.assert_frame_equal(comparable(before), comparable(after.results))
+
+
+def test_a_failing_cell_does_not_stop_the_others(shapes_root, tmp_path):
+    grid = {
+        "variants": {
+            "good": {},
+            "broken": {"backbone.weights": str(tmp_path / "missing.safetensors")},
+        }
+    }
+    summary = run_plan(load_plan(tiny(shapes_root, grid=grid)), tmp_path, jobs=1)
+    assert list(summary.failed_cells) == [1]
+    assert "missing.safetensors does not exist" in summary.failed_cells[1]
+    assert set(summary.results.cell) == {0}
+
+
+def test_cli_exit_code_is_1_when_a_cell_fails(shapes_root, tmp_path):
+    import yaml
+
+    grid = {"variants": {"good": {}, "broken": {"backbone.weights": "missing.safetensors"}}}
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(tiny(shapes_root, grid=grid), sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")],
+                                env={"COLUMNS": "300"})  # fmt: skip
+    assert result.exit_code == 1, result.output
+    text = "".join(result.output.split())  # the console wraps long lines
+    assert "cell1failed" in text and "1/2cellsfinished" in text
+    status = CliRunner().invoke(
+        app, ["status", str(tmp_path / "runs" / "grid")], env={"COLUMNS": "300"}
+    )
+    assert status.exit_code == 0 and "failed" in status.output
+
+
+def test_a_second_run_on_the_same_directory_is_refused(shapes_root, tmp_path):
+    plan = load_plan(tiny(shapes_root))
+    with (
+        run_lock(tmp_path / plan.name),
+        pytest.raises(RunLockedError, match="another prm-bench run"),
+    ):
+        run_plan(plan, tmp_path, jobs=1)
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_results(shapes_root, tmp_path):
+    import yaml
+
+    config = tmp_path / "kill.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            tiny(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "prm_bench",
+        "run",
+        str(config),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = tmp_path / "runs" / "kill" / "store"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if any((store / "train").glob("*/done.json")):
+            break
+        time.sleep(0.02)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    plan = load_plan(str(config))
+    resumed = run_plan(plan, tmp_path / "runs", jobs=1)
+    assert resumed.executed["train"] == 0  # finished work is never redone
+    fresh = run_plan(plan, tmp_path / "fresh", jobs=1)
+    pd.testing.assert_frame_equal(comparable(resumed.results), comparable(fresh.results))
