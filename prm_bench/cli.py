@@ -11,6 +11,15 @@ from typing import NoReturn
 import numpy as np
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from prm_bench import __version__
@@ -228,21 +237,35 @@ def run(
             )
         return
     start = time.perf_counter()
+    columns = (
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bars: dict[str, TaskID] = {}
 
-    def report(kind: str, info: dict) -> None:
-        if kind == "stage" and info["todo"]:
-            console.print(
-                f"[bold]{info['stage']}[/]: {info['todo']} to run, {info['reused']} reused"
-            )
-        elif kind == "task":
-            task = info["task"]
-            mark = "[green]done[/]" if task.ok else f"[red]failed[/] {task.error}"
-            console.print(f"  {task.stage} {task.key} ({task.seconds:.1f} s) {mark}")
+        def report(kind: str, info: dict) -> None:
+            if kind == "stage":
+                bars[info["stage"]] = progress.add_task(info["stage"], total=max(info["todo"], 1))
+                if not info["todo"]:
+                    progress.update(
+                        bars[info["stage"]], completed=1, description=f"{info['stage']} (cached)"
+                    )
+            else:
+                task = info["task"]
+                progress.advance(bars[task.stage])
+                if not task.ok:
+                    progress.console.print(f"[red]{task.stage} {task.key} failed[/]: {task.error}")
 
-    try:
-        summary = run_plan(plan, runs_dir, jobs=jobs, device=device, on_event=report)
-    except RunLockedError as err:
-        _fail(err)
+        try:
+            summary = run_plan(plan, runs_dir, jobs=jobs, device=device, on_event=report)
+        except RunLockedError as err:
+            _fail(err)
     console.print(
         f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "
         f"{time.perf_counter() - start:.1f} s; results in {run_dir / 'results.csv'}"

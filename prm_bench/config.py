@@ -170,7 +170,7 @@ class EvalConfig(_Section):
 class RunConfig(_Section):
     """Where and how the grid runs."""
 
-    name: str | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     jobs: int = Field(1, ge=1)
 
@@ -374,7 +374,7 @@ def load_plan(
             ) from None
         config = _resolve_paths(config, base_dir)
         cells.append(Cell(index=index, axes=assignment, config=config))
-    name = tree.get("run", {}).get("name") or (path.stem if path else "run")
+    name = cells[0].config.run.name or (path.stem if path else "run")
     return Plan(source=path, name=name, axes=names, cells=cells)
 
 

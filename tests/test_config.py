@@ -138,3 +138,10 @@ def test_stage_keys_depend_only_on_what_each_stage_reads():
     assert len({stage_keys(c.config)["retrieve"] for c in other.cells}) == 1
     seeds = load_plan({"grid": {"train.seed": [0, 1]}})
     assert len({stage_keys(c.config)["train"] for c in seeds.cells}) == 2
+
+
+def test_run_names_cannot_leave_the_runs_directory(tmp_path):
+    assert load_plan({"run": {"name": "ablation-1.b"}}).name == "ablation-1.b"
+    for bad in ("../outside", "a/b", ".hidden"):
+        with pytest.raises(ConfigError, match=r"run\.name: String should match pattern"):
+            load_plan({"run": {"name": bad}})
