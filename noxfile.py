@@ -9,7 +9,7 @@ nox.options.sessions = ["lint", "tests"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite on CPU."""
-    session.install(*TORCH, "-e", ".[test]")
+    session.install(*TORCH, "-e", ".[test,dist]")
     session.run("pytest", "-n", "auto", *session.posargs)
 
 

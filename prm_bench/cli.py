@@ -29,6 +29,7 @@ from prm_bench.config import ConfigError, load_plan
 from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesConfig, generate_shapes
+from prm_bench.executors import make_executor
 from prm_bench.metrics import METRICS
 from prm_bench.peaks import STIMULATIONS
 from prm_bench.proposals import GALLERIES, open_gallery
@@ -211,6 +212,10 @@ def run(
     jobs: int = typer.Option(None, help="Parallel tasks per stage (default: run.jobs)."),
     device: str = typer.Option(None, help="auto, cpu or cuda (default: run.device)."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are made."),
+    executor: str = typer.Option(
+        "local", help="local (joblib processes), dask or slurm (submitit)."
+    ),
+    scheduler: str = typer.Option(None, help="dask scheduler address, e.g. tcp://host:8786."),
 ) -> None:
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages."""
     try:
@@ -263,8 +268,13 @@ def run(
                     progress.console.print(f"[red]{task.stage} {task.key} failed[/]: {task.error}")
 
         try:
-            summary = run_plan(plan, runs_dir, jobs=jobs, device=device, on_event=report)
-        except RunLockedError as err:
+            workers = make_executor(
+                executor, jobs or plan.cells[0].config.run.jobs, scheduler, run_dir / "slurm"
+            )
+            summary = run_plan(
+                plan, runs_dir, jobs=jobs, device=device, on_event=report, executor=workers
+            )
+        except (RunLockedError, ValueError) as err:
             _fail(err)
     console.print(
         f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "

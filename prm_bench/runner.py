@@ -26,6 +26,7 @@ import pandas as pd
 
 from prm_bench import __version__
 from prm_bench.config import Cell, ExperimentConfig, Plan
+from prm_bench.executors import Executor, LocalExecutor
 from prm_bench.stages import evaluate, infer, retrieve, train
 from prm_bench.stages.common import STAGES, StageError, resolve_device, stage_keys
 from prm_bench.stages.store import Store, write_atomic, write_json
@@ -233,7 +234,7 @@ def run_plan(
     jobs: int | None = None,
     device: str | None = None,
     on_event: Event | None = None,
-    parallel: Callable[..., Any] | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
     """Execute every stage the plan still needs and write the run's outputs.
 
@@ -243,15 +244,14 @@ def run_plan(
         jobs: parallel tasks per stage level (default: the config's `run.jobs`).
         device: `auto`, `cpu` or `cuda` (default: the config's `run.device`).
         on_event: called with ("stage", info) and ("task", info) as work progresses.
-        parallel: a joblib-like `Parallel` factory (`lambda n: Parallel(n_jobs=n)`);
-            joblib's local processes by default.
+        executor: where tasks run (`prm_bench.executors`); local joblib processes with
+            `jobs` workers by default.
     """
-    from joblib import Parallel, delayed
-
     run_dir = Path(runs_dir) / plan.name
     first = plan.cells[0].config.run
     jobs = jobs or first.jobs
     device = device or first.device
+    executor = executor or LocalExecutor(jobs)
     notify = on_event or (lambda kind, info: None)
     summary = RunSummary(run_dir)
     with run_lock(run_dir):
@@ -264,16 +264,11 @@ def run_plan(
             todo = [t for t in level if not t.done and not any(c in failed for c in t.cells)]
             summary.reused[stage] = sum(t.done for t in level)
             notify("stage", {"stage": stage, "todo": len(todo), "reused": summary.reused[stage]})
-            calls = [
-                delayed(execute_task)(stage, configs[t.cells[0]], str(store.root), device, slot)
+            arguments = [
+                (stage, configs[t.cells[0]], str(store.root), device, slot)
                 for slot, t in enumerate(todo)
             ]
-            runner = (
-                parallel(jobs)
-                if parallel
-                else Parallel(n_jobs=jobs, return_as="generator_unordered")
-            )
-            for outcome in runner(calls) if calls else []:
+            for outcome in executor.map(execute_task, arguments):
                 task = next(t for t in todo if t.key == outcome.key)
                 seconds[f"{stage}/{outcome.key}"] = outcome.seconds
                 if not outcome.ok:

@@ -1,0 +1,53 @@
+import pandas as pd
+import pytest
+
+from prm_bench.config import load_plan
+from prm_bench.executors import LocalExecutor, make_executor
+from prm_bench.runner import run_plan
+from tests.test_runner import comparable, shapes_root, tiny  # noqa: F401 - the fixture is reused
+
+
+def square(x: int, y: int) -> int:
+    return x * x + y
+
+
+def test_local_executor_maps_in_and_out_of_process():
+    for jobs in (1, 2):
+        assert sorted(LocalExecutor(jobs).map(square, [(1, 0), (2, 1), (3, 2)])) == [1, 5, 11]
+    assert list(LocalExecutor(2).map(square, [])) == []
+
+
+def test_unknown_executor_and_missing_scheduler_are_refused():
+    with pytest.raises(ValueError, match="unknown executor 'ray'"):
+        make_executor("ray", 1)
+    with pytest.raises(ValueError, match="needs --scheduler"):
+        make_executor("dask", 1)
+
+
+def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path):  # noqa: F811
+    distributed = pytest.importorskip("distributed")
+    plan = load_plan(tiny(shapes_root))
+    local = run_plan(plan, tmp_path / "local", jobs=1).results
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
+    )
+    try:
+        executor = make_executor("dask", 2, scheduler=cluster.scheduler_address)
+        assert executor.client.scheduler.address.startswith("tcp://127.0.0.1")
+        remote = run_plan(plan, tmp_path / "dask", executor=executor).results
+        executor.client.close()
+    finally:
+        cluster.close()
+    pd.testing.assert_frame_equal(comparable(local), comparable(remote))
+
+
+def test_submitit_local_job_arrays_give_the_local_results(shapes_root, tmp_path):  # noqa: F811
+    pytest.importorskip("submitit")
+    from prm_bench.executors import SlurmExecutor
+
+    plan = load_plan(tiny(shapes_root))
+    local = run_plan(plan, tmp_path / "local", jobs=1).results
+    executor = SlurmExecutor(tmp_path / "slurm", jobs=2, timeout_min=10, cluster="local")
+    arrays = run_plan(plan, tmp_path / "slurm-run", executor=executor).results
+    pd.testing.assert_frame_equal(comparable(local), comparable(arrays))
+    assert list((tmp_path / "slurm").glob("*/*_result.pkl"))  # the jobs really ran through submitit
