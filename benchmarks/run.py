@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.retrieval import bench_evaluation, bench_retrieval
+from benchmarks.runner import bench_rerun
 from prm_bench.backbones import build_classifier
 from prm_bench.backprop import peak_response_maps
 from prm_bench.peaks import class_scores, find_peaks
@@ -140,7 +141,9 @@ def main() -> None:
         "target": "report (1,449 images, 20 predictions each)",
         "runs": [bench_evaluation()],
     }
+    reuse = {"target": "only retrieve + evaluate run; speedup >= 20", "runs": [bench_rerun()]}
     results = (
+        ("stage_reuse", reuse),
         ("prm_batched", prm),
         ("train_step_peak", train),
         ("retrieval", retrieval),

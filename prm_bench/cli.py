@@ -36,7 +36,14 @@ from prm_bench.proposals import GALLERIES, open_gallery
 from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import Registry
 from prm_bench.retrieval import TERMS
-from prm_bench.runner import RunLockedError, plan_from_manifest, plan_tasks, run_plan, stage_status
+from prm_bench.runner import (
+    RunLockedError,
+    plan_from_manifest,
+    plan_tasks,
+    preflight,
+    run_plan,
+    stage_status,
+)
 from prm_bench.stages.common import STAGES
 from prm_bench.stages.store import Store
 
@@ -220,7 +227,8 @@ def run(
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages."""
     try:
         plan = load_plan(config, overrides)
-    except ConfigError as err:
+        preflight(plan)
+    except (ConfigError, DataError) as err:
         _fail(err)
     if device not in (None, "auto", "cpu", "cuda"):
         _fail(ConfigError(f"--device must be auto, cpu or cuda, got {device!r}"))

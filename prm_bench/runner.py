@@ -26,9 +26,10 @@ import pandas as pd
 
 from prm_bench import __version__
 from prm_bench.config import Cell, ExperimentConfig, Plan
+from prm_bench.data.base import DataError
 from prm_bench.executors import Executor, LocalExecutor
 from prm_bench.stages import evaluate, infer, retrieve, train
-from prm_bench.stages.common import STAGES, StageError, resolve_device, stage_keys
+from prm_bench.stages.common import STAGES, StageError, open_split, resolve_device, stage_keys
 from prm_bench.stages.store import Store, write_atomic, write_json
 
 
@@ -228,6 +229,43 @@ def _write_outputs(
 Event = Callable[[str, dict[str, Any]], None]
 
 
+def preflight(plan: Plan) -> None:
+    """Check every cell's inputs before any compute: dataset layouts and proposal folders.
+
+    Raises:
+        DataError: naming the missing path (the shapes dataset is generated on demand).
+    """
+    seen: set[str] = set()
+    for cell in plan.cells:
+        data, proposals = cell.config.data, cell.config.proposals
+        marker = json.dumps(
+            [data.model_dump(mode="json"), proposals.model_dump(mode="json")], sort_keys=True
+        )
+        if marker in seen:
+            continue
+        seen.add(marker)
+        if data.name != "shapes":
+            open_split(cell.config, "train")
+            open_split(cell.config, "eval", segmentation=True)
+        file_gallery = proposals.gallery.removeprefix("gt+") not in ("embedded", "gt")
+        if file_gallery and (proposals.root is None or not proposals.root.is_dir()):
+            raise DataError(
+                f"proposals.root {proposals.root} must be the folder of the "
+                f"{proposals.gallery} files"
+            )
+
+
+class _RunLog:
+    """Appends timestamped lines to `<run dir>/run.log`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, line: str) -> None:
+        with open(self.path, "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
 def run_plan(
     plan: Plan,
     runs_dir: str | Path = "runs",
@@ -255,6 +293,9 @@ def run_plan(
     notify = on_event or (lambda kind, info: None)
     summary = RunSummary(run_dir)
     with run_lock(run_dir):
+        log = _RunLog(run_dir / "run.log")
+        where = type(executor).__name__
+        log(f"run {plan.name}: {len(plan.cells)} cells, device {device}, executor {where}")
         store = Store(run_dir / "store")
         configs = {cell.index: cell.config for cell in plan.cells}
         failed: dict[int, str] = {}
@@ -264,6 +305,7 @@ def run_plan(
             todo = [t for t in level if not t.done and not any(c in failed for c in t.cells)]
             summary.reused[stage] = sum(t.done for t in level)
             notify("stage", {"stage": stage, "todo": len(todo), "reused": summary.reused[stage]})
+            log(f"{stage}: {len(todo)} to run, {summary.reused[stage]} reused")
             arguments = [
                 (stage, configs[t.cells[0]], str(store.root), device, slot)
                 for slot, t in enumerate(todo)
@@ -275,12 +317,15 @@ def run_plan(
                     for cell in task.cells:
                         failed.setdefault(cell, f"{stage} failed: {outcome.error}")
                 notify("task", {"task": outcome, "cells": task.cells})
+                state = "done" if outcome.ok else f"FAILED: {outcome.error}"
+                log(f"{stage} {outcome.key} cells {task.cells} ({outcome.seconds:.1f} s) {state}")
             summary.executed[stage] = len(todo)
             statuses = {c: ("failed" if c in failed else "running") for c in configs}
             _write_outputs(plan, store, run_dir, statuses, seconds, device)
         statuses = {c: ("failed" if c in failed else "done") for c in configs}
         summary.results = _write_outputs(plan, store, run_dir, statuses, seconds, device)
         summary.failed_cells = failed
+        log(f"finished: {len(configs) - len(failed)}/{len(configs)} cells")
     return summary
 
 

@@ -159,3 +159,28 @@ def test_a_killed_run_resumes_and_ends_with_the_same_results(shapes_root, tmp_pa
     assert resumed.executed["train"] == 0  # finished work is never redone
     fresh = run_plan(plan, tmp_path / "fresh", jobs=1)
     pd.testing.assert_frame_equal(comparable(resumed.results), comparable(fresh.results))
+
+
+def test_missing_inputs_are_refused_before_any_compute(tmp_path):
+    import yaml
+
+    config = tmp_path / "voc.yaml"
+    config.write_text(yaml.safe_dump({"data": {"name": "voc", "root": "nowhere/VOCdevkit"}}))
+    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+    config.write_text(yaml.safe_dump({"proposals": {"gallery": "mcg", "root": "no-mcg"}}))
+    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "proposals.root" in "".join(result.output.split())
+
+
+def test_a_diverging_training_fails_its_cell_with_a_clear_message(shapes_root, tmp_path):
+    plan = load_plan(
+        tiny(
+            shapes_root, train={"optimizer": "sgd", "lr": 1e30}, grid={"retrieval.terms": ["full"]}
+        )
+    )
+    summary = run_plan(plan, tmp_path, jobs=1)
+    assert "training diverged: the loss is" in summary.failed_cells[0]
+    log = (tmp_path / plan.name / "run.log").read_text()
+    assert "train" in log and "FAILED: training diverged" in log
