@@ -22,6 +22,13 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main job: the quick ablation grid on the shapes dataset."""
+    session.install(*TORCH, "-e", ".")
+    session.run("prm-bench", "run", "ablations/quick.yaml", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Speed benchmarks; each writes a JSON file under benchmarks/results/."""
     session.install(*TORCH, "-e", ".")
