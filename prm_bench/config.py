@@ -15,11 +15,12 @@ import inspect
 import itertools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prm_bench.backbones import BACKBONES
 from prm_bench.baselines import BASELINES, BaselineParams
@@ -27,11 +28,24 @@ from prm_bench.data import DATASETS
 from prm_bench.metrics import METRICS
 from prm_bench.peaks import STIMULATIONS
 from prm_bench.proposals import GALLERIES
+from prm_bench.registry import Registry
 from prm_bench.retrieval import RetrievalParams
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and key path."""
+
+
+def _registered_in(registry: Registry, exempt: Callable[[str], bool] | None = None) -> Any:
+    """A str field whose value must be a name of `registry` (unless `exempt(value)`);
+    an unknown name fails validation with the registry's close-match message."""
+
+    def check(value: str) -> str:
+        if exempt is None or not exempt(value):
+            registry.get(value)
+        return value
+
+    return Annotated[str, AfterValidator(check)]
 
 
 class _Section(BaseModel):
@@ -41,7 +55,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which dataset, where, and which splits (training never sees the evaluation split)."""
 
-    name: str = "shapes"
+    name: _registered_in(DATASETS) = "shapes"
     root: Path = Path("data/shapes")
     train_split: str = "train"
     eval_split: str = "val"
@@ -49,27 +63,15 @@ class DataConfig(_Section):
     limit_train: int | None = Field(None, ge=1)
     limit_eval: int | None = Field(None, ge=1)
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        DATASETS.get(value)
-        return value
-
 
 class BackboneConfig(_Section):
     """The fully convolutional classifier's trunk (DESIGN 2.1)."""
 
-    name: str = "resnet10t"
+    # timm:<name> entries are checked when the model is built (that needs the model)
+    name: _registered_in(BACKBONES, lambda v: v.startswith("timm:")) = "resnet10t"
     pretrained: bool = False
     weights: Path | None = None
     output_stride: int | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        if not value.startswith("timm:"):
-            BACKBONES.get(value)
-        return value
 
 
 class StimulationConfig(_Section):
@@ -125,46 +127,26 @@ class InferConfig(_Section):
 class ProposalsConfig(_Section):
     """The proposal gallery and, for file galleries, where its files are."""
 
-    gallery: str = "embedded"
+    gallery: _registered_in(GALLERIES) = "embedded"
     root: Path | None = None
-
-    @field_validator("gallery")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        GALLERIES.get(value)
-        return value
 
 
 class MethodConfig(_Section):
     """`prm` (peak response maps + retrieval) or a CAM baseline of DESIGN 2.6."""
 
-    name: str = "prm"
+    name: _registered_in(BASELINES, lambda v: v == "prm") = "prm"
     baseline: BaselineParams = Field(default_factory=BaselineParams)
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        if value != "prm":
-            BASELINES.get(value)
-        return value
 
 
 class EvalConfig(_Section):
     """Metrics and their parameters (DESIGN 3)."""
 
-    metrics: list[str] = Field(
+    metrics: list[_registered_in(METRICS)] = Field(
         default_factory=lambda: ["voc-map", "abo", "pointing", "prm-quality", "semantic"]
     )
     iou_thresholds: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
     use_07_metric: bool = False
     tolerance: float = 18.0
-
-    @field_validator("metrics")
-    @classmethod
-    def _registered(cls, value: list[str]) -> list[str]:
-        for name in value:
-            METRICS.get(name)
-        return value
 
 
 class RunConfig(_Section):
