@@ -315,7 +315,8 @@ def load_plan(
     source: str | Path | dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Plan:
     """Read a config (file or dict), apply overrides, expand its grid and validate every
-    cell before anything runs.
+    cell before anything runs. `grid` is one map of axes or a list of them (an ablation
+    study: each sub-grid varies some axes around the base; identical cells are merged).
 
     Raises:
         ConfigError: naming the file, the key path, the bad value and what is allowed.
@@ -331,9 +332,17 @@ def load_plan(
         key, value = parse_override(item)
         tree = set_path(tree, key, value)
     grid = tree.pop("grid", None) or {}
-    if not isinstance(grid, dict):
-        raise ConfigError(f"{where}: grid must map axes (section.key) to lists of values")
-    names, assignments = _grid_assignments(grid, where)
+    groups = grid if isinstance(grid, list) else [grid]
+    if not all(isinstance(g, dict) for g in groups):
+        raise ConfigError(
+            f"{where}: grid must map axes (section.key) to lists, or be a list of such maps"
+        )
+    names: list[str] = []
+    assignments: list[dict[str, Any]] = []
+    for group in groups:
+        group_names, group_cells = _grid_assignments(group, where)
+        names += [n for n in group_names if n not in names]
+        assignments += [a for a in group_cells if a not in assignments]
     base_dir = path.parent if path else Path.cwd()
     cells = []
     for index, assignment in enumerate(assignments):

@@ -145,3 +145,24 @@ def test_run_names_cannot_leave_the_runs_directory(tmp_path):
     for bad in ("../outside", "a/b", ".hidden"):
         with pytest.raises(ConfigError, match=r"run\.name: String should match pattern"):
             load_plan({"run": {"name": bad}})
+
+
+def test_a_list_of_sub_grids_is_their_union_without_repeats():
+    plan = load_plan(
+        {
+            "grid": [
+                {"stimulation.name": ["peak", "gap"]},
+                {"retrieval.terms": ["full", "no-class"]},
+                {"stimulation.name": ["gap"]},  # a repeated assignment is dropped
+            ]
+        }
+    )
+    assert plan.axes == ["stimulation.name", "retrieval.terms"]
+    assert [c.axes for c in plan.cells] == [
+        {"stimulation.name": "peak"},
+        {"stimulation.name": "gap"},
+        {"retrieval.terms": "full"},
+        {"retrieval.terms": "no-class"},
+    ]
+    # the peak cell and the full cell are the same configuration: they share every stage
+    assert stage_keys(plan.cells[0].config) == stage_keys(plan.cells[2].config)
