@@ -320,6 +320,21 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
 
 
 @app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/quick."),
+    out: Path = typer.Option(None, help="Output folder (default: RUN_DIR/report)."),
+) -> None:
+    """Paper-style tables (Markdown, LaTeX, CSV) and figures of a run, paper numbers alongside."""
+    from prm_bench.report import build_report
+
+    try:
+        folder = build_report(run_dir, out)
+    except FileNotFoundError as err:
+        _fail(err)
+    console.print(f"report written to {folder} (README.md, tables/, figures/)")
+
+
+@app.command()
 def version() -> None:
     """Print the prm-bench version."""
     console.print(__version__)

@@ -41,34 +41,23 @@ def _classes(predictions: Instances, ground_truth: Instances, num_classes: int |
     return max(labels, default=-1) + 1
 
 
-def voc_map(
+def voc_matches(
     predictions: Instances,
     ground_truth: Instances,
-    iou_thresholds: Sequence[float] = (0.25, 0.5, 0.75),
-    use_07_metric: bool = False,
-    num_classes: int | None = None,
-    class_names: list[str] | None = None,
-) -> dict[str, float]:
-    """mAP^r with the VOC / FCIS / chainercv matching rule.
-
-    Per class, predictions are ranked by score over the dataset; in its image a prediction
-    matches the same-class ground truth of highest IoU (the first on a tie): a true
-    positive if that IoU >= t and the instance is not taken yet, else a false positive.
-    Classes without ground truth are NaN and left out of the mean.
-
-    Returns:
-        {"mAP@t": ..., "AP@t/<class>": ...} for every threshold t.
-    """
+    iou_thresholds: Sequence[float],
+    num_classes: int,
+) -> tuple[list[list[list[float]]], list[list[list[bool]]], np.ndarray]:
+    """Scores and hit flags per (threshold, class), and positives per class, with the
+    VOC / FCIS / chainercv matching rule (see `voc_map`)."""
     if len(predictions) != len(ground_truth):
         raise ValueError(f"{len(predictions)} prediction lists for {len(ground_truth)} images")
-    n_classes = _classes(predictions, ground_truth, num_classes)
     thresholds = list(iou_thresholds)
-    scores: list[list[list[float]]] = [[[] for _ in range(n_classes)] for _ in thresholds]
-    hits: list[list[list[bool]]] = [[[] for _ in range(n_classes)] for _ in thresholds]
-    positives = np.zeros(n_classes, dtype=int)
+    scores: list[list[list[float]]] = [[[] for _ in range(num_classes)] for _ in thresholds]
+    hits: list[list[list[bool]]] = [[[] for _ in range(num_classes)] for _ in thresholds]
+    positives = np.zeros(num_classes, dtype=int)
     for preds, truth in zip(predictions, ground_truth, strict=True):
         shape = _image_shape(preds, truth)
-        for c in range(n_classes):
+        for c in range(num_classes):
             p = sorted((i for i in preds if i["class"] == c), key=lambda i: -i["score"])
             g = [i for i in truth if i["class"] == c]
             difficult = np.array([bool(i.get("difficult", False)) for i in g], dtype=bool)
@@ -87,6 +76,30 @@ def voc_map(
                         taken[best] = True
                     hits[t][c].append(hit)
                     scores[t][c].append(float(instance["score"]))
+    return scores, hits, positives
+
+
+def voc_map(
+    predictions: Instances,
+    ground_truth: Instances,
+    iou_thresholds: Sequence[float] = (0.25, 0.5, 0.75),
+    use_07_metric: bool = False,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, float]:
+    """mAP^r with the VOC / FCIS / chainercv matching rule.
+
+    Per class, predictions are ranked by score over the dataset; in its image a prediction
+    matches the same-class ground truth of highest IoU (the first on a tie): a true
+    positive if that IoU >= t and the instance is not taken yet, else a false positive.
+    Classes without ground truth are NaN and left out of the mean.
+
+    Returns:
+        {"mAP@t": ..., "AP@t/<class>": ...} for every threshold t.
+    """
+    n_classes = _classes(predictions, ground_truth, num_classes)
+    thresholds = list(iou_thresholds)
+    scores, hits, positives = voc_matches(predictions, ground_truth, thresholds, n_classes)
     result: dict[str, float] = {}
     for t, threshold in enumerate(thresholds):
         aps = [
@@ -99,6 +112,24 @@ def voc_map(
         for c, ap in enumerate(aps):
             result[f"AP@{threshold:g}/{class_key(c, class_names)}"] = ap
     return result
+
+
+def voc_pr_curve(
+    predictions: Instances,
+    ground_truth: Instances,
+    iou_threshold: float = 0.5,
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) of all classes' predictions ranked together, each matched to its
+    own class by the VOC rule; for plotting."""
+    n_classes = _classes(predictions, ground_truth, num_classes)
+    scores, hits, positives = voc_matches(predictions, ground_truth, [iou_threshold], n_classes)
+    flat_scores = np.array([s for per_class in scores[0] for s in per_class])
+    flat_hits = np.array([h for per_class in hits[0] for h in per_class], dtype=bool)
+    order = np.argsort(-flat_scores, kind="stable")
+    tp = np.cumsum(flat_hits[order])
+    precision = tp / np.arange(1, len(order) + 1)
+    return tp / max(int(positives.sum()), 1), precision
 
 
 def coco_map(

@@ -87,6 +87,8 @@ def read_results(folder: Path, image_ids: list[str]) -> list[list[dict]]:
     """Per image (in `image_ids` order) the stored instances with decoded masks."""
     by_image: dict[str, list[dict]] = {i: [] for i in image_ids}
     for entry in json.loads((folder / RESULTS).read_text()):
+        if entry["image_id"] not in by_image:
+            continue
         rle = {**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}
         by_image[entry["image_id"]].append(
             {

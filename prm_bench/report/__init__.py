@@ -1,0 +1,170 @@
+"""`prm-bench report`: paper-style tables and figures from a finished run.
+
+Writes `README.md` (every table in Markdown with its protocol, dataset, split, backbone
+and number of seeds), `tables/*.csv` and `tables/*.tex` (booktabs), and `figures/*.png`
+plus `.pdf`, with the paper's numbers alongside wherever it published one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from prm_bench.metrics.instance import voc_pr_curve
+from prm_bench.report import figures
+from prm_bench.report.tables import build_tables, claims_table, to_latex, to_markdown
+from prm_bench.runner import plan_from_manifest
+from prm_bench.stages.common import open_split, stage_keys
+from prm_bench.stages.infer import read_image
+from prm_bench.stages.retrieve import read_results
+from prm_bench.stages.store import Store
+
+
+def _describe(values: set) -> str:
+    return ", ".join(sorted(str(v) for v in values))
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, samples: int = 3) -> Path:
+    """Compile the tables, claims and figures of a finished run into `out`
+    (default: `<run_dir>/report`)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report"
+    results_file = run_dir / "results.csv"
+    if not results_file.is_file() or not (run_dir / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no results.csv/manifest.json: run `prm-bench run` first"
+        )
+    results = pd.read_csv(results_file)
+    plan = plan_from_manifest(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    tables = build_tables(results)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    figure_dir = out / "figures"
+    configs = {cell.index: cell.config for cell in plan.cells}
+    lines = [f"# Report: {plan.name}", ""]
+    first = plan.cells[0].config
+    all_backbones = _describe({c.backbone.name for c in configs.values()})
+    all_seeds = _describe({c.train.seed for c in configs.values()})
+    split = f"{first.data.name} ({first.data.eval_split})"
+    lines += [
+        f"- Source config: `{manifest.get('source')}`; git commit `{manifest.get('git_commit')}`; "
+        f"device {manifest.get('device')}; torch {manifest['versions']['torch']}.",
+        f"- Dataset: {first.data.name}, trained on `{first.data.train_split}`, evaluated on "
+        f"`{first.data.eval_split}`; backbones: {all_backbones}; seeds: {all_seeds}.",
+        "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "
+        "published number (PASCAL VOC 2012 val) and `diff` this run minus the paper.",
+        "",
+    ]
+    for table in tables:
+        cells = results[results[table.axes[0]].notna()].cell.unique()
+        backbones = _describe({configs[c].backbone.name for c in cells})
+        table.frame.to_csv(out / "tables" / f"{table.spec.key}.csv", index=False)
+        (out / "tables" / f"{table.spec.key}.tex").write_text(
+            to_latex(table.frame, table.spec.title)
+        )
+        figures.save(figures.bar_chart(table), figure_dir, table.spec.key)
+        lines += [
+            f"## {table.spec.title}",
+            "",
+            f"Protocol: {table.spec.protocol}. Dataset {split}; backbone {backbones}; "
+            f"seeds per row: {table.seeds}.",
+            "",
+            to_markdown(table.frame),
+            "",
+            f"![{table.spec.key}](figures/{table.spec.key}.png)",
+            "",
+        ]
+        if table.axes == ["backbone.name"]:
+            figures.save(figures.backbone_comparison(table), figure_dir, "backbone_comparison")
+            lines += ["![backbones](figures/backbone_comparison.png)", ""]
+    claims = claims_table(tables)
+    claims.to_csv(out / "tables" / "claims.csv", index=False)
+    lines += ["## The paper's claims, measured here", "", to_markdown(claims), ""]
+    store = Store(run_dir / "store")
+    labels = {}
+    for cell in plan.cells:
+        key = stage_keys(cell.config)["train"]
+        config = cell.config
+        labels.setdefault(
+            key, f"{config.backbone.name} / {config.stimulation.name} / seed {config.train.seed}"
+        )
+    logs = figures.read_training_logs(run_dir / "store", labels)
+    if logs:
+        figures.save(figures.training_curves(logs), figure_dir, "training_curves")
+        lines += ["## Training curves", "", "![training](figures/training_curves.png)", ""]
+    curves = _pr_curves(plan, store, tables)
+    if curves:
+        figures.save(figures.pr_curves(curves), figure_dir, "pr_curves")
+        lines += ["## Precision-recall at IoU 0.5", "", "![pr](figures/pr_curves.png)", ""]
+    panel = _qualitative(plan, store, samples)
+    if panel:
+        figures.save(figures.qualitative_panel(panel), figure_dir, "qualitative")
+        lines += [
+            "## Qualitative results (first PRM cell)",
+            "",
+            "![qualitative](figures/qualitative.png)",
+            "",
+        ]
+    (out / "README.md").write_text("\n".join(lines))
+    return out
+
+
+def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Curves for the rows of the method table, else the retrieval-term table."""
+    wanted = next((t for t in tables if t.axes == ["method.name"]), None) or next(
+        (t for t in tables if t.axes == ["retrieval.terms"]), None
+    )
+    if wanted is None:
+        return {}
+    axis = wanted.axes[0]
+    curves = {}
+    for cell in plan.cells:
+        value = cell.axes.get(axis)
+        keys = stage_keys(cell.config)
+        if value is None or str(value) in curves or not store.is_done("retrieve", keys["retrieve"]):
+            continue
+        dataset = open_split(cell.config, "eval", segmentation=True)
+        truth = [
+            [{"mask": i.mask, "class": i.label} for i in dataset.instances(x)] for x in dataset.ids
+        ]
+        predictions = read_results(store.path("retrieve", keys["retrieve"]), dataset.ids)
+        curves[str(value)] = voc_pr_curve(predictions, truth, 0.5, len(dataset.class_names))
+    return curves
+
+
+def _qualitative(plan, store: Store, count: int) -> list[dict]:
+    cell = next((c for c in plan.cells if c.config.method.name == "prm"), None)
+    if cell is None:
+        return []
+    keys = stage_keys(cell.config)
+    if not store.is_done("retrieve", keys["retrieve"]):
+        return []
+    dataset = open_split(cell.config, "eval", segmentation=True)
+    ids = dataset.ids[:count]
+    predictions = read_results(store.path("retrieve", keys["retrieve"]), ids)
+    samples = []
+    for image_id, predicted in zip(ids, predictions, strict=True):
+        image = dataset.image(image_id)
+        stored = read_image(store.path("infer", keys["infer"]), image_id)
+        crm = torch.as_tensor(stored["crm"])
+        crm = (
+            F.interpolate(crm, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+            .amax(0)
+            .numpy()
+        )
+        samples.append(
+            {
+                "id": image_id,
+                "image": image,
+                "crm": crm,
+                "prms": stored["prms"],
+                "predicted": [p["mask"] for p in predicted if p["score"] > -np.inf][:8],
+                "truth": [i.mask for i in dataset.instances(image_id)],
+            }
+        )
+    return samples

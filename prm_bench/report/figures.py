@@ -1,0 +1,177 @@
+"""Report figures, built with matplotlib's object API (no pyplot, no global backend)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from prm_bench.report.paper import paper_value
+from prm_bench.report.tables import ReportTable
+
+COLORS = np.array(
+    [
+        [0.12, 0.47, 0.71],
+        [1.0, 0.5, 0.05],
+        [0.17, 0.63, 0.17],
+        [0.84, 0.15, 0.16],
+        [0.58, 0.4, 0.74],
+        [0.55, 0.34, 0.29],
+        [0.89, 0.47, 0.76],
+        [0.5, 0.5, 0.5],
+    ]
+)
+
+
+def save(figure: Figure, folder: Path, name: str) -> list[Path]:
+    """Write a figure as PNG and PDF; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    for path in paths:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    return paths
+
+
+def headline_metric(table: ReportTable) -> str:
+    """The metric a table's bar chart shows."""
+    for metric in ("mAP@0.5", "pointing_mAP", "mAP@0.75"):
+        if metric in table.numbers.columns:
+            return metric
+    return str(table.numbers.columns[0])
+
+
+def bar_chart(table: ReportTable) -> Figure:
+    """Bars of the headline metric per row, seed std as error bars, paper values as marks."""
+    metric = headline_metric(table)
+    labels = [
+        " / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.numbers.index
+    ]
+    values = table.numbers[metric].to_numpy()
+    errors = table.std[metric].to_numpy() if metric in table.std.columns else None
+    figure = Figure(figsize=(max(4.0, 0.8 * len(labels) + 1.5), 3.4))
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))
+    axes.bar(positions, values, yerr=errors, capsize=3, color=COLORS[0], label="this run")
+    if len(table.axes) == 1:
+        paper = [paper_value(table.axes[0], i, metric) for i in table.numbers.index]
+        marks = [(x, p) for x, p in zip(positions, paper, strict=True) if p is not None]
+        if marks:
+            axes.scatter(
+                *zip(*marks, strict=True), marker="D", color=COLORS[3], zorder=3, label="paper"
+            )
+            axes.legend(fontsize=8)
+    axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel(f"{metric} (%)")
+    axes.set_title(table.spec.title, fontsize=9)
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def backbone_comparison(table: ReportTable) -> Figure:
+    """Grouped bars: every metric of the backbone table, one colour per backbone."""
+    metrics = list(table.numbers.columns)
+    names = list(table.numbers.index)
+    figure = Figure(figsize=(max(5.0, 1.0 * len(metrics) + 2), 3.4))
+    axes = figure.add_subplot()
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        positions = np.arange(len(metrics)) + k * width
+        errors = table.std.loc[name, metrics].to_numpy()
+        axes.bar(positions, table.numbers.loc[name, metrics], width, yerr=errors, capsize=2,
+                 color=COLORS[k % len(COLORS)], label=str(name))  # fmt: skip
+    axes.set_xticks(
+        np.arange(len(metrics)) + 0.4 - width / 2, metrics, rotation=30, ha="right", fontsize=8
+    )
+    axes.set_ylabel("%")
+    axes.set_title("Backbones on every metric", fontsize=9)
+    axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def training_curves(logs: dict[str, list[dict]]) -> Figure:
+    """Loss and evaluation classification mAP per epoch, one line per trained model."""
+    figure = Figure(figsize=(8, 3.2))
+    loss_axes, map_axes = figure.subplots(1, 2)
+    for k, (label, log) in enumerate(sorted(logs.items())):
+        epochs = [entry["epoch"] for entry in log]
+        color = COLORS[k % len(COLORS)]
+        loss_axes.plot(epochs, [e["loss"] for e in log], marker="o", color=color, label=label)
+        map_axes.plot(
+            epochs, [100 * e["eval_classification_mAP"] for e in log], marker="o", color=color
+        )
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    map_axes.set(
+        xlabel="epoch", ylabel="classification mAP (%)", title="Evaluation classification mAP"
+    )
+    loss_axes.legend(fontsize=7)
+    for axes in (loss_axes, map_axes):
+        axes.grid(alpha=0.3)
+    return figure
+
+
+def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.5) -> Figure:
+    """Precision-recall curves at one IoU threshold (all classes ranked together)."""
+    figure = Figure(figsize=(4.5, 3.6))
+    axes = figure.add_subplot()
+    for k, (label, (recall, precision)) in enumerate(curves.items()):
+        axes.plot(recall, precision, color=COLORS[k % len(COLORS)], label=label)
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+             title=f"Precision-recall at IoU {threshold:g}")  # fmt: skip
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def _overlay(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    out = image.astype(np.float64) / 255.0
+    for k, mask in enumerate(masks):
+        color = COLORS[k % len(COLORS)]
+        out[mask] = 0.45 * out[mask] + 0.55 * color
+    return out
+
+
+def qualitative_panel(samples: list[dict]) -> Figure:
+    """Per sample: image, class response map, PRMs, retrieved masks, ground truth."""
+    titles = [
+        "image",
+        "class response (max)",
+        "peak response maps",
+        "retrieved instances",
+        "ground truth",
+    ]
+    figure = Figure(figsize=(2.2 * len(titles), 2.2 * len(samples)))
+    grid = figure.subplots(len(samples), len(titles), squeeze=False)
+    for row, sample in zip(grid, samples, strict=True):
+        image = sample["image"]
+        prms = sample["prms"]
+        prm_view = (
+            (prms / np.maximum(prms.reshape(len(prms), -1).max(1), 1e-12)[:, None, None]).max(0)
+            if len(prms)
+            else np.zeros(image.shape[:2])
+        )
+        panels = [
+            image / 255.0,
+            sample["crm"],
+            prm_view,
+            _overlay(image, sample["predicted"]),
+            _overlay(image, sample["truth"]),
+        ]
+        for axes, panel, title in zip(row, panels, titles, strict=True):
+            axes.imshow(panel, cmap="magma" if panel.ndim == 2 else None)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            axes.set_title(title, fontsize=8)
+        row[0].set_ylabel(sample["id"], fontsize=7)
+    return figure
+
+
+def read_training_logs(store: Path, labels: dict[str, str]) -> dict[str, list[dict]]:
+    """log.json of every trained model in a store, keyed by a readable label."""
+    logs = {}
+    for path in sorted((store / "train").glob("*/log.json")):
+        key = path.parent.name
+        logs[labels.get(key, key)] = json.loads(path.read_text())
+    return logs

@@ -1,0 +1,285 @@
+"""Paper-style tables from a run's tidy results (one row per cell and metric).
+
+Cells are grouped by the set of grid axes they vary (a sub-grid of an ablation study);
+each group is one table. Values are in %, mean +- std over seeds, with the paper's number
+and the difference where the paper published one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from prm_bench.report.paper import paper_value
+
+MAIN = ["mAP@0.25", "mAP@0.5", "mAP@0.75", "abo", "mIoU"]
+SEED_AXES = ("train.seed",)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a table over some axes shows."""
+
+    key: str
+    title: str
+    metrics: list[str]
+    protocol: str
+
+
+SPECS: dict[frozenset[str], TableSpec] = {
+    frozenset({"method.name"}): TableSpec(
+        "t1_instance",
+        "T1/T4. Instance and semantic segmentation: PRM vs CAM baselines",
+        MAIN,
+        "mAP^r VOC style (all-point), ABO, semantic mIoU",
+    ),
+    frozenset({"stimulation.name"}): TableSpec(
+        "t2_t3_stimulation",
+        "T2/T3. Peak stimulation variants: pointing, PRM quality, instances",
+        ["pointing_mAP", "prm_correct", "prm_score/1", "prm_score/2-5", "prm_score/6+", "mAP@0.5"],
+        "pointwise localization (18 px), PRM quality (share > 0.5; mean score by objects), mAP^r",
+    ),
+    frozenset({"retrieval.terms"}): TableSpec(
+        "t5_terms", "T5. Retrieval-term subsets", MAIN, "mAP^r VOC style, ABO, mIoU"
+    ),
+    frozenset({"retrieval.terms", "stimulation.name"}): TableSpec(
+        "t5_terms_x_stimulation", "T5. Retrieval terms x stimulation", MAIN, "mAP^r VOC style, ABO"
+    ),
+    frozenset({"proposals.gallery"}): TableSpec(
+        "t6_galleries",
+        "T6. Proposal galleries: proposals, proposals + GT, GT only",
+        MAIN,
+        "mAP^r VOC style, ABO",
+    ),
+    frozenset({"backbone.name"}): TableSpec(
+        "t7_backbones",
+        "T7. Backbones (paper: VGG16 vs ResNet50)",
+        [*MAIN, "pointing_mAP", "prm_correct"],
+        "every metric",
+    ),
+}
+
+
+@dataclass
+class ReportTable:
+    """A formatted table and what it was computed from."""
+
+    spec: TableSpec
+    axes: list[str]
+    frame: pd.DataFrame  # display strings
+    numbers: pd.DataFrame  # mean values (%), index = axis values
+    std: pd.DataFrame
+    seeds: int
+    paper: dict[tuple, dict[str, float]] = field(default_factory=dict)
+
+
+def axis_columns(results: pd.DataFrame) -> list[str]:
+    """The grid-axis columns of a results frame."""
+    fixed = {"cell", "seed", "protocol", "metric", "value", "variant"}
+    return [c for c in results.columns if c not in fixed]
+
+
+def _group_key(row: pd.Series, axes: list[str]) -> frozenset[str]:
+    return frozenset(a for a in axes if pd.notna(row[a]) and a not in SEED_AXES)
+
+
+def build_tables(results: pd.DataFrame) -> list[ReportTable]:
+    """One table per set of varied axes found in the results."""
+    if results.empty:
+        return []
+    axes = axis_columns(results)
+    cells = results.drop_duplicates("cell").set_index("cell")
+    groups: dict[frozenset[str], list[int]] = {}
+    for cell, row in cells.iterrows():
+        groups.setdefault(_group_key(row, axes), []).append(cell)
+    tables = []
+    for varied, members in groups.items():
+        if not varied:
+            continue
+        table_axes = [a for a in axes if a in varied]
+        spec = SPECS.get(varied) or TableSpec(
+            "axes_" + "_".join(a.replace(".", "-") for a in table_axes),
+            "Reproduction axis: " + " x ".join(table_axes),
+            MAIN,
+            "mAP^r VOC style, ABO, mIoU",
+        )
+        tables.append(_table(results[results.cell.isin(members)], table_axes, spec))
+    return sorted(tables, key=lambda t: t.spec.key)
+
+
+def _table(rows: pd.DataFrame, axes: list[str], spec: TableSpec) -> ReportTable:
+    rows = rows[rows.metric.isin(spec.metrics)]
+    grouped = rows.groupby([*axes, "metric"], sort=False)["value"]
+    mean = grouped.mean().unstack("metric") * 100
+    std = grouped.std(ddof=1).unstack("metric").fillna(0.0) * 100
+    seeds = int(rows.groupby([*axes, "metric"])["seed"].nunique().max()) if len(rows) else 0
+    metrics = [m for m in spec.metrics if m in mean.columns]
+    mean, std = mean[metrics], std[metrics]
+    display = pd.DataFrame(index=mean.index)
+    paper: dict[tuple, dict[str, float]] = {}
+    for metric in metrics:
+        display[metric] = [
+            _cell(mean.loc[i, metric], std.loc[i, metric], seeds) for i in mean.index
+        ]
+        if len(axes) == 1:
+            published = [paper_value(axes[0], i, metric) for i in mean.index]
+            if any(p is not None for p in published):
+                display[f"{metric} paper"] = ["" if p is None else f"{p:.1f}" for p in published]
+                display[f"{metric} diff"] = [
+                    "" if p is None else f"{mean.loc[i, metric] - p:+.1f}"
+                    for i, p in zip(mean.index, published, strict=True)
+                ]
+                for i, p in zip(mean.index, published, strict=True):
+                    if p is not None:
+                        paper.setdefault((i,), {})[metric] = p
+    return ReportTable(spec, axes, display.reset_index(), mean, std, seeds, paper)
+
+
+def _cell(mean: float, std: float, seeds: int) -> str:
+    if np.isnan(mean):
+        return "-"
+    return f"{mean:.1f} +- {std:.1f}" if seeds > 1 else f"{mean:.1f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A pipe table (no extra dependency)."""
+    if table.empty:
+        return "(nothing to show: the run has no rows for this table)"
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _escape(text: object) -> str:
+    return str(text).replace("_", r"\_").replace("%", r"\%").replace("+-", r"$\pm$")
+
+
+def to_latex(table: pd.DataFrame, caption: str) -> str:
+    """A booktabs table."""
+    columns = "l" * len(table.columns)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_escape(caption)}}}",
+        rf"\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        " & ".join(_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+# --- the paper's claims ------------------------------------------------------------------
+
+CLAIMS = [
+    (
+        "Removing the instance-aware term lowers mAP^r@0.5",
+        "retrieval.terms",
+        "full",
+        "no-instance",
+        "mAP@0.5",
+        13.5,
+    ),
+    (
+        "The boundary-aware term raises mAP^r@0.5",
+        "retrieval.terms",
+        "full",
+        "no-boundary",
+        "mAP@0.5",
+        2.5,
+    ),
+    (
+        "The class-aware term raises mAP^r@0.5",
+        "retrieval.terms",
+        "full",
+        "no-class",
+        "mAP@0.5",
+        None,
+    ),
+    (
+        "GT masks as gallery give far higher mAP^r@0.75 than proposals",
+        "proposals.gallery",
+        "gt",
+        "embedded",
+        "mAP@0.75",
+        64.3,
+    ),
+    (
+        "Adding GT masks to the proposals raises mAP^r@0.75",
+        "proposals.gallery",
+        "gt+embedded",
+        "embedded",
+        "mAP@0.75",
+        17.9,
+    ),
+    (
+        "PRM beats CAM + proposals on mAP^r@0.5",
+        "method.name",
+        "prm",
+        "cam-proposal",
+        "mAP@0.5",
+        19.0,
+    ),
+    (
+        "Peak stimulation beats GAP on pointwise localization",
+        "stimulation.name",
+        "peak",
+        "gap",
+        "pointing_mAP",
+        4.0,
+    ),
+    (
+        "Peak stimulation gives better PRMs than GAP (CAM)",
+        "stimulation.name",
+        "peak",
+        "gap",
+        "prm_correct",
+        8.3,
+    ),
+    ("Peak stimulation beats GAP on mAP^r@0.5", "stimulation.name", "peak", "gap", "mAP@0.5", None),
+]
+
+
+def claims_table(tables: list[ReportTable]) -> pd.DataFrame:
+    """Each claim of the paper, its effect here (difference of two rows) and whether the
+    direction holds; claims whose rows the run does not have are left out."""
+    rows = []
+    for text, axis, better, worse, metric, paper_effect in CLAIMS:
+        table = next((t for t in tables if t.axes == [axis] and metric in t.numbers.columns), None)
+        if table is None or better not in table.numbers.index or worse not in table.numbers.index:
+            continue
+        effect = table.numbers.loc[better, metric] - table.numbers.loc[worse, metric]
+        rows.append(
+            {
+                "claim": text,
+                "comparison": f"{axis}: {better} vs {worse} ({metric})",
+                "paper effect": "" if paper_effect is None else f"{paper_effect:+.1f}",
+                "measured effect": f"{effect:+.1f}",
+                "direction holds": "yes" if effect > 0 else "no",
+            }
+        )
+    backbones = next((t for t in tables if t.axes == ["backbone.name"]), None)
+    if backbones is not None and "mAP@0.5" in backbones.numbers.columns:
+        names = list(backbones.numbers.index)
+        vgg = [n for n in names if str(n).removeprefix("timm:").startswith("vgg")]
+        resnet = [n for n in names if str(n).removeprefix("timm:").startswith("resnet")]
+        if vgg and resnet:
+            effect = (
+                backbones.numbers.loc[resnet[0], "mAP@0.5"]
+                - backbones.numbers.loc[vgg[0], "mAP@0.5"]
+            )
+            rows.append(
+                {
+                    "claim": "ResNet beats VGG on mAP^r@0.5",
+                    "comparison": f"backbone.name: {resnet[0]} vs {vgg[0]} (mAP@0.5)",
+                    "paper effect": "+4.0",
+                    "measured effect": f"{effect:+.1f}",
+                    "direction holds": "yes" if effect > 0 else "no",
+                }
+            )
+    return pd.DataFrame(rows)
