@@ -98,6 +98,7 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
     for varied, members in groups.items():
         if not varied:
             continue
+        varied = _independent_axes(cells.loc[members], varied)
         table_axes = [a for a in axes if a in varied]
         spec = SPECS.get(varied) or TableSpec(
             "axes_" + "_".join(a.replace(".", "-") for a in table_axes),
@@ -107,6 +108,18 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
         )
         tables.append(_table(results[results.cell.isin(members)], table_axes, spec))
     return sorted(tables, key=lambda t: t.spec.key)
+
+
+def _independent_axes(cells: pd.DataFrame, varied: frozenset[str]) -> frozenset[str]:
+    """Drop axes that are a function of another varied axis (a zipped companion, e.g.
+    the GAP training that comes with every CAM baseline), so the table is keyed by the
+    axis that was meant to vary."""
+    kept = [a for a in cells.columns if a in varied]
+    for axis in reversed(list(kept)):  # on a one-to-one pair the first-listed axis stays
+        others = [o for o in kept if o != axis]
+        if any(cells.groupby(o)[axis].nunique().max() <= 1 for o in others):
+            kept.remove(axis)
+    return frozenset(kept)
 
 
 def _table(rows: pd.DataFrame, axes: list[str], spec: TableSpec) -> ReportTable:

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from prm_bench.cli import app
+from prm_bench.config import load_plan
+from prm_bench.report import build_report
+from prm_bench.report.tables import build_tables, claims_table
+from prm_bench.runner import run_plan
+from tests.test_runner import shapes_root, tiny  # noqa: F401 - the fixture is reused
+
+
+def synthetic_results() -> pd.DataFrame:
+    rows = []
+    cells = [
+        ({"method.name": "prm", "stimulation.name": "peak"}, 0.30),
+        ({"method.name": "cam-proposal", "stimulation.name": "gap"}, 0.10),
+        ({"retrieval.terms": "full"}, 0.30),
+        ({"retrieval.terms": "no-instance"}, 0.12),
+    ]
+    for index, (axes, value) in enumerate(cells):
+        for seed, noise in ((0, 0.0), (1, 0.02)):
+            for metric in ("mAP@0.5", "abo"):
+                rows.append({"cell": 10 * index + seed, **axes, "seed": seed, "protocol": "voc",
+                             "metric": metric, "value": value + noise})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_tables_group_cells_by_varied_axis_with_seeds_and_paper_numbers():
+    tables = {t.spec.key: t for t in build_tables(synthetic_results())}
+    assert set(tables) == {"t1_instance", "t5_terms"}
+    t1 = tables["t1_instance"]
+    assert t1.axes == ["method.name"]  # the zipped stimulation is a function of the method
+    assert t1.seeds == 2
+    assert t1.numbers.loc["prm", "mAP@0.5"] == pytest.approx(31.0)
+    assert t1.std.loc["prm", "mAP@0.5"] == pytest.approx(np.std([30, 32], ddof=1))
+    row = t1.frame.set_index("method.name").loc["prm"]
+    assert row["mAP@0.5"] == "31.0 +- 1.4"
+    assert row["mAP@0.5 paper"] == "26.8" and row["mAP@0.5 diff"] == "+4.2"
+    claims = claims_table(list(tables.values())).set_index("comparison")
+    instance = claims.loc["retrieval.terms: full vs no-instance (mAP@0.5)"]
+    assert instance["measured effect"] == "+18.0" and instance["direction holds"] == "yes"
+    assert instance["paper effect"] == "+13.5"
+
+
+def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):  # noqa: F811
+    grid = [
+        {"zip": {"method.name": ["prm", "cam-rect"], "stimulation.name": ["peak", "gap"]}},
+        {"retrieval.terms": ["full", "no-instance"]},
+    ]
+    plan = load_plan(tiny(shapes_root, grid=grid))
+    run_plan(plan, tmp_path, jobs=1)
+    out = build_report(tmp_path / plan.name, tmp_path / "report")
+    text = (out / "README.md").read_text()
+    assert (
+        "T1/T4. Instance and semantic segmentation" in text and "T5. Retrieval-term subsets" in text
+    )
+    assert "mAP@0.5 paper" in text and "The paper's claims" in text
+    for name in ("t1_instance", "t5_terms", "training_curves", "pr_curves", "qualitative"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+        with Image.open(out / "figures" / f"{name}.png") as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+    assert (out / "tables" / "t1_instance.tex").read_text().startswith("\\begin{table}")
+    assert "\\toprule" in (out / "tables" / "t5_terms.tex").read_text()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "run `prm-bench run` first" in result.output
