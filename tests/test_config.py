@@ -166,3 +166,12 @@ def test_a_list_of_sub_grids_is_their_union_without_repeats():
     ]
     # the peak cell and the full cell are the same configuration: they share every stage
     assert stage_keys(plan.cells[0].config) == stage_keys(plan.cells[2].config)
+
+
+@pytest.mark.parametrize("name", ["quick", "full", "backbones", "voc2012"])
+def test_every_shipped_ablation_config_validates(name):
+    plan = load_plan(f"ablations/{name}.yaml")
+    assert plan.name == name and plan.cells
+    keys = {stage_keys(c.config)["train"] for c in plan.cells}
+    if name != "backbones":  # there every cell is its own backbone and seed
+        assert len(keys) < len(plan.cells)  # cells share their trainings
