@@ -107,7 +107,8 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
             "mAP^r VOC style, ABO, mIoU",
         )
         tables.append(_table(results[results.cell.isin(members)], table_axes, spec))
-    return sorted(tables, key=lambda t: t.spec.key)
+    # the paper's tables first (t1, t2, ...), then the reproduction axes
+    return sorted(tables, key=lambda t: (t.spec.key.startswith("axes_"), t.spec.key))
 
 
 def _independent_axes(cells: pd.DataFrame, varied: frozenset[str]) -> frozenset[str]:
