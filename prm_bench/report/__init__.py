@@ -25,6 +25,17 @@ from prm_bench.stages.retrieve import read_results
 from prm_bench.stages.store import Store
 
 
+def _stage_time(manifest: dict) -> str:
+    totals: dict[str, float] = {}
+    for name, seconds in manifest.get("stage_seconds", {}).items():
+        stage = name.split("/")[0]
+        totals[stage] = totals.get(stage, 0.0) + seconds
+    if not totals:
+        return "nothing ran (every stage was reused)"
+    parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
+    return f"{sum(totals.values()):.0f} s ({parts})"
+
+
 def _describe(values: set) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
@@ -56,6 +67,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
         f"device {manifest.get('device')}; torch {manifest['versions']['torch']}.",
         f"- Dataset: {first.data.name}, trained on `{first.data.train_split}`, evaluated on "
         f"`{first.data.eval_split}`; backbones: {all_backbones}; seeds: {all_seeds}.",
+        f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}.",
         "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "
         "published number (PASCAL VOC 2012 val) and `diff` this run minus the paper.",
         "",
