@@ -50,7 +50,7 @@ def bar_chart(table: ReportTable) -> Figure:
     ]
     values = table.numbers[metric].to_numpy()
     errors = table.std[metric].to_numpy() if metric in table.std.columns else None
-    figure = Figure(figsize=(max(4.0, 0.8 * len(labels) + 1.5), 3.4))
+    figure = Figure(figsize=(max(4.0, 0.8 * len(labels) + 1.5), 3.4), layout="constrained")
     axes = figure.add_subplot()
     positions = np.arange(len(labels))
     axes.bar(positions, values, yerr=errors, capsize=3, color=COLORS[0], label="this run")
@@ -73,7 +73,7 @@ def backbone_comparison(table: ReportTable) -> Figure:
     """Grouped bars: every metric of the backbone table, one colour per backbone."""
     metrics = list(table.numbers.columns)
     names = list(table.numbers.index)
-    figure = Figure(figsize=(max(5.0, 1.0 * len(metrics) + 2), 3.4))
+    figure = Figure(figsize=(max(5.0, 1.0 * len(metrics) + 2), 3.4), layout="constrained")
     axes = figure.add_subplot()
     width = 0.8 / len(names)
     for k, name in enumerate(names):
@@ -93,7 +93,7 @@ def backbone_comparison(table: ReportTable) -> Figure:
 
 def training_curves(logs: dict[str, list[dict]]) -> Figure:
     """Loss and evaluation classification mAP per epoch, one line per trained model."""
-    figure = Figure(figsize=(8, 3.2))
+    figure = Figure(figsize=(8, 3.2), layout="constrained")
     loss_axes, map_axes = figure.subplots(1, 2)
     for k, (label, log) in enumerate(sorted(logs.items())):
         epochs = [entry["epoch"] for entry in log]
@@ -114,7 +114,7 @@ def training_curves(logs: dict[str, list[dict]]) -> Figure:
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.5) -> Figure:
     """Precision-recall curves at one IoU threshold (all classes ranked together)."""
-    figure = Figure(figsize=(4.5, 3.6))
+    figure = Figure(figsize=(4.5, 3.6), layout="constrained")
     axes = figure.add_subplot()
     for k, (label, (recall, precision)) in enumerate(curves.items()):
         axes.plot(recall, precision, color=COLORS[k % len(COLORS)], label=label)
@@ -142,7 +142,7 @@ def qualitative_panel(samples: list[dict]) -> Figure:
         "retrieved instances",
         "ground truth",
     ]
-    figure = Figure(figsize=(2.2 * len(titles), 2.2 * len(samples)))
+    figure = Figure(figsize=(2.2 * len(titles), 2.2 * len(samples)), layout="constrained")
     grid = figure.subplots(len(samples), len(titles), squeeze=False)
     for row, sample in zip(grid, samples, strict=True):
         image = sample["image"]
