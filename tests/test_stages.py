@@ -65,3 +65,14 @@ def test_retrieval_from_stored_prms_picks_what_fresh_prms_pick(tmp_path):
         a = retrieve(fresh, stored["peaks"], stored["crm"], proposals, {})
         b = retrieve(restored, stored["peaks"], stored["crm"], proposals, {})
         assert [(i["proposal"], i["peaks"]) for i in a] == [(i["proposal"], i["peaks"]) for i in b]
+
+
+def test_a_stage_missing_a_required_output_is_not_recorded_as_done(tmp_path):
+    store = Store(tmp_path)
+    folder = store.reset("evaluate", "k")
+    with pytest.raises(FileNotFoundError, match=r"evaluate k did not write metrics\.json"):
+        store.complete("evaluate", "k", required=["metrics.json"])
+    assert not store.is_done("evaluate", "k")
+    write_atomic(folder / "metrics.json", b"{}")
+    store.complete("evaluate", "k", required=["metrics.json"])
+    assert store.is_done("evaluate", "k")

@@ -30,7 +30,9 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
         for image_id in dataset.ids
     ]
     predictions = read_results(store.path("retrieve", keys["retrieve"]), dataset.ids)
-    inferred = [read_image(store.path("infer", keys["infer"]), i) for i in dataset.ids]
+    needs_inference = {"pointing", "prm-quality"} & set(config.eval.metrics)
+    infer_folder = store.path("infer", keys["infer"])
+    inferred = [read_image(infer_folder, i) for i in dataset.ids] if needs_inference else []
     options = config.eval
     values: dict[str, float] = {}
     for metric in options.metrics:
@@ -61,5 +63,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
         elif metric == "semantic":
             values |= semantic_miou(predictions, truth, n_classes, class_names=names)
     write_json(folder / METRICS_FILE, values)
-    store.complete("evaluate", keys["evaluate"], {"seconds": time.perf_counter() - start})
+    store.complete(
+        "evaluate", keys["evaluate"], {"seconds": time.perf_counter() - start}, [METRICS_FILE]
+    )
     return folder

@@ -102,5 +102,6 @@ def run(
         if path.is_file():
             continue
         save_npz(path, **infer_image(model, dataset.image(image_id), config, device))
-    store.complete("infer", key, {"images": dataset.ids, "seconds": time.perf_counter() - start})
+    info = {"images": dataset.ids, "seconds": time.perf_counter() - start}
+    store.complete("infer", key, info, [f"{image_id}.npz" for image_id in dataset.ids])
     return folder

@@ -75,11 +75,8 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
                 }
             )
     write_json(folder / RESULTS, results)
-    store.complete(
-        "retrieve",
-        keys["retrieve"],
-        {"instances": len(results), "seconds": time.perf_counter() - start},
-    )
+    info = {"instances": len(results), "seconds": time.perf_counter() - start}
+    store.complete("retrieve", keys["retrieve"], info, [RESULTS])
     return folder
 
 

@@ -93,9 +93,22 @@ class Store:
             for name, size in files.items()
         )
 
-    def complete(self, stage: str, key: str, info: dict[str, Any] | None = None) -> None:
-        """Record a stage as done, listing every file in its folder with its size."""
+    def complete(
+        self,
+        stage: str,
+        key: str,
+        info: dict[str, Any] | None = None,
+        required: list[str] | None = None,
+    ) -> None:
+        """Record a stage as done, listing every file in its folder with its size.
+
+        Raises:
+            FileNotFoundError: a `required` output is missing (the stage is not done).
+        """
         folder = self.path(stage, key)
+        missing = [name for name in required or [] if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{stage} {key} did not write {', '.join(missing)}")
         files = {
             str(p.relative_to(folder)): p.stat().st_size
             for p in sorted(folder.rglob("*"))

@@ -15,7 +15,7 @@ from prm_bench.backbones import build_classifier, save_checkpoint
 from prm_bench.config import ExperimentConfig
 from prm_bench.metrics.ap import average_precision
 from prm_bench.peaks import class_scores
-from prm_bench.stages.common import StageError, load_images, open_training_data
+from prm_bench.stages.common import StageError, load_images, normalise, open_training_data
 from prm_bench.stages.store import Store, write_json
 
 CHECKPOINT = "model.safetensors"
@@ -48,7 +48,7 @@ def _scores(
     out = []
     with torch.no_grad():
         for start in range(0, len(images), 64):
-            maps = model(images[start : start + 64].to(device))
+            maps = model(normalise(images[start : start + 64].to(device)))
             out.append(
                 class_scores(maps, config.stimulation.name, **config.stimulation.options)
                 .float()
@@ -88,7 +88,7 @@ def run(config: ExperimentConfig, store: Store, key: str, device: torch.device) 
                 flip = torch.rand(len(index), generator=generator) < 0.5
                 batch[flip] = batch[flip].flip(3)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                maps = model(batch.to(device))
+                maps = model(normalise(batch.to(device)))
                 scores = class_scores(
                     maps.float(), config.stimulation.name, **config.stimulation.options
                 )
@@ -116,7 +116,6 @@ def run(config: ExperimentConfig, store: Store, key: str, device: torch.device) 
     save_checkpoint(model, tmp)
     os.replace(tmp, folder / CHECKPOINT)
     write_json(folder / "log.json", log)
-    store.complete(
-        "train", key, {"classes": train_set.class_names, "seconds": time.perf_counter() - start}
-    )
+    info = {"classes": train_set.class_names, "seconds": time.perf_counter() - start}
+    store.complete("train", key, info, [CHECKPOINT, "log.json"])
     return folder
