@@ -309,11 +309,11 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         table.add_column(column)
     for row in stage_status(plan, run_dir):
         marks = ["done" if row[s] else "-" for s in STAGES]
-        state = (
-            "done" if all(row[s] for s in STAGES) else manifest_status.get(row["cell"], "pending")
-        )
-        if state == "done" and not all(row[s] for s in STAGES):
-            state = "pending"
+        recorded = manifest_status.get(row["cell"], "pending")
+        if all(row[s] for s in STAGES):
+            state = "done"
+        else:
+            state = "failed" if recorded == "failed" else "pending"
         axes = ", ".join(f"{k}={v}" for k, v in row["axes"].items())
         table.add_row(str(row["cell"]), axes, *marks, state)
     console.print(table)
