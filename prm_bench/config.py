@@ -121,7 +121,7 @@ class InferConfig(_Section):
     class_threshold: float = 0.0
     peak_threshold: float = 0.0
     max_peaks: int = Field(20, ge=1)
-    strategy: Literal["batched", "sequential"] = "batched"
+    strategy: Literal["batched", "sequential", "auto"] = "auto"
 
 
 class ProposalsConfig(_Section):

@@ -147,6 +147,8 @@ def test_batched_equals_one_peak_at_a_time(name, upsample):
     batched = peak_response_maps(model, image, peaks, upsample=upsample)
     chunked = peak_response_maps(model, image, peaks, upsample=upsample, chunk_size=2)
     sequential = peak_response_maps(model, image, peaks, upsample=upsample, strategy="sequential")
+    auto = peak_response_maps(model, image, peaks, upsample=upsample, strategy="auto")
+    torch.testing.assert_close(auto, batched, rtol=0, atol=1e-6)
     assert batched.shape == (len(peaks), 64, 64)
     torch.testing.assert_close(batched, sequential, rtol=0, atol=1e-6)
     torch.testing.assert_close(chunked, batched, rtol=0, atol=1e-6)

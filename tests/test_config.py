@@ -175,3 +175,11 @@ def test_every_shipped_ablation_config_validates(name):
     keys = {stage_keys(c.config)["train"] for c in plan.cells}
     if name != "backbones":  # there every cell is its own backbone and seed
         assert len(keys) < len(plan.cells)  # cells share their trainings
+
+
+def test_the_prm_strategy_does_not_change_the_inference_key():
+    plan = load_plan(
+        {"grid": {"infer.strategy": ["batched", "sequential", "auto"], "infer.upsample": [1, 2]}}
+    )
+    keys = {(c.config.infer.upsample, stage_keys(c.config)["infer"]) for c in plan.cells}
+    assert len(keys) == 2  # one key per upsample factor, whatever the strategy

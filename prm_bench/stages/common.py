@@ -40,7 +40,8 @@ def stage_keys(config: ExperimentConfig) -> dict[str, str]:
         "limit_eval",
     )
     train = config_hash("train", data_train, config.backbone, config.stimulation, config.train)
-    infer = config_hash("infer", train, config.infer)
+    # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
+    infer = config_hash("infer", train, config.infer.model_dump(mode="json", exclude={"strategy"}))
     proposals = config_hash(
         "proposals",
         _data_part(config, "name", "root", "eval_split", "limit_eval"),
