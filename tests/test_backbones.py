@@ -1,14 +1,18 @@
 import pickle
 
+import numpy as np
 import pytest
 import safetensors.torch
+import skimage.data
 import timm
 import torch
+from PIL import Image
 
 from prm_bench.backbones import (
     BACKBONES,
     BackboneError,
     build_classifier,
+    efficientnet_lite0_weights,
     get_backbone,
     load_checkpoint,
     load_state_dict_file,
@@ -40,6 +44,26 @@ def test_paper_backbones_match_the_paper_architecture():
     assert get_backbone("vgg16").pretrained_tag == "vgg16.tv_in1k"
 
 
+def _top5(model: torch.nn.Module, photo, spec) -> list[int]:
+    image = torch.from_numpy(np.array(Image.fromarray(photo).resize((224, 224))))
+    x = (image.permute(2, 0, 1)[None].float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1))
+    with torch.no_grad():
+        logits = model(x / torch.tensor(spec.std).view(1, 3, 1, 1))
+    return logits[0].topk(5).indices.tolist()
+
+
+def test_packaged_imagenet_weights_recognise_real_photographs():
+    spec = get_backbone("efficientnet_lite0")
+    full = timm.create_model(spec.timm_name, pretrained=False).eval()
+    full.load_state_dict(efficientnet_lite0_weights(head=True))  # strict: every key maps
+    assert set(_top5(full, skimage.data.chelsea(), spec)) & {281, 282, 283, 284, 285}  # cats
+    assert set(_top5(full, skimage.data.coffee(), spec)) & {967, 968, 504}  # espresso, cup
+    # the classifier's trunk carries exactly those weights (head dropped)
+    model = build_classifier("efficientnet_lite0", 20, pretrained=True)
+    trunk = model.trunk.state_dict()
+    assert trunk and all(torch.equal(v, full.state_dict()[k]) for k, v in trunk.items())
+
+
 def test_unknown_backbone_suggests_a_close_name():
     with pytest.raises(UnknownNameError, match="did you mean 'resnet50'"):
         get_backbone("resnet5O")
@@ -60,6 +84,9 @@ def test_output_stride_dilates_resnets_and_is_refused_elsewhere():
     with torch.no_grad():
         assert model(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 2, SIZE // 8, SIZE // 8)
     assert model.stride == 8
+    lite = build_classifier("efficientnet_lite0", 2, output_stride=16).eval()
+    with torch.no_grad():
+        assert lite(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 2, SIZE // 16, SIZE // 16)
     with pytest.raises(BackboneError, match="output_stride=8 is not available for 'vgg16'"):
         build_classifier("vgg16", 2, output_stride=8)
 

@@ -90,9 +90,23 @@ def mixed_net() -> nn.Sequential:
     ).double()
 
 
+def depthwise_net() -> nn.Sequential:
+    """Depthwise-separable blocks, as EfficientNet and MobileNet have."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1, groups=6),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1, groups=3),
+        nn.ReLU(),
+        nn.Conv2d(6, 2, 1),
+    ).double()
+
+
 @pytest.mark.parametrize("strategy", ["batched", "sequential"])
-def test_prms_equal_the_dense_reference_of_the_rule(strategy):
-    net = mixed_net()
+@pytest.mark.parametrize("make_net", [mixed_net, depthwise_net])
+def test_prms_equal_the_dense_reference_of_the_rule(strategy, make_net):
+    net = make_net()
     image = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     peaks = torch.tensor([[0, 0, 1, 2], [0, 1, 3, 3], [0, 0, 0, 0]])
     prms = peak_response_maps(net, image, peaks, strategy=strategy)
@@ -135,6 +149,8 @@ MODELS = {
     "resnet10t": lambda: build_classifier("resnet10t", 3),
     "vgg-like": VggLike,
     "torchvision-resnet18": torchvision_resnet,
+    # depthwise convolutions, TF "same" padding, dilation at output stride 16
+    "efficientnet_lite0": lambda: build_classifier("efficientnet_lite0", 3, output_stride=16),
 }
 
 

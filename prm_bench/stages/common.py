@@ -6,13 +6,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from prm_bench.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.data import open_dataset
 from prm_bench.data.base import Dataset, check_disjoint
 
 STAGES = ("train", "infer", "retrieve", "evaluate")
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class StageError(RuntimeError):
@@ -93,14 +92,19 @@ def _uint8_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (B, 3, H, W) -> float, ImageNet mean/std normalised."""
-    return (images.float() / 255.0 - MEAN.to(images.device)) / STD.to(images.device)
+def normalise(images: torch.Tensor, spec: BackboneSpec | None = None) -> torch.Tensor:
+    """uint8 images (B, 3, H, W) -> float, normalised with the mean/std the backbone's
+    weights expect (ImageNet's when `spec` is None)."""
+    mean = torch.tensor(spec.mean if spec else IMAGENET_MEAN, device=images.device)
+    std = torch.tensor(spec.std if spec else IMAGENET_STD, device=images.device)
+    return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-def image_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
+def image_tensor(
+    image: np.ndarray, size: int | None, spec: BackboneSpec | None = None
+) -> torch.Tensor:
     """(1, 3, S, S) normalised tensor of an RGB uint8 image, resized when `size` is set."""
-    return normalise(_uint8_tensor(image, size))
+    return normalise(_uint8_tensor(image, size), spec)
 
 
 def load_images(dataset: Dataset, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:

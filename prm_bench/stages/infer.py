@@ -52,7 +52,7 @@ def infer_image(
 ) -> dict[str, np.ndarray]:
     """CRMs, class scores, peaks and PRMs (at the image's size) of one RGB image."""
     options = config.infer
-    x = image_tensor(image, config.data.image_size).to(device)
+    x = image_tensor(image, config.data.image_size, model.spec).to(device)
     with torch.no_grad():
         crm = model(x)
         scores = class_scores(crm, config.stimulation.name, **config.stimulation.options)

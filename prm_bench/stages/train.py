@@ -48,7 +48,7 @@ def _scores(
     out = []
     with torch.no_grad():
         for start in range(0, len(images), 64):
-            maps = model(normalise(images[start : start + 64].to(device)))
+            maps = model(normalise(images[start : start + 64].to(device), model.spec))
             out.append(
                 class_scores(maps, config.stimulation.name, **config.stimulation.options)
                 .float()
@@ -88,7 +88,7 @@ def run(config: ExperimentConfig, store: Store, key: str, device: torch.device) 
                 flip = torch.rand(len(index), generator=generator) < 0.5
                 batch[flip] = batch[flip].flip(3)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                maps = model(normalise(batch.to(device)))
+                maps = model(normalise(batch.to(device), model.spec))
                 scores = class_scores(
                     maps.float(), config.stimulation.name, **config.stimulation.options
                 )
