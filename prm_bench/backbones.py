@@ -24,7 +24,6 @@ from torch import nn
 
 from prm_bench.registry import Registry
 
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

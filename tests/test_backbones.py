@@ -46,7 +46,7 @@ def test_paper_backbones_match_the_paper_architecture():
 
 def _top5(model: torch.nn.Module, photo, spec) -> list[int]:
     image = torch.from_numpy(np.array(Image.fromarray(photo).resize((224, 224))))
-    x = (image.permute(2, 0, 1)[None].float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1))
+    x = image.permute(2, 0, 1)[None].float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1)
     with torch.no_grad():
         logits = model(x / torch.tensor(spec.std).view(1, 3, 1, 1))
     return logits[0].topk(5).indices.tolist()
