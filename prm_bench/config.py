@@ -144,9 +144,15 @@ class EvalConfig(_Section):
     metrics: list[_registered_in(METRICS)] = Field(
         default_factory=lambda: ["voc-map", "abo", "pointing", "prm-quality", "semantic"]
     )
-    iou_thresholds: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    iou_thresholds: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75], min_length=1
+    )
     use_07_metric: bool = False
-    tolerance: float = 18.0
+    # pointing: `tolerance` px at the scale of `tolerance_reference` px on the image's long
+    # side (VOC: 18 px on ~500 px images), scaled per image; null keeps plain pixels
+    tolerance: float = Field(18.0, ge=0)
+    tolerance_reference: float | None = Field(500.0, gt=0)
+    prm_threshold: float = Field(0.5, ge=0, le=1)
 
 
 class RunConfig(_Section):

@@ -47,6 +47,10 @@ class Dataset(Protocol):
         """Ground-truth instances of the image."""
         ...
 
+    def void(self, image_id: str) -> np.ndarray | None:
+        """(H, W) bool mask of pixels every metric ignores, or None where there are none."""
+        ...
+
 
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
     """Inclusive (x0, y0, x1, y1) box of a non-empty mask; (0, 0, -1, -1) if empty."""

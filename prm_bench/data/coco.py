@@ -78,6 +78,10 @@ class CocoDataset:
                 labels[self._label[ann["category_id"]]] = 1.0
         return labels
 
+    def void(self, image_id: str) -> np.ndarray | None:
+        """COCO marks no void pixels: None."""
+        return None
+
     def instances(self, image_id: str) -> list[Instance]:
         """Instance masks decoded by pycocotools (polygons and RLE alike)."""
         instances = []

@@ -175,6 +175,10 @@ class VocDataset:
             instances.append(Instance(label, mask, box_of(mask), difficult))
         return instances
 
+    def void(self, image_id: str) -> np.ndarray:
+        """(H, W) bool: the void pixels (255 in SegmentationObject), ignored by metrics."""
+        return self._png("SegmentationObject", image_id) == VOID
+
     def _png(self, folder: str, image_id: str) -> np.ndarray:
         with Image.open(self.root / folder / f"{image_id}.png") as png:
             return np.asarray(png)

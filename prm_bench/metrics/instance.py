@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from prm_bench.masks import encode_rle, mask_iou, rle_box
-from prm_bench.metrics.ap import average_precision, class_key
+from prm_bench.metrics.ap import RankedHits, class_key, nan_mean
 
 Instances = Sequence[Sequence[dict[str, Any]]]
 
@@ -46,22 +46,22 @@ def voc_matches(
     ground_truth: Instances,
     iou_thresholds: Sequence[float],
     num_classes: int,
-) -> tuple[list[list[list[float]]], list[list[list[bool]]], np.ndarray]:
-    """Scores and hit flags per (threshold, class), and positives per class, with the
-    VOC / FCIS / chainercv matching rule (see `voc_map`)."""
+) -> list[RankedHits]:
+    """Per IoU threshold, every prediction with its image, class, score and hit flag, and
+    the positives of every image, by the VOC / FCIS / chainercv matching rule (see
+    `voc_map`). Predictions that match a difficult instance are left out."""
     if len(predictions) != len(ground_truth):
         raise ValueError(f"{len(predictions)} prediction lists for {len(ground_truth)} images")
     thresholds = list(iou_thresholds)
-    scores: list[list[list[float]]] = [[[] for _ in range(num_classes)] for _ in thresholds]
-    hits: list[list[list[bool]]] = [[[] for _ in range(num_classes)] for _ in thresholds]
-    positives = np.zeros(num_classes, dtype=int)
-    for preds, truth in zip(predictions, ground_truth, strict=True):
+    records: list[list[tuple[int, int, float, bool]]] = [[] for _ in thresholds]
+    positives = np.zeros((len(ground_truth), num_classes), dtype=np.int64)
+    for image, (preds, truth) in enumerate(zip(predictions, ground_truth, strict=True)):
         shape = _image_shape(preds, truth)
         for c in range(num_classes):
             p = sorted((i for i in preds if i["class"] == c), key=lambda i: -i["score"])
             g = [i for i in truth if i["class"] == c]
             difficult = np.array([bool(i.get("difficult", False)) for i in g], dtype=bool)
-            positives[c] += int((~difficult).sum())
+            positives[image, c] = int((~difficult).sum())
             if not p:
                 continue
             overlaps = mask_iou(_stack(p, shape), _stack(g, shape)) if g else np.zeros((len(p), 0))
@@ -74,9 +74,8 @@ def voc_matches(
                     hit = best >= 0 and row[best] >= threshold and not taken[best]
                     if hit:
                         taken[best] = True
-                    hits[t][c].append(hit)
-                    scores[t][c].append(float(instance["score"]))
-    return scores, hits, positives
+                    records[t].append((image, c, float(instance["score"]), hit))
+    return [RankedHits.build(r, positives) for r in records]
 
 
 def voc_map(
@@ -99,18 +98,13 @@ def voc_map(
     """
     n_classes = _classes(predictions, ground_truth, num_classes)
     thresholds = list(iou_thresholds)
-    scores, hits, positives = voc_matches(predictions, ground_truth, thresholds, n_classes)
+    matches = voc_matches(predictions, ground_truth, thresholds, n_classes)
     result: dict[str, float] = {}
-    for t, threshold in enumerate(thresholds):
-        aps = [
-            average_precision(scores[t][c], hits[t][c], positives[c], use_07_metric)
-            for c in range(n_classes)
-        ]
-        result[f"mAP@{threshold:g}"] = (
-            float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan")
-        )
+    for threshold, hits in zip(thresholds, matches, strict=True):
+        aps = hits.class_aps(use_07_metric=use_07_metric)[0]
+        result[f"mAP@{threshold:g}"] = nan_mean(aps)
         for c, ap in enumerate(aps):
-            result[f"AP@{threshold:g}/{class_key(c, class_names)}"] = ap
+            result[f"AP@{threshold:g}/{class_key(c, class_names)}"] = float(ap)
     return result
 
 
@@ -123,13 +117,11 @@ def voc_pr_curve(
     """(recall, precision) of all classes' predictions ranked together, each matched to its
     own class by the VOC rule; for plotting."""
     n_classes = _classes(predictions, ground_truth, num_classes)
-    scores, hits, positives = voc_matches(predictions, ground_truth, [iou_threshold], n_classes)
-    flat_scores = np.array([s for per_class in scores[0] for s in per_class])
-    flat_hits = np.array([h for per_class in hits[0] for h in per_class], dtype=bool)
-    order = np.argsort(-flat_scores, kind="stable")
-    tp = np.cumsum(flat_hits[order])
+    (hits,) = voc_matches(predictions, ground_truth, [iou_threshold], n_classes)
+    order = np.lexsort((np.arange(len(hits.score)), hits.label, -hits.score))
+    tp = np.cumsum(hits.hit[order])
     precision = tp / np.arange(1, len(order) + 1)
-    return tp / max(int(positives.sum()), 1), precision
+    return tp / max(int(hits.positives.sum()), 1), precision
 
 
 def coco_map(
@@ -225,6 +217,24 @@ def coco_map(
     return result
 
 
+def best_overlaps(
+    predictions: Instances, ground_truth: Instances, num_classes: int
+) -> list[tuple[int, int, float]]:
+    """(image, class, best IoU) of every ground-truth instance: its best IoU with the
+    predictions of its class in its image (0 if none)."""
+    best = []
+    for image, (preds, truth) in enumerate(zip(predictions, ground_truth, strict=True)):
+        shape = _image_shape(preds, truth)
+        for c in range(num_classes):
+            g = [i for i in truth if i["class"] == c]
+            if not g:
+                continue
+            p = [i for i in preds if i["class"] == c]
+            overlaps = mask_iou(_stack(g, shape), _stack(p, shape)) if p else np.zeros((len(g), 1))
+            best += [(image, c, float(v)) for v in overlaps.max(axis=1)]
+    return best
+
+
 def abo(
     predictions: Instances,
     ground_truth: Instances,
@@ -239,22 +249,39 @@ def abo(
         per-class means, "abo/<class>": ...}.
     """
     n_classes = _classes(predictions, ground_truth, num_classes)
-    best: list[list[float]] = [[] for _ in range(n_classes)]
-    for preds, truth in zip(predictions, ground_truth, strict=True):
-        shape = _image_shape(preds, truth)
-        for c in range(n_classes):
-            g = [i for i in truth if i["class"] == c]
-            if not g:
-                continue
-            p = [i for i in preds if i["class"] == c]
-            overlaps = mask_iou(_stack(g, shape), _stack(p, shape)) if p else np.zeros((len(g), 1))
-            best[c].extend(overlaps.max(axis=1).tolist())
-    everything = [v for values in best for v in values]
-    per_class = [float(np.mean(v)) if v else float("nan") for v in best]
+    best = best_overlaps(predictions, ground_truth, n_classes)
+    values = np.array([v for _, _, v in best])
+    labels = np.array([c for _, c, _ in best], dtype=np.int64)
+    per_class = [
+        float(values[labels == c].mean()) if (labels == c).any() else float("nan")
+        for c in range(n_classes)
+    ]
     result = {
-        "abo": float(np.mean(everything)) if everything else float("nan"),
-        "abo_class_mean": float(np.nanmean(per_class)) if everything else float("nan"),
+        "abo": float(values.mean()) if len(values) else float("nan"),
+        "abo_class_mean": nan_mean(per_class) if len(values) else float("nan"),
     }
     for c, value in enumerate(per_class):
         result[f"abo/{class_key(c, class_names)}"] = value
     return result
+
+
+def instance_statistics(
+    predictions: Instances,
+    ground_truth: Instances,
+    iou_thresholds: Sequence[float],
+    use_07_metric: bool,
+    num_classes: int,
+) -> dict[str, np.ndarray]:
+    """Per-image statistics of mAP@t (ranked hits) and ABO (sums and counts), from which
+    `prm_bench.metrics.bootstrap` recomputes them on resampled images."""
+    stats: dict[str, np.ndarray] = {}
+    matches = voc_matches(predictions, ground_truth, iou_thresholds, num_classes)
+    for threshold, hits in zip(iou_thresholds, matches, strict=True):
+        stats |= hits.to_arrays(f"mAP@{threshold:g}")
+        stats[f"mAP@{threshold:g}/use_07_metric"] = np.array(use_07_metric)
+    best = best_overlaps(predictions, ground_truth, num_classes)
+    images = np.array([i for i, _, _ in best], dtype=np.int64)
+    values = np.array([v for _, _, v in best])
+    stats["abo/num"] = np.bincount(images, values, minlength=len(ground_truth))
+    stats["abo/den"] = np.bincount(images, minlength=len(ground_truth)).astype(np.float64)
+    return stats
