@@ -10,8 +10,11 @@ from prm_bench.metrics import (
     semantic_miou,
     voc_map,
 )
-from prm_bench.metrics.ap import average_precision
-from prm_bench.metrics.pointing import max_points
+from prm_bench.metrics.ap import average_precision, weighted_average_precision
+from prm_bench.metrics.bootstrap import metric_samples
+from prm_bench.metrics.instance import instance_statistics
+from prm_bench.metrics.pointing import max_points, scaled_tolerance
+from prm_bench.metrics.semantic import confusions
 
 H, W = 10, 20
 
@@ -206,3 +209,70 @@ def test_semantic_overlaps_go_to_the_higher_score():
 
 def test_metric_registry_lists_every_metric():
     assert METRICS.names() == ["voc-map", "coco-map", "abo", "pointing", "prm-quality", "semantic"]
+
+
+def test_prm_quality_leaves_void_out_and_reports_absent_classes_apart():
+    ring = box(1, 9, 0, 10) & ~A  # a void band around instance A
+    prm = np.zeros((1, H, W))
+    prm[0][A] = 0.4 / A.sum()
+    prm[0][ring] = 0.4 / ring.sum()
+    rest = ~(A | ring)
+    prm[0][rest] = 0.2 / rest.sum()
+    absent = prm.copy()  # same map, but for class 1, which the image does not contain
+    truth = [[{"mask": A, "class": 0}]]
+    predictions = [{"prms": np.concatenate([prm, absent]), "classes": np.array([0, 1])}]
+    plain = prm_quality(predictions, truth)
+    assert plain["prm_score"] == pytest.approx(0.4 / 2) and plain["prm_correct"] == 0.0
+    voided = prm_quality(predictions, truth, void=[ring])
+    # 0.4 on A of the 0.6 outside the void: 2/3, correct; the class-1 PRM scores 0
+    assert voided["prm_score"] == pytest.approx((0.4 / 0.6) / 2)
+    assert voided["prm_correct"] == 0.5
+    assert voided["prm_correct_present"] == 1.0
+    assert voided["prm_score_present"] == pytest.approx(0.4 / 0.6)
+    assert voided["prm_absent"] == 0.5
+
+
+def test_pointing_tolerance_scales_with_the_image():
+    assert scaled_tolerance(18, (375, 500), 500) == 18.0  # VOC scale
+    assert scaled_tolerance(18, (128, 128), 500) == pytest.approx(4.608)
+    assert scaled_tolerance(18, (128, 128), None) == 18.0
+    truth = [[{"class": 0, "box": (0, 0, 9, 9)}], [{"class": 0, "box": (0, 0, 9, 9)}]]
+    predictions = [
+        {"points": np.array([[5, 15]]), "scores": np.array([0.9])},  # 6 px right of the box
+        {"points": np.array([[5, 15]]), "scores": np.array([0.8])},
+    ]
+    assert pointing_map(predictions, truth, tolerance=[6, 6])["pointing_mAP"] == 1.0
+    # the second image's tolerance is 5 px: a miss ranked after a hit, AP 1/2
+    assert pointing_map(predictions, truth, tolerance=[6, 5])["pointing_mAP"] == 0.5
+
+
+@pytest.mark.parametrize("use_07", [False, True])
+def test_weighted_ap_equals_the_ap_of_the_repeated_list(use_07):
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, 40).astype(float)  # many ties
+    hits = rng.random(40) < 0.5
+    weights = rng.integers(0, 4, (5, 40))
+    positives = hits.sum() + 3
+    got = weighted_average_precision(scores, hits, positives * 2, weights, use_07)
+    for row, value in zip(weights, got, strict=True):
+        order = np.argsort(-scores, kind="stable")
+        repeated = np.repeat(order, row[order])
+        expected = average_precision(scores[repeated], hits[repeated], positives * 2, use_07)
+        assert value == pytest.approx(expected, abs=1e-12)
+
+
+def test_per_image_statistics_with_unit_weights_give_the_reported_metrics():
+    predictions, truth = fixture()
+    stats = instance_statistics(predictions, truth, [0.5, 0.75], False, 3)
+    ones = np.ones((1, len(truth)))
+    reported = voc_map(predictions, truth, [0.5, 0.75], num_classes=3)
+    assert metric_samples(stats, "mAP@0.5", ones)[0] == reported["mAP@0.5"]
+    assert metric_samples(stats, "mAP@0.75", ones)[0] == reported["mAP@0.75"]
+    assert metric_samples(stats, "abo", ones)[0] == pytest.approx(abo(predictions, truth, 3)["abo"])
+    confusion = {"mIoU/confusion": confusions(predictions, truth, 3)}
+    miou = semantic_miou(predictions, truth, 3)["mIoU"]
+    assert metric_samples(confusion, "mIoU", ones)[0] == pytest.approx(miou)
+    # an image drawn twice counts twice: AP as if the dataset held it twice
+    twice = [*predictions, predictions[0]], [*truth, truth[0]]
+    doubled = voc_map(*twice, [0.5], num_classes=3)["mAP@0.5"]
+    assert metric_samples(stats, "mAP@0.5", np.array([[2.0, 1.0]]))[0] == pytest.approx(doubled)

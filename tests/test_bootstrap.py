@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from prm_bench.metrics.bootstrap import Interval, metric_samples, paired_bootstrap
+
+
+def ratio(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image statistics of a ratio metric with one unit per image."""
+    return {"prm_correct/num": np.asarray(values, float), "prm_correct/den": np.ones(len(values))}
+
+
+def ranked(hit: np.ndarray, score: np.ndarray) -> dict[str, np.ndarray]:
+    """One prediction and one positive per image, class 0."""
+    n = len(hit)
+    return {
+        "mAP@0.5/image": np.arange(n),
+        "mAP@0.5/label": np.zeros(n, int),
+        "mAP@0.5/score": score,
+        "mAP@0.5/hit": hit,
+        "mAP@0.5/positives": np.ones((n, 1), int),
+    }
+
+
+def test_identical_predictions_give_exactly_zero():
+    rng = np.random.default_rng(0)
+    seeds = [ranked(rng.random(50) < 0.5, rng.random(50)) for _ in range(3)]
+    interval = paired_bootstrap(seeds, seeds, "mAP@0.5", resamples=1000)
+    assert (interval.effect, interval.low, interval.high) == (0.0, 0.0, 0.0)
+    assert interval.verdict() == "inconclusive"
+
+
+def test_a_dominating_method_gives_a_ci_above_zero():
+    rng = np.random.default_rng(1)
+    score = rng.random(60)
+    better = [ranked(np.ones(60, bool), score) for _ in range(3)]  # AP 1
+    worse = [ranked(rng.random(60) < 0.4, score) for _ in range(3)]
+    interval = paired_bootstrap(better, worse, "mAP@0.5", resamples=1000, seed=4)
+    assert interval.low > 0 and interval.low <= interval.effect <= interval.high
+    assert interval.verdict() == "holds"
+    assert interval.verdict(expected_sign=-1) == "contradicted"
+    flipped = paired_bootstrap(worse, better, "mAP@0.5", resamples=1000, seed=4)
+    assert flipped.verdict() == "contradicted"
+
+
+def test_the_point_effect_is_the_difference_of_the_seed_means():
+    better = [ratio([1, 1, 0, 1]), ratio([1, 0, 0, 1])]
+    worse = [ratio([0, 1, 0, 0]), ratio([0, 0, 0, 1])]
+    interval = paired_bootstrap(better, worse, "prm_correct", resamples=1000)
+    assert interval.effect == pytest.approx(((0.75 - 0.25) + (0.5 - 0.25)) / 2)
+
+
+def test_seed_to_seed_variation_widens_the_ci():
+    # within each seed every image shows the same difference, so resampling images alone
+    # finds no uncertainty; the seeds disagree in sign, so the two-level CI spans 0
+    better = [ratio(np.full(30, 0.9)), ratio(np.full(30, 0.3))]
+    worse = [ratio(np.full(30, 0.5)), ratio(np.full(30, 0.5))]
+    interval = paired_bootstrap(better, worse, "prm_correct", resamples=1000)
+    assert interval.low == pytest.approx(-0.2) and interval.high == pytest.approx(0.4)
+    assert interval.verdict() == "inconclusive"
+    one_seed = paired_bootstrap(better[:1], worse[:1], "prm_correct", resamples=1000)
+    assert one_seed.low == pytest.approx(0.4) and "one seed" in one_seed.method
+
+
+def test_resampling_is_reproducible_and_noise_is_inconclusive():
+    rng = np.random.default_rng(2)
+    a = [ratio(rng.random(40) < 0.5) for _ in range(3)]
+    b = [ratio(rng.random(40) < 0.5) for _ in range(3)]
+    first = paired_bootstrap(a, b, "prm_correct", resamples=1000, seed=7)
+    assert first == paired_bootstrap(a, b, "prm_correct", resamples=1000, seed=7)
+    assert first.verdict() == "inconclusive"
+
+
+def test_sides_must_match():
+    with pytest.raises(ValueError, match="different images"):
+        paired_bootstrap([ratio([1, 0])], [ratio([1, 0, 1])], "prm_correct")
+    with pytest.raises(ValueError, match="seeds"):
+        paired_bootstrap([ratio([1])], [], "prm_correct")
+    with pytest.raises(KeyError, match="abo"):
+        metric_samples(ratio([1]), "abo", np.ones((1, 1)))
+
+
+def test_verdicts_follow_the_ci():
+    def at(low, high):
+        return Interval(0.0, low, high, 1000, 0.95, "test")
+
+    assert at(0.1, 0.3).verdict() == "holds"
+    assert at(-0.3, -0.1).verdict() == "contradicted"
+    assert at(-0.1, 0.3).verdict() == "inconclusive"
+    assert at(0.0, 0.3).verdict() == "inconclusive"
