@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -159,6 +160,22 @@ def _normalise(signal: torch.Tensor) -> torch.Tensor:
     prms = signal.sum(dim=1).clamp(min=0)
     total = prms.sum(dim=(1, 2), keepdim=True)
     return torch.where(total > 0, prms / total.clamp(min=torch.finfo(prms.dtype).tiny), prms)
+
+
+def resize_prms(prms: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """PRMs (K, H, W) bilinearly resized to `size`, clamped at 0 and renormalised to sum 1
+    (e.g. from the network's input size to the image's own)."""
+    prms = torch.as_tensor(prms)
+    if tuple(prms.shape[-2:]) == tuple(size):
+        return prms
+    if not len(prms):
+        return prms.new_zeros((0, *size))
+    resized = F.interpolate(prms[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    resized = resized.clamp(min=0)
+    total = resized.sum(dim=(1, 2), keepdim=True)
+    return torch.where(
+        total > 0, resized / total.clamp(min=torch.finfo(resized.dtype).tiny), resized
+    )
 
 
 def _one_hot(maps: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:

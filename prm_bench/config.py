@@ -120,6 +120,8 @@ class InferConfig(_Section):
     upsample: int = Field(1, ge=1)
     class_threshold: float = 0.0
     peak_threshold: float = 0.0
+    # absolute: a response value (the original: 30); relative: a share of each map's max
+    peak_threshold_mode: Literal["absolute", "relative"] = "absolute"
     max_peaks: int = Field(20, ge=1)
     strategy: Literal["batched", "sequential", "auto"] = "auto"
 

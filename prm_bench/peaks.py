@@ -130,19 +130,36 @@ def select_peaks(
     class_threshold: float = 0.0,
     peak_threshold: float = 30.0,
     upsample: int = 1,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Keep the peaks that are backpropagated into peak response maps (DESIGN 2.4).
 
     A peak (b, c, y, x) is kept when its class score `class_scores[b, c]` is at least
     `class_threshold` and its response (on the map upsampled by `upsample`, the grid the
-    peaks were found on) is above `peak_threshold`.
+    peaks were found on) is above `peak_threshold`; with `relative`, above
+    `peak_threshold` times the maximum of its map. The original's absolute 30 means
+    different things for maps trained with different stimulations (their scales differ
+    several-fold), a share of each map's maximum compares like with like.
     """
     if len(peaks) == 0:
         return peaks
     maps = upsample_maps(class_response_maps.detach(), upsample)
     b, c, y, x = peaks.unbind(1)
-    keep = (class_scores.detach()[b, c] >= class_threshold) & (maps[b, c, y, x] > peak_threshold)
+    threshold = peak_threshold * (maps.amax(dim=(2, 3))[b, c] if relative else 1.0)
+    keep = (class_scores.detach()[b, c] >= class_threshold) & (maps[b, c, y, x] > threshold)
     return peaks[keep]
+
+
+def strongest_peaks(
+    peaks: torch.Tensor, class_response_maps: torch.Tensor, count: int, upsample: int = 1
+) -> torch.Tensor:
+    """The `count` peaks of highest response (ties: the earlier row), in their original
+    row order; all of them when there are no more than `count`."""
+    if len(peaks) <= count:
+        return peaks
+    values = upsample_maps(class_response_maps.detach(), upsample)[tuple(peaks.T)]
+    keep = values.argsort(descending=True, stable=True)[:count]
+    return peaks[keep.sort().values]
 
 
 def _masked_mean(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -73,6 +73,10 @@ class RetrievalParams(BaseModel):
     resize_mode: Literal["bicubic", "legacy"] = "bicubic"
     confidence: Literal["retrieval", "class", "peak"] = "retrieval"
     terms: str = "full"
+    # where the retrieve stage scores: `image` (PRMs upsampled to the image's own size,
+    # proposals native) or `input` (the original: at the network's input size, proposals
+    # resized there by nearest, the chosen masks resized back to the image)
+    resolution: Literal["image", "input"] = "image"
 
     @field_validator("terms")
     @classmethod
@@ -101,7 +105,8 @@ def contours(masks: np.ndarray, width: int = 5) -> np.ndarray:
     return dilated & ~eroded
 
 
-def _resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Masks (P, H, W) resized to `size` by nearest neighbour (PIL's, as the original)."""
     if masks.shape[1:] == size:
         return masks
     return np.stack(
@@ -220,7 +225,7 @@ def prepare_gallery(
     the first `top_n`, compute contours, areas and validity once."""
     params = _params(params)
     size = (int(size[0]), int(size[1]))
-    masks = _resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
+    masks = resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
     pixels, edges = _cropped_masks_and_contours(masks, params.contour_width)
     area = np.array([len(p) for p in pixels], dtype=np.float64) / (size[0] * size[1])
     valid = (area >= params.min_area) & (area < params.max_area)

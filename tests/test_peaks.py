@@ -10,6 +10,7 @@ from prm_bench.peaks import (
     peak_mask,
     peak_thresholds,
     select_peaks,
+    strongest_peaks,
     upsample_maps,
 )
 
@@ -198,3 +199,22 @@ def test_peak_stimulation_with_upsampling_uses_the_finer_grid():
     maps[0, 0, 1, 1] = 1.0
     score = class_scores(maps, "peak", peak_filter="max", upsample=3)
     assert score.item() == pytest.approx(1.0)
+
+
+def test_relative_peak_threshold_is_a_share_of_each_maps_maximum():
+    maps = torch.zeros(1, 2, 4, 4)
+    maps[0, 0, 0, 0], maps[0, 0, 3, 3] = 10.0, 4.0  # class 0: max 10
+    maps[0, 1, 0, 0], maps[0, 1, 3, 3] = 1.0, 0.6  # class 1: max 1
+    peaks = torch.tensor([[0, 0, 0, 0], [0, 0, 3, 3], [0, 1, 0, 0], [0, 1, 3, 3]])
+    scores = torch.ones(1, 2)
+    absolute = select_peaks(peaks, maps, scores, peak_threshold=0.5)
+    assert absolute.tolist() == [[0, 0, 0, 0], [0, 0, 3, 3], [0, 1, 0, 0], [0, 1, 3, 3]]
+    relative = select_peaks(peaks, maps, scores, peak_threshold=0.5, relative=True)
+    assert relative.tolist() == [[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 3, 3]]  # 4 < 5, 0.6 > 0.5
+
+
+def test_strongest_peaks_keeps_the_highest_in_row_order():
+    maps = torch.arange(16.0).view(1, 1, 4, 4)
+    peaks = torch.tensor([[0, 0, 3, 3], [0, 0, 0, 1], [0, 0, 2, 0], [0, 0, 1, 1]])
+    assert strongest_peaks(peaks, maps, 2).tolist() == [[0, 0, 3, 3], [0, 0, 2, 0]]
+    assert torch.equal(strongest_peaks(peaks, maps, 9), peaks)

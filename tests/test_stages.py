@@ -57,7 +57,9 @@ def test_retrieval_from_stored_prms_picks_what_fresh_prms_pick(tmp_path):
     model = build_classifier("resnet10t", 5).eval()
     for index in range(3):
         image, *_ = draw_image(ShapesConfig(size=96), index)
-        stored = infer_image(model, image, config, torch.device("cpu"))
+        stored = infer_image(
+            model, image, config.infer, config.stimulation, None, torch.device("cpu")
+        )
         peaks = torch.as_tensor(stored["peaks"]).long()
         fresh = peak_response_maps(model, image_tensor(image, None), peaks, upsample=2).numpy()
         restored = unpack_prms(stored["prm_values"], stored["prm_scale"])

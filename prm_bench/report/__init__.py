@@ -162,7 +162,7 @@ def _qualitative(plan, store: Store, count: int) -> list[dict]:
     samples = []
     for image_id, predicted in zip(ids, predictions, strict=True):
         image = dataset.image(image_id)
-        stored = read_image(store.path("infer", keys["infer"]), image_id)
+        stored = read_image(store.path("infer", keys["infer"]), image_id, at_image_size=True)
         crm = torch.as_tensor(stored["crm"])
         crm = (
             F.interpolate(crm, size=image.shape[:2], mode="bilinear", align_corners=False)[0]

@@ -41,7 +41,11 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
     predictions = read_results(store.path("retrieve", keys["retrieve"]), dataset.ids)
     needs_inference = {"pointing", "prm-quality"} & set(config.eval.metrics)
     infer_folder = store.path("infer", keys["infer"])
-    inferred = [read_image(infer_folder, i) for i in dataset.ids] if needs_inference else []
+    inferred = (
+        [read_image(infer_folder, i, at_image_size=True) for i in dataset.ids]
+        if needs_inference
+        else []
+    )
     options = config.eval
     values: dict[str, float] = {}
     stats: dict[str, np.ndarray] = {}

@@ -1,8 +1,9 @@
 """Inference stage: class response maps, peaks and peak response maps per evaluation image.
 
 Per image it writes one compressed npz: `crm` (1, C, h, w) float32, `scores` (1, C),
-`peaks` (K, 4), and the PRMs at the image's own size as float16 maps scaled to a maximum
-of 1 plus a float32 scale each (`prm_values` * `prm_scale` restores them). Images already
+`peaks` (K, 4), `image_size` (H, W), and the PRMs at the network's input size as float16
+maps scaled to a maximum of 1 plus a float32 scale each (`prm_values` * `prm_scale`
+restores them); `read_image` resizes them to the image when asked. Images already
 written are skipped, so an interrupted stage resumes where it stopped.
 """
 
@@ -13,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from prm_bench.backbones import build_classifier, load_checkpoint
-from prm_bench.backprop import peak_response_maps
-from prm_bench.config import ExperimentConfig
-from prm_bench.peaks import class_scores, find_peaks, select_peaks, upsample_maps
+from prm_bench.backprop import peak_response_maps, resize_prms
+from prm_bench.config import ExperimentConfig, InferConfig, StimulationConfig
+from prm_bench.peaks import class_scores, find_peaks, select_peaks, strongest_peaks
 from prm_bench.stages.common import image_tensor, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz
 from prm_bench.stages.train import CHECKPOINT
@@ -40,40 +40,51 @@ def unpack_prms(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return prms / np.where(total > 0, total, 1.0)[:, None, None]
 
 
-def read_image(folder: Path, image_id: str) -> dict[str, np.ndarray]:
-    """The stored inference of one image, with PRMs unpacked."""
+def read_image(folder: Path, image_id: str, at_image_size: bool = False) -> dict[str, np.ndarray]:
+    """The stored inference of one image, with PRMs unpacked: at the network's input size,
+    or resized to the image's own size (`at_image_size`)."""
     stored = load_npz(folder / f"{image_id}.npz")
     stored["prms"] = unpack_prms(stored.pop("prm_values"), stored.pop("prm_scale"))
+    if at_image_size:
+        size = tuple(int(v) for v in stored["image_size"])
+        stored["prms"] = resize_prms(stored["prms"], size).numpy()
     return stored
 
 
 def infer_image(
-    model: torch.nn.Module, image: np.ndarray, config: ExperimentConfig, device: torch.device
+    model: torch.nn.Module,
+    image: np.ndarray,
+    options: InferConfig,
+    stimulation: StimulationConfig,
+    image_size: int | None,
+    device: torch.device,
 ) -> dict[str, np.ndarray]:
-    """CRMs, class scores, peaks and PRMs (at the image's size) of one RGB image."""
-    options = config.infer
-    x = image_tensor(image, config.data.image_size, model.spec).to(device)
+    """CRMs, class scores, peaks and PRMs (at the network's input size) of one RGB image.
+
+    Args:
+        model: the trained classifier, in eval mode, on `device`.
+        image: (H, W, 3) uint8.
+        options: peak finding and backpropagation options.
+        stimulation: the aggregation the model was trained with (its class scores).
+        image_size: the square input size of the network (None: the image's own).
+        device: where to compute.
+    """
+    x = image_tensor(image, image_size, model.spec).to(device)
     with torch.no_grad():
         crm = model(x)
-        scores = class_scores(crm, config.stimulation.name, **config.stimulation.options)
+        scores = class_scores(crm, stimulation.name, **stimulation.options)
     peaks = find_peaks(crm, options.win_size, options.peak_filter, options.upsample)
     peaks = select_peaks(
-        peaks, crm, scores, options.class_threshold, options.peak_threshold, options.upsample
+        peaks,
+        crm,
+        scores,
+        options.class_threshold,
+        options.peak_threshold,
+        options.upsample,
+        relative=options.peak_threshold_mode == "relative",
     )
-    if len(peaks) > options.max_peaks:
-        values = upsample_maps(crm, options.upsample)[tuple(peaks.T)]
-        keep = values.argsort(descending=True, stable=True)[: options.max_peaks]
-        peaks = peaks[keep.sort().values]
+    peaks = strongest_peaks(peaks, crm, options.max_peaks, options.upsample)
     prms = peak_response_maps(model, x, peaks, upsample=options.upsample, strategy=options.strategy)
-    height, width = image.shape[:2]
-    if prms.shape[-2:] != (height, width) and len(prms):
-        prms = F.interpolate(
-            prms[:, None], size=(height, width), mode="bilinear", align_corners=False
-        )[:, 0]
-        prms = prms.clamp(min=0)
-        prms = prms / prms.sum(dim=(1, 2), keepdim=True).clamp(min=torch.finfo(prms.dtype).tiny)
-    if not len(prms):
-        prms = torch.zeros((0, height, width))
     values, scale = pack_prms(prms)
     return {
         "crm": crm.float().cpu().numpy(),
@@ -81,6 +92,7 @@ def infer_image(
         "peaks": peaks.cpu().numpy().astype(np.int32),
         "prm_values": values,
         "prm_scale": scale,
+        "image_size": np.array(image.shape[:2], dtype=np.int64),
     }
 
 
@@ -101,7 +113,15 @@ def run(
         path = folder / f"{image_id}.npz"
         if path.is_file():
             continue
-        save_npz(path, **infer_image(model, dataset.image(image_id), config, device))
+        inferred = infer_image(
+            model,
+            dataset.image(image_id),
+            config.infer,
+            config.stimulation,
+            config.data.image_size,
+            device,
+        )
+        save_npz(path, **inferred)
     info = {"images": dataset.ids, "seconds": time.perf_counter() - start}
     store.complete("infer", key, info, [f"{image_id}.npz" for image_id in dataset.ids])
     return folder

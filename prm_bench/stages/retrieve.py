@@ -18,7 +18,7 @@ from prm_bench.baselines import cam_baseline
 from prm_bench.config import ExperimentConfig
 from prm_bench.masks import encode_rle
 from prm_bench.proposals import open_gallery
-from prm_bench.retrieval import retrieve
+from prm_bench.retrieval import resize_nearest, retrieve
 from prm_bench.stages.common import open_split
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store, write_json
@@ -38,11 +38,10 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
     inferred = store.path("infer", keys["infer"])
     start = time.perf_counter()
     results = []
+    at_image_size = config.retrieval.resolution == "image"
     for image_id in dataset.ids:
-        stored = read_image(inferred, image_id)
-        size = (
-            stored["prms"].shape[1:] if len(stored["prms"]) else dataset.image(image_id).shape[:2]
-        )
+        stored = read_image(inferred, image_id, at_image_size=at_image_size)
+        size = tuple(int(v) for v in stored["image_size"])
         proposals = gallery(image_id) if gallery is not None else None
         if config.method.name == "prm":
             instances = retrieve(
@@ -59,10 +58,11 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
                 config.method.name,
                 stored["crm"],
                 stored["scores"],
-                tuple(size),
+                size,
                 proposals,
                 config.method.baseline,
             )
+        instances = [{**i, "mask": resize_nearest(i["mask"][None], size)[0]} for i in instances]
         for instance in instances:
             results.append(
                 {
