@@ -323,12 +323,15 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
 def report(
     run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/quick."),
     out: Path = typer.Option(None, help="Output folder (default: RUN_DIR/report)."),
+    resamples: int = typer.Option(
+        1000, min=100, help="Bootstrap resamples behind each claim's 95% CI."
+    ),
 ) -> None:
     """Paper-style tables (Markdown, LaTeX, CSV) and figures of a run, paper numbers alongside."""
     from prm_bench.report import build_report
 
     try:
-        folder = build_report(run_dir, out)
+        folder = build_report(run_dir, out, resamples=resamples)
     except FileNotFoundError as err:
         _fail(err)
     console.print(f"report written to {folder} (README.md, tables/, figures/)")

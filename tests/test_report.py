@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 from prm_bench.cli import app
 from prm_bench.config import load_plan
 from prm_bench.report import build_report
-from prm_bench.report.tables import build_tables, claims_table
+from prm_bench.report.claims import CLAIMS, NO_STATISTICS, measure_claims
+from prm_bench.report.tables import build_tables
 from prm_bench.runner import run_plan
 from tests.test_runner import shapes_root, tiny  # noqa: F401 - the fixture is reused
 
@@ -39,10 +40,20 @@ def test_tables_group_cells_by_varied_axis_with_seeds_and_paper_numbers():
     row = t1.frame.set_index("method.name").loc["prm"]
     assert row["mAP@0.5"] == "31.0 +- 1.4"
     assert row["mAP@0.5 paper"] == "26.8" and row["mAP@0.5 diff"] == "+4.2"
-    claims = claims_table(list(tables.values())).set_index("comparison")
-    instance = claims.loc["retrieval.terms: full vs no-instance (mAP@0.5)"]
-    assert instance["measured effect"] == "+18.0" and instance["direction holds"] == "yes"
-    assert instance["paper effect"] == "+13.5"
+    claims, intervals = measure_claims(list(tables.values()))
+    instance = claims.set_index("comparison").loc["retrieval.terms: full vs no-instance (mAP@0.5)"]
+    assert instance["measured effect"] == "+18.0" and instance["paper effect"] == "+13.5"
+    # without per-image statistics there is no CI, so no verdict either way
+    assert instance["verdict"] == NO_STATISTICS and intervals == [None, None]
+
+
+def test_paper_effects_are_computed_from_the_paper_numbers():
+    effects = {c.text: c.paper_effect() for c in CLAIMS}
+    assert effects["PRM beats CAM + proposals on mAP^r@0.5"] == pytest.approx(26.8 - 7.8)
+    assert effects["Peak stimulation gives better PRMs than GAP (CAM)"] == pytest.approx(8.3)
+    assert effects["ResNet beats VGG on mAP^r@0.5"] == pytest.approx(4.0)
+    assert effects["The boundary-aware term raises mAP^r@0.5"] == 2.5  # stated in words
+    assert effects["Peak stimulation beats GAP on mAP^r@0.5"] is None
 
 
 def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):  # noqa: F811
@@ -58,7 +69,20 @@ def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path): 
         "T1/T4. Instance and semantic segmentation" in text and "T5. Retrieval-term subsets" in text
     )
     assert "mAP@0.5 paper" in text and "The paper's claims" in text
-    for name in ("t1_instance", "t5_terms", "training_curves", "pr_curves", "qualitative"):
+    claims = pd.read_csv(out / "tables" / "claims.csv").set_index("claim")
+    instance = claims.loc["Removing the instance-aware term lowers mAP^r@0.5"]
+    assert instance["verdict"] in ("holds", "contradicted", "inconclusive")
+    low, high = (float(v) for v in instance["95% CI"].strip("[]").split(","))
+    assert low <= float(instance["measured effect"]) <= high
+    assert "paired bootstrap over images (one seed) with 1000 seeded resamples" in text
+    for name in (
+        "t1_instance",
+        "t5_terms",
+        "training_curves",
+        "pr_curves",
+        "qualitative",
+        "claims",
+    ):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
         with Image.open(out / "figures" / f"{name}.png") as image:

@@ -7,7 +7,9 @@ plus `.pdf`, with the paper's numbers alongside wherever it published one.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,11 @@ import torch.nn.functional as F
 
 from prm_bench.metrics.instance import voc_pr_curve
 from prm_bench.report import figures
-from prm_bench.report.tables import build_tables, claims_table, to_latex, to_markdown
+from prm_bench.report.claims import measure_claims
+from prm_bench.report.tables import build_tables, to_latex, to_markdown
 from prm_bench.runner import plan_from_manifest
 from prm_bench.stages.common import open_split, stage_keys
+from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.retrieve import read_results
 from prm_bench.stages.store import Store
@@ -40,9 +44,11 @@ def _describe(values: set) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, samples: int = 3) -> Path:
+def build_report(
+    run_dir: str | Path, out: str | Path | None = None, samples: int = 3, resamples: int = 1000
+) -> Path:
     """Compile the tables, claims and figures of a finished run into `out`
-    (default: `<run_dir>/report`)."""
+    (default: `<run_dir>/report`); claims get bootstrap CIs from `resamples` draws."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     results_file = run_dir / "results.csv"
@@ -94,10 +100,16 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
         if table.axes == ["backbone.name"]:
             figures.save(figures.backbone_comparison(table), figure_dir, "backbone_comparison")
             lines += ["![backbones](figures/backbone_comparison.png)", ""]
-    claims = claims_table(tables)
-    claims.to_csv(out / "tables" / "claims.csv", index=False)
-    lines += ["## The paper's claims, measured here", "", to_markdown(claims), ""]
     store = Store(run_dir / "store")
+    claims, intervals = measure_claims(
+        tables, _statistics_reader(store, configs), lambda c: configs[c].train.seed, resamples
+    )
+    claims.to_csv(out / "tables" / "claims.csv", index=False)
+    lines += ["## The paper's claims, measured here", "", *_claims_method(intervals), ""]
+    lines += [to_markdown(claims), ""]
+    if any(i is not None for i in intervals):
+        figures.save(figures.claims_forest(claims, intervals), figure_dir, "claims")
+        lines += ["![claims](figures/claims.png)", ""]
     labels = {}
     for cell in plan.cells:
         key = stage_keys(cell.config)["train"]
@@ -124,6 +136,31 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
         ]
     (out / "README.md").write_text("\n".join(lines))
     return out
+
+
+def _statistics_reader(store: Store, configs: dict) -> Callable[[int], dict | None]:
+    """A cell's per-image statistics (None for a store written before they existed)."""
+
+    @functools.cache
+    def read(cell: int) -> dict | None:
+        key = stage_keys(configs[cell])["evaluate"]
+        path = store.path("evaluate", key) / STATISTICS_FILE
+        return read_statistics(store, key) if path.is_file() else None
+
+    return read
+
+
+def _claims_method(intervals: list) -> list[str]:
+    measured = [i for i in intervals if i is not None]
+    if not measured:
+        return ["No per-image statistics in this run's store: no CI and no verdict."]
+    methods = sorted({i.method for i in measured})
+    return [
+        f"Effects are better minus worse in percentage points (mean over seeds). The 95% CI "
+        f"is a {' / '.join(methods)} with {measured[0].resamples} seeded resamples: both "
+        "sides are recomputed on the same draw. Verdict: **holds** when the CI is above 0, "
+        "**contradicted** when below, **inconclusive** when it contains 0."
+    ]
 
 
 def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:

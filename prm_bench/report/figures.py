@@ -91,6 +91,35 @@ def backbone_comparison(table: ReportTable) -> Figure:
     return figure
 
 
+def claims_forest(claims, intervals: list) -> Figure:
+    """Each claim's effect (better minus worse, percentage points) with its 95% CI, the
+    paper's effect as a cross where published, and 0 as a reference line."""
+    rows = [(c, i) for (_, c), i in zip(claims.iterrows(), intervals, strict=True) if i]
+    figure = Figure(figsize=(7.5, 0.42 * len(rows) + 1.2), layout="constrained")
+    axes = figure.add_subplot()
+    colours = {"holds": COLORS[2], "contradicted": COLORS[3], "inconclusive": COLORS[7]}
+    for y, (claim, interval) in enumerate(rows):
+        colour = colours[claim["verdict"]]
+        axes.errorbar(
+            interval.effect * 100,
+            y,
+            xerr=[
+                [(interval.effect - interval.low) * 100],
+                [(interval.high - interval.effect) * 100],
+            ],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
+        if claim["paper effect"]:
+            axes.plot(float(claim["paper effect"]), y, "x", color="black")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_yticks(range(len(rows)), [c["claim"] for c, _ in rows], fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel("effect, percentage points (dot: this run with 95% CI; x: paper)")
+    return figure
+
+
 def training_curves(logs: dict[str, list[dict]]) -> Figure:
     """Loss and evaluation classification mAP per epoch, one line per trained model."""
     figure = Figure(figsize=(8, 3.2), layout="constrained")

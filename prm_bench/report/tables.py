@@ -73,6 +73,7 @@ class ReportTable:
     std: pd.DataFrame
     seeds: int
     paper: dict[tuple, dict[str, float]] = field(default_factory=dict)
+    cells: dict[object, list[int]] = field(default_factory=dict)  # row -> its cells
 
 
 def axis_columns(results: pd.DataFrame) -> list[str]:
@@ -148,7 +149,11 @@ def _table(rows: pd.DataFrame, axes: list[str], spec: TableSpec) -> ReportTable:
                 for i, p in zip(mean.index, published, strict=True):
                     if p is not None:
                         paper.setdefault((i,), {})[metric] = p
-    return ReportTable(spec, axes, display.reset_index(), mean, std, seeds, paper)
+    cells = {
+        value: sorted(group.cell.unique().tolist())
+        for value, group in rows.groupby(axes[0] if len(axes) == 1 else axes, sort=False)
+    }
+    return ReportTable(spec, axes, display.reset_index(), mean, std, seeds, paper, cells)
 
 
 def _cell(mean: float, std: float, seeds: int) -> str:
@@ -186,114 +191,3 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
     lines += [" & ".join(_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
-
-
-# --- the paper's claims ------------------------------------------------------------------
-
-CLAIMS = [
-    (
-        "Removing the instance-aware term lowers mAP^r@0.5",
-        "retrieval.terms",
-        "full",
-        "no-instance",
-        "mAP@0.5",
-        13.5,
-    ),
-    (
-        "The boundary-aware term raises mAP^r@0.5",
-        "retrieval.terms",
-        "full",
-        "no-boundary",
-        "mAP@0.5",
-        2.5,
-    ),
-    (
-        "The class-aware term raises mAP^r@0.5",
-        "retrieval.terms",
-        "full",
-        "no-class",
-        "mAP@0.5",
-        None,
-    ),
-    (
-        "GT masks as gallery give far higher mAP^r@0.75 than proposals",
-        "proposals.gallery",
-        "gt",
-        "embedded",
-        "mAP@0.75",
-        64.3,
-    ),
-    (
-        "Adding GT masks to the proposals raises mAP^r@0.75",
-        "proposals.gallery",
-        "gt+embedded",
-        "embedded",
-        "mAP@0.75",
-        17.9,
-    ),
-    (
-        "PRM beats CAM + proposals on mAP^r@0.5",
-        "method.name",
-        "prm",
-        "cam-proposal",
-        "mAP@0.5",
-        19.0,
-    ),
-    (
-        "Peak stimulation beats GAP on pointwise localization",
-        "stimulation.name",
-        "peak",
-        "gap",
-        "pointing_mAP",
-        4.0,
-    ),
-    (
-        "Peak stimulation gives better PRMs than GAP (CAM)",
-        "stimulation.name",
-        "peak",
-        "gap",
-        "prm_correct",
-        8.3,
-    ),
-    ("Peak stimulation beats GAP on mAP^r@0.5", "stimulation.name", "peak", "gap", "mAP@0.5", None),
-]
-
-
-def claims_table(tables: list[ReportTable]) -> pd.DataFrame:
-    """Each claim of the paper, its effect here (difference of two rows) and whether the
-    direction holds; claims whose rows the run does not have are left out."""
-    rows = []
-    for text, axis, better, worse, metric, paper_effect in CLAIMS:
-        table = next((t for t in tables if t.axes == [axis] and metric in t.numbers.columns), None)
-        if table is None or better not in table.numbers.index or worse not in table.numbers.index:
-            continue
-        effect = table.numbers.loc[better, metric] - table.numbers.loc[worse, metric]
-        rows.append(
-            {
-                "claim": text,
-                "comparison": f"{axis}: {better} vs {worse} ({metric})",
-                "paper effect": "" if paper_effect is None else f"{paper_effect:+.1f}",
-                "measured effect": f"{effect:+.1f}",
-                "direction holds": "yes" if effect > 0 else "no",
-            }
-        )
-    backbones = next((t for t in tables if t.axes == ["backbone.name"]), None)
-    if backbones is not None and "mAP@0.5" in backbones.numbers.columns:
-        names = list(backbones.numbers.index)
-        vgg = [n for n in names if str(n).removeprefix("timm:").startswith("vgg")]
-        resnet = [n for n in names if str(n).removeprefix("timm:").startswith("resnet")]
-        if vgg and resnet:
-            effect = (
-                backbones.numbers.loc[resnet[0], "mAP@0.5"]
-                - backbones.numbers.loc[vgg[0], "mAP@0.5"]
-            )
-            rows.append(
-                {
-                    "claim": "ResNet beats VGG on mAP^r@0.5",
-                    "comparison": f"backbone.name: {resnet[0]} vs {vgg[0]} (mAP@0.5)",
-                    "paper effect": "+4.0",
-                    "measured effect": f"{effect:+.1f}",
-                    "direction holds": "yes" if effect > 0 else "no",
-                }
-            )
-    return pd.DataFrame(rows)

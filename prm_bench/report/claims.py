@@ -1,0 +1,164 @@
+"""The paper's claims as data, each measured as a paired difference of two table rows
+with a bootstrap CI and a verdict (DESIGN 3, Uncertainty).
+
+A claim says that one row ("better") beats another ("worse") on a metric; its paper
+effect is computed from the published numbers (`prm_bench.report.paper`). The verdict is
+`holds` when the 95% CI of better minus worse lies above 0, `contradicted` when below,
+and `inconclusive` when it contains 0.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from prm_bench.metrics.bootstrap import Interval, Statistics, paired_bootstrap, supports
+from prm_bench.report.paper import paper_value
+from prm_bench.report.tables import ReportTable
+
+
+@dataclass(frozen=True)
+class Claim:
+    """`better` beats `worse` (rows of the table over `axis`, fnmatch patterns on the
+    axis value without a `timm:` prefix) on `metric`.
+
+    Attributes:
+        stated_effect: the paper's effect where it states one in words rather than in a
+            table (e.g. "about +2.5"); otherwise it is computed from the paper numbers.
+    """
+
+    text: str
+    axis: str
+    better: str
+    worse: str
+    metric: str
+    stated_effect: float | None = None
+
+    def paper_effect(self) -> float | None:
+        """The published difference (percentage points), where the paper gives one."""
+        if self.stated_effect is not None:
+            return self.stated_effect
+        better = paper_value(self.axis, self.better.rstrip("*"), self.metric)
+        worse = paper_value(self.axis, self.worse.rstrip("*"), self.metric)
+        return None if better is None or worse is None else better - worse
+
+    def rows(self, values: list) -> tuple[object, object] | None:
+        """The table rows this claim compares, if the table has both."""
+
+        def first(pattern: str) -> object | None:
+            return next(
+                (v for v in values if fnmatch.fnmatch(str(v).removeprefix("timm:"), pattern)),
+                None,
+            )
+
+        better, worse = first(self.better), first(self.worse)
+        return None if better is None or worse is None else (better, worse)
+
+
+_STIMULATION = "stimulation.name"
+CLAIMS = [
+    Claim("Removing the instance-aware term lowers mAP^r@0.5", "retrieval.terms", "full",
+          "no-instance", "mAP@0.5"),
+    Claim("The boundary-aware term raises mAP^r@0.5", "retrieval.terms", "full", "no-boundary",
+          "mAP@0.5", stated_effect=2.5),
+    Claim("The class-aware term raises mAP^r@0.5", "retrieval.terms", "full", "no-class",
+          "mAP@0.5"),
+    Claim("GT masks as gallery give far higher mAP^r@0.75 than proposals", "proposals.gallery",
+          "gt", "embedded", "mAP@0.75"),
+    Claim("Adding GT masks to the proposals raises mAP^r@0.75", "proposals.gallery",
+          "gt+embedded", "embedded", "mAP@0.75"),
+    Claim("PRM beats CAM + proposals on mAP^r@0.5", "method.name", "prm", "cam-proposal",
+          "mAP@0.5"),
+    Claim("PRM beats CAM boxes (rectangles) on mAP^r@0.5", "method.name", "prm", "cam-rect",
+          "mAP@0.5"),
+    Claim("PRM beats CAM boxes (ellipses) on mAP^r@0.5", "method.name", "prm", "cam-ellipse",
+          "mAP@0.5"),
+    Claim("Peak stimulation beats GAP on pointwise localization", _STIMULATION, "peak", "gap",
+          "pointing_mAP"),
+    Claim("Peak stimulation gives better PRMs than GAP (CAM)", _STIMULATION, "peak", "gap",
+          "prm_correct"),
+    Claim("Peak stimulation gives better PRMs than GMP (DeepMIL)", _STIMULATION, "peak", "gmp",
+          "prm_correct"),
+    Claim("Peak stimulation gives better PRMs than max-min (WILDCAT)", _STIMULATION, "peak",
+          "maxmin", "prm_correct"),
+    Claim("Peak stimulation beats GAP on mAP^r@0.5", _STIMULATION, "peak", "gap", "mAP@0.5"),
+    Claim("ResNet beats VGG on mAP^r@0.5", "backbone.name", "resnet*", "vgg*", "mAP@0.5"),
+]  # fmt: skip
+
+NO_STATISTICS = "inconclusive (no per-image statistics)"
+
+
+def measure_claims(
+    tables: list[ReportTable],
+    statistics: Callable[[int], Statistics | None] | None = None,
+    seed_of: Callable[[int], int] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[Interval]]:
+    """Each claim whose rows the run has: its effect, 95% CI and verdict.
+
+    Args:
+        tables: the report's tables (`build_tables`).
+        statistics: a cell's per-image statistics (None where it has none).
+        seed_of: a cell's training seed, to pair the two sides seed by seed.
+        resamples: bootstrap draws.
+        seed: the bootstrap generator's seed.
+
+    Returns:
+        The claims table (values in percentage points) and the intervals of its rows
+        (None where no CI could be computed).
+    """
+    rows, intervals = [], []
+    for claim in CLAIMS:
+        table = next(
+            (t for t in tables if t.axes == [claim.axis] and claim.metric in t.numbers.columns),
+            None,
+        )
+        pair = claim.rows(list(table.numbers.index)) if table is not None else None
+        if pair is None:
+            continue
+        better, worse = pair
+        point = table.numbers.loc[better, claim.metric] - table.numbers.loc[worse, claim.metric]
+        interval = None
+        if statistics is not None and seed_of is not None:
+            interval = _interval(claim, table, pair, statistics, seed_of, resamples, seed)
+        paper = claim.paper_effect()
+        rows.append(
+            {
+                "claim": claim.text,
+                "comparison": f"{claim.axis}: {better} vs {worse} ({claim.metric})",
+                "paper effect": "" if paper is None else f"{paper:+.1f}",
+                "measured effect": f"{point:+.1f}",
+                "95% CI": ""
+                if interval is None
+                else f"[{interval.low * 100:+.1f}, {interval.high * 100:+.1f}]",
+                "verdict": NO_STATISTICS if interval is None else interval.verdict(),
+            }
+        )
+        intervals.append(interval)
+    return pd.DataFrame(rows), intervals
+
+
+def _interval(
+    claim: Claim,
+    table: ReportTable,
+    pair: tuple[object, object],
+    statistics: Callable[[int], Statistics | None],
+    seed_of: Callable[[int], int],
+    resamples: int,
+    seed: int,
+) -> Interval | None:
+    """The bootstrap CI of a claim, pairing the two rows' cells by training seed."""
+    sides = []
+    for value in pair:
+        by_seed = {seed_of(cell): cell for cell in table.cells.get(value, [])}
+        sides.append(by_seed)
+    seeds = sorted(set(sides[0]) & set(sides[1]))
+    stats = [[statistics(side[s]) for s in seeds] for side in sides]
+    usable = all(s is not None and supports(s, claim.metric) for side in stats for s in side)
+    if not seeds or not usable:
+        return None
+    return paired_bootstrap(stats[0], stats[1], claim.metric, resamples, seed)
