@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s demo`, `nox -s claims`,
+`nox -s bench`."""
 
 import nox
 
@@ -26,6 +27,15 @@ def demo(session: nox.Session) -> None:
     """The README's main job: the quick ablation grid on the shapes dataset."""
     session.install(*TORCH, "-e", ".")
     session.run("prm-bench", "run", "ablations/quick.yaml", *session.posargs)
+
+
+@nox.session
+def claims(session: nox.Session) -> None:
+    """The claims study (ablations/claims.yaml) and its report, as committed in
+    reports/claims/ (about an hour on a 2-core CPU)."""
+    session.install(*TORCH, "-e", ".")
+    session.run("prm-bench", "run", "ablations/claims.yaml", *session.posargs)
+    session.run("prm-bench", "report", "runs/claims", "--out", "reports/claims")
 
 
 @nox.session

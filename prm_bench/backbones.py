@@ -170,6 +170,18 @@ for _spec in (
         output_strides=_DILATED,
         packaged_weights=efficientnet_lite0_weights,
     ),
+    BackboneSpec(
+        "efficientnet_lite0-s16",
+        "tf_efficientnet_lite0",
+        3,
+        112,
+        16,
+        None,
+        "EfficientNet-Lite0 cut after stage 5 (stride 16, no dilation); packaged weights",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        packaged_weights=efficientnet_lite0_weights,
+    ),
 ):  # fmt: skip
     BACKBONES.add(_spec.name, _spec)
 

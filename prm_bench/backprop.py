@@ -86,14 +86,46 @@ class _ExcitationConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, signal):  # type: ignore[override]
         shifted, positive, inv_z = ctx.saved_tensors
-        stride, dilation, groups, (left, right, top, bottom) = ctx.conv
-        n, c, h, w = signal.shape[0], *shifted.shape[1:]
-        padded_shape = (n, c, h + top + bottom, w + left + right)
-        spread = torch.nn.grad.conv2d_input(
-            padded_shape, positive, signal * inv_z, stride, 0, dilation, groups
+        stride, dilation, groups, pads = ctx.conv
+        spread = _transposed_conv(
+            signal * inv_z, positive, shifted.shape, stride, dilation, groups, pads
         )
-        spread = spread[..., top : top + h, left : left + w]
         return shifted * spread, None, None, None, None, None, None
+
+
+def _transposed_conv(
+    signal: torch.Tensor,
+    weight: torch.Tensor,
+    input_shape: torch.Size,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    pads: tuple[int, int, int, int],
+) -> torch.Tensor:
+    """The transposed convolution of `signal` by `weight`, cropped to the unpadded input
+    (N, C, H, W) of a conv with explicit `pads` (left, right, top, bottom).
+
+    At stride 1 it is a plain convolution of the signal, padded by the kernel's reach
+    less the forward padding, with the kernel flipped and its in/out channels swapped
+    per group: CPUs run that forward kernel much faster than a transposed one
+    (depthwise convolutions especially). Strided convolutions use `conv2d_input`.
+    """
+    left, right, top, bottom = pads
+    (n, c, h, w), k_h, k_w = (signal.shape[0], *input_shape[1:]), *weight.shape[2:]
+    reach_y, reach_x = dilation[0] * (k_h - 1), dilation[1] * (k_w - 1)
+    grow = (reach_x - left, reach_x - right, reach_y - top, reach_y - bottom)
+    if stride == (1, 1) and min(grow) >= 0:
+        out_channels = weight.shape[0]
+        flipped = (
+            weight.flip(2, 3)
+            .reshape(groups, out_channels // groups, c // groups, k_h, k_w)
+            .transpose(1, 2)
+            .reshape(c, out_channels // groups, k_h, k_w)
+        )
+        return F.conv2d(F.pad(signal, grow), flipped, None, 1, 0, dilation, groups)
+    padded_shape = (n, c, h + top + bottom, w + left + right)
+    spread = torch.nn.grad.conv2d_input(padded_shape, weight, signal, stride, 0, dilation, groups)
+    return spread[..., top : top + h, left : left + w]
 
 
 def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

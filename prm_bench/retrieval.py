@@ -12,6 +12,7 @@ tie); class-agnostic mask NMS then runs in descending retrieval-score order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -182,9 +183,34 @@ class PreparedGallery:
             flat[start:end] = True
         return flat.reshape(self.size)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The gallery as named arrays (for an npz cache); `from_arrays` inverts it."""
+        arrays = {"valid": self.valid, "key": np.array(json.dumps(self.key))}
+        for name, runs in (("masks", self.masks), ("contours", self.contours)):
+            for field in ("starts", "ends", "offsets"):
+                arrays[f"{name}_{field}"] = getattr(runs, field)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PreparedGallery:
+        """A gallery saved with `to_arrays`."""
+        key = json.loads(str(arrays["key"]))
+        runs = {
+            name: Runs(*(arrays[f"{name}_{f}"] for f in ("starts", "ends", "offsets")))
+            for name in ("masks", "contours")
+        }
+        size = (int(key[-1][0]), int(key[-1][1]))
+        key = (*key[:-1], size)
+        return cls(runs["masks"], runs["contours"], arrays["valid"].astype(bool), size, key)
+
 
 def _gallery_key(params: RetrievalParams, size: tuple[int, int]) -> tuple:
     return (params.contour_width, params.min_area, params.max_area, params.top_n, size)
+
+
+def gallery_key(params: RetrievalParams | dict, size: tuple[int, int]) -> tuple:
+    """What a prepared gallery depends on: the preparation parameters and the PRM size."""
+    return _gallery_key(_params(params), (int(size[0]), int(size[1])))
 
 
 def _cropped_masks_and_contours(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from prm_bench import __version__
 from prm_bench.config import Cell, ExperimentConfig, Plan
@@ -196,7 +197,13 @@ def _plain(value: Any) -> Any:
 
 
 def _write_outputs(
-    plan: Plan, store: Store, run_dir: Path, statuses: dict, seconds: dict, device: str
+    plan: Plan,
+    store: Store,
+    run_dir: Path,
+    statuses: dict,
+    seconds: dict,
+    device: str,
+    wall_seconds: float,
 ) -> pd.DataFrame:
     results = collect_results(plan, store)
     write_atomic(run_dir / "results.csv", results.to_csv(index=False).encode())
@@ -210,6 +217,9 @@ def _write_outputs(
         "git_commit": _git_commit(),
         "versions": _versions(),
         "device": device,
+        "device_used": _device_used(device),
+        "threads": torch.get_num_threads(),
+        "wall_seconds": wall_seconds,
         "cells": [
             {
                 "index": cell.index,
@@ -224,6 +234,14 @@ def _write_outputs(
     }
     write_json(run_dir / "manifest.json", manifest)
     return results
+
+
+def _device_used(device: str) -> str:
+    """What `auto` resolved to here (the device the stages of this process run on)."""
+    try:
+        return str(resolve_device(device))
+    except StageError:
+        return f"{device} (unavailable)"
 
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -292,6 +310,7 @@ def run_plan(
     executor = executor or LocalExecutor(jobs)
     notify = on_event or (lambda kind, info: None)
     summary = RunSummary(run_dir)
+    started = time.perf_counter()
     with run_lock(run_dir):
         log = _RunLog(run_dir / "run.log")
         where = type(executor).__name__
@@ -321,9 +340,11 @@ def run_plan(
                 log(f"{stage} {outcome.key} cells {task.cells} ({outcome.seconds:.1f} s) {state}")
             summary.executed[stage] = len(todo)
             statuses = {c: ("failed" if c in failed else "running") for c in configs}
-            _write_outputs(plan, store, run_dir, statuses, seconds, device)
+            elapsed = time.perf_counter() - started
+            _write_outputs(plan, store, run_dir, statuses, seconds, device, elapsed)
         statuses = {c: ("failed" if c in failed else "done") for c in configs}
-        summary.results = _write_outputs(plan, store, run_dir, statuses, seconds, device)
+        elapsed = time.perf_counter() - started
+        summary.results = _write_outputs(plan, store, run_dir, statuses, seconds, device, elapsed)
         summary.failed_cells = failed
         log(f"finished: {len(configs) - len(failed)}/{len(configs)} cells")
     return summary

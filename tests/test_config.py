@@ -168,7 +168,7 @@ def test_a_list_of_sub_grids_is_their_union_without_repeats():
     assert stage_keys(plan.cells[0].config) == stage_keys(plan.cells[2].config)
 
 
-@pytest.mark.parametrize("name", ["quick", "full", "backbones", "voc2012"])
+@pytest.mark.parametrize("name", ["quick", "full", "backbones", "voc2012", "claims"])
 def test_every_shipped_ablation_config_validates(name):
     plan = load_plan(f"ablations/{name}.yaml")
     assert plan.name == name and plan.cells
@@ -183,3 +183,34 @@ def test_the_prm_strategy_does_not_change_the_inference_key():
     )
     keys = {(c.config.infer.upsample, stage_keys(c.config)["infer"]) for c in plan.cells}
     assert len(keys) == 2  # one key per upsample factor, whatever the strategy
+
+
+def test_voc2012_mirrors_the_original_code():
+    plan = load_plan("ablations/voc2012.yaml")
+    peak_cells = [c.config for c in plan.cells if c.config.stimulation.name == "peak"]
+    assert peak_cells
+    for config in peak_cells:
+        assert config.stimulation.options == {"upsample": 8}  # training forward x8
+        assert config.infer.upsample == 1  # inference without sub-pixel locating
+        assert config.infer.peak_threshold == 30 and config.infer.peak_threshold_mode == "absolute"
+        assert config.retrieval.resolution == "input" and config.retrieval.resize_mode == "legacy"
+        train = config.train
+        assert (train.optimizer, train.lr, train.backbone_lr, train.batch_size) == (
+            "sgd",
+            0.01,
+            1e-4,
+            16,
+        )
+        assert (train.momentum, train.weight_decay, train.epochs) == (0.9, 1e-4, 20)
+
+
+def test_the_sub_pixel_factors_are_separate_axes_of_full():
+    plan = load_plan("ablations/full.yaml")
+    factors = {
+        (c.config.stimulation.options.get("upsample", 1), c.config.infer.upsample)
+        for c in plan.cells
+        if "infer.upsample" in c.axes
+    }
+    assert factors == {(8, 1), (1, 1), (1, 4), (8, 8)}  # the original's is (8, 1)
+    keys = {stage_keys(c.config)["train"] for c in plan.cells if "infer.upsample" in c.axes}
+    assert len(keys) == 2 * 3  # two training factors x three seeds

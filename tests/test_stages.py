@@ -78,3 +78,41 @@ def test_a_stage_missing_a_required_output_is_not_recorded_as_done(tmp_path):
     write_atomic(folder / "metrics.json", b"{}")
     store.complete("evaluate", "k", required=["metrics.json"])
     assert store.is_done("evaluate", "k")
+
+
+def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
+    from prm_bench.data.shapes import ShapesConfig, draw_image
+    from prm_bench.retrieval import RetrievalParams, prepare_gallery
+    from prm_bench.stages.retrieve import prepared_gallery
+
+    image, *_ = draw_image(ShapesConfig(size=64), 1)
+    proposals, _ = embedded_proposals(image)
+    params = RetrievalParams()
+    calls = []
+
+    def source():
+        calls.append(1)
+        return proposals
+
+    path = tmp_path / "prepared" / "a.npz"
+    first = prepared_gallery(path, source, (64, 64), params)
+    again = prepared_gallery(path, source, (64, 64), params)
+    assert len(calls) == 1 and again.key == first.key  # the second came from the file
+    fresh = prepare_gallery(proposals, (64, 64), params)
+    for name in ("masks", "contours"):
+        for field in ("starts", "ends", "offsets"):
+            assert np.array_equal(
+                getattr(getattr(again, name), field), getattr(getattr(fresh, name), field)
+            )
+    assert np.array_equal(again.valid, fresh.valid)
+    prms = np.random.default_rng(0).random((3, 64, 64))
+    peaks = np.array([[0, 0, 1, 1], [0, 1, 2, 2], [0, 0, 3, 3]])
+    crm = np.random.default_rng(1).random((1, 2, 4, 4))
+    assert [i["proposal"] for i in retrieve(prms, peaks, crm, again, params)] == [
+        i["proposal"] for i in retrieve(prms, peaks, crm, proposals, params)
+    ]
+    prepared_gallery(path, source, (32, 32), params)  # another PRM size: prepared anew
+    assert len(calls) == 2
+    path.write_bytes(b"garbage")  # an unreadable cache is prepared again
+    assert prepared_gallery(path, source, (32, 32), params).size == (32, 32)
+    assert len(calls) == 3

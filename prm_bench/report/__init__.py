@@ -40,6 +40,30 @@ def _stage_time(manifest: dict) -> str:
     return f"{sum(totals.values()):.0f} s ({parts})"
 
 
+def _setting(source: Path | str | None) -> list[str]:
+    """The leading comment block of the run's config file (what the setting is and why),
+    as a quoted paragraph."""
+    path = Path(source) if source else None
+    if path is None or not path.is_file():
+        return []
+    comments = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append("> " + line.removeprefix("#").strip())
+    return [*comments, ""] if comments else []
+
+
+def _shown_path(source: str | None) -> str | None:
+    """The config path relative to the working directory where possible."""
+    if source is None:
+        return None
+    try:
+        return str(Path(source).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return source
+
+
 def _describe(values: set) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
@@ -68,12 +92,17 @@ def build_report(
     all_backbones = _describe({c.backbone.name for c in configs.values()})
     all_seeds = _describe({c.train.seed for c in configs.values()})
     split = f"{first.data.name} ({first.data.eval_split})"
+    lines += _setting(plan.source)
+    device = manifest.get("device_used") or manifest.get("device")
+    wall = manifest.get("wall_seconds")
     lines += [
-        f"- Source config: `{manifest.get('source')}`; git commit `{manifest.get('git_commit')}`; "
-        f"device {manifest.get('device')}; torch {manifest['versions']['torch']}.",
+        f"- Source config: `{_shown_path(manifest.get('source'))}`; git commit "
+        f"`{manifest.get('git_commit')}`; device {device} ({manifest.get('threads', '?')} "
+        f"threads); torch {manifest['versions']['torch']}.",
         f"- Dataset: {first.data.name}, trained on `{first.data.train_split}`, evaluated on "
         f"`{first.data.eval_split}`; backbones: {all_backbones}; seeds: {all_seeds}.",
-        f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}.",
+        f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
+        + (f"; whole run {wall / 60:.1f} min." if wall is not None else "."),
         "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "
         "published number (PASCAL VOC 2012 val) and `diff` this run minus the paper.",
         "",

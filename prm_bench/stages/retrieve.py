@@ -10,20 +10,56 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from pycocotools import mask as mask_utils
 
 from prm_bench.baselines import cam_baseline
 from prm_bench.config import ExperimentConfig
 from prm_bench.masks import encode_rle
 from prm_bench.proposals import open_gallery
-from prm_bench.retrieval import resize_nearest, retrieve
+from prm_bench.retrieval import (
+    PreparedGallery,
+    RetrievalParams,
+    gallery_key,
+    prepare_gallery,
+    resize_nearest,
+    retrieve,
+)
 from prm_bench.stages.common import open_split
 from prm_bench.stages.infer import read_image
-from prm_bench.stages.store import Store, write_json
+from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
 RESULTS = "results.json"
+PREPARED = "prepared"  # per image, the gallery prepared for scoring (shared by cells)
+
+
+def prepared_gallery(
+    path: Path,
+    proposals: Callable[[], np.ndarray],
+    size: tuple[int, int],
+    params: RetrievalParams,
+) -> PreparedGallery:
+    """An image's gallery prepared for PRMs of `size`: read from `path` when it was
+    prepared with the same parameters, else prepared from `proposals()` and saved there.
+
+    Preparing (resizing, contours, runs) costs several times the scoring itself, and every
+    cell that shares the data and gallery shares it; an unreadable file is prepared again.
+    """
+    expected = gallery_key(params, size)
+    if path.is_file():
+        try:
+            cached = PreparedGallery.from_arrays(load_npz(path))
+            if cached.key == expected:
+                return cached
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass
+    gallery = prepare_gallery(proposals(), size, params)
+    save_npz(path, **gallery.to_arrays())
+    return gallery
 
 
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
@@ -39,11 +75,17 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
     start = time.perf_counter()
     results = []
     at_image_size = config.retrieval.resolution == "image"
+    prepared = store.path("proposals", keys["proposals"]) / PREPARED
     for image_id in dataset.ids:
         stored = read_image(inferred, image_id, at_image_size=at_image_size)
         size = tuple(int(v) for v in stored["image_size"])
-        proposals = gallery(image_id) if gallery is not None else None
         if config.method.name == "prm":
+            proposals = prepared_gallery(
+                prepared / f"{image_id}.npz",
+                lambda i=image_id: gallery(i),
+                stored["prms"].shape[1:],
+                config.retrieval,
+            )
             instances = retrieve(
                 stored["prms"],
                 stored["peaks"],
@@ -59,7 +101,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
                 stored["crm"],
                 stored["scores"],
                 size,
-                proposals,
+                gallery(image_id) if gallery is not None else None,
                 config.method.baseline,
             )
         instances = [{**i, "mask": resize_nearest(i["mask"][None], size)[0]} for i in instances]
