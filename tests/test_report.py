@@ -47,6 +47,36 @@ def test_tables_group_cells_by_varied_axis_with_seeds_and_paper_numbers():
     assert instance["verdict"] == NO_STATISTICS and intervals == [None, None]
 
 
+def test_sub_grids_over_the_same_axis_get_their_own_tables_and_claims():
+    rows = []
+    for index, (axes, value) in enumerate(
+        [
+            ({"stimulation.name": "peak"}, 0.9),
+            ({"stimulation.name": "gap"}, 0.8),
+            ({"stimulation.name": "peak", "backbone.name": "efficientnet_lite0-s16"}, 0.5),
+            ({"stimulation.name": "gap", "backbone.name": "efficientnet_lite0-s16"}, 0.7),
+        ]
+    ):
+        rows.append({"cell": index, "stimulation.name": None, "backbone.name": None, **axes,
+                     "seed": 0, "protocol": "pointing", "metric": "pointing_mAP",
+                     "value": value})  # fmt: skip
+    results = pd.DataFrame(rows)
+    results.loc[results["backbone.name"].notna(), "train.lr"] = 0.1  # a second fixed setting
+    tables = build_tables(results)
+    keys = sorted(t.spec.key for t in tables)
+    assert keys == ["t2_t3_stimulation", "t2_t3_stimulation_2"]
+    lite = next(t for t in tables if t.context)
+    assert lite.context["backbone.name"] == "efficientnet_lite0-s16"
+    assert "backbone.name=efficientnet_lite0-s16" in lite.spec.title
+    claims, _ = measure_claims(tables)
+    effects = dict(zip(claims.comparison, claims["measured effect"], strict=True))
+    assert effects["stimulation.name: peak vs gap (pointing_mAP)"] == "+10.0"
+    lite_claim = (
+        "stimulation.name: peak vs gap (pointing_mAP); backbone.name=efficientnet_lite0-s16"
+    )
+    assert effects[lite_claim] == "-20.0"
+
+
 def test_paper_effects_are_computed_from_the_paper_numbers():
     effects = {c.text: c.paper_effect() for c in CLAIMS}
     assert effects["PRM beats CAM + proposals on mAP^r@0.5"] == pytest.approx(26.8 - 7.8)

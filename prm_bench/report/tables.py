@@ -7,7 +7,7 @@ and the difference where the paper published one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -74,6 +74,8 @@ class ReportTable:
     seeds: int
     paper: dict[tuple, dict[str, float]] = field(default_factory=dict)
     cells: dict[object, list[int]] = field(default_factory=dict)  # row -> its cells
+    # settings a sub-grid fixes for all its rows (e.g. another backbone), shown in the title
+    context: dict[str, object] = field(default_factory=dict)
 
 
 def axis_columns(results: pd.DataFrame) -> list[str]:
@@ -96,20 +98,46 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
     for cell, row in cells.iterrows():
         groups.setdefault(_group_key(row, axes), []).append(cell)
     tables = []
-    for varied, members in groups.items():
-        if not varied:
+    for grouped, members in groups.items():
+        if not grouped:
             continue
-        varied = _independent_axes(cells.loc[members], varied)
+        varied = _independent_axes(cells.loc[members], grouped)
         table_axes = [a for a in axes if a in varied]
+        context = {
+            a: cells.loc[members[0], a]
+            for a in axes
+            if a in grouped and a not in varied and cells.loc[members, a].nunique() == 1
+        }
         spec = SPECS.get(varied) or TableSpec(
             "axes_" + "_".join(a.replace(".", "-") for a in table_axes),
             "Reproduction axis: " + " x ".join(table_axes),
             MAIN,
             "mAP^r VOC style, ABO, mIoU",
         )
-        tables.append(_table(results[results.cell.isin(members)], table_axes, spec))
+        table = _table(results[results.cell.isin(members)], table_axes, spec)
+        table.context = context
+        tables.append(table)
+    _distinguish(tables)
     # the paper's tables first (t1, t2, ...), then the reproduction axes
     return sorted(tables, key=lambda t: (t.spec.key.startswith("axes_"), t.spec.key))
+
+
+def _distinguish(tables: list[ReportTable]) -> None:
+    """Tables over the same axes (sub-grids that fix other settings) get their fixed
+    settings in the title and a numbered key, the one with the fewest fixed settings
+    keeping the plain key."""
+    by_key: dict[str, list[ReportTable]] = {}
+    for table in tables:
+        by_key.setdefault(table.spec.key, []).append(table)
+    for same in by_key.values():
+        if len(same) < 2:
+            continue
+        same.sort(key=lambda t: len(t.context))
+        for number, table in enumerate(same[1:], start=2):
+            fixed = ", ".join(f"{a}={v}" for a, v in table.context.items())
+            table.spec = replace(
+                table.spec, key=f"{table.spec.key}_{number}", title=f"{table.spec.title} ({fixed})"
+            )
 
 
 def _independent_axes(cells: pd.DataFrame, varied: frozenset[str]) -> frozenset[str]:
