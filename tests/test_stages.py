@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,12 @@ def test_store_marks_done_only_with_intact_files(tmp_path):
     assert not store.is_done("train", "abc")
     store.complete("train", "abc", {"note": 1})
     assert store.is_done("train", "abc")
-    assert store.record("train", "abc")["files"] == {"model.bin": 100}
+    entry = store.record("train", "abc")["files"]["model.bin"]
+    assert entry["size"] == 100 and entry["sha256"] == hashlib.sha256(b"x" * 100).hexdigest()
+    (folder / "model.bin").write_bytes(b"y" * 100)  # same size, other content
+    assert not Store(tmp_path).is_done("train", "abc")
+    (folder / "model.bin").write_bytes(b"x" * 100)
+    assert Store(tmp_path).is_done("train", "abc")
     (folder / "model.bin").write_bytes(b"x" * 40)  # truncated
     assert not store.is_done("train", "abc")
     (folder / "model.bin").unlink()

@@ -10,6 +10,7 @@ written are skipped, so an interrupted stage resumes where it stopped.
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,20 @@ def infer_image(
     }
 
 
+STORED = {"crm", "scores", "peaks", "prm_values", "prm_scale", "image_size"}
+
+
+def _intact(path: Path) -> bool:
+    """Whether a per-image file exists and reads back whole (every array decompresses
+    with a valid CRC); a truncated or overwritten file is inferred again."""
+    if not path.is_file():
+        return False
+    try:
+        return set(load_npz(path)) == STORED
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
 def run(
     config: ExperimentConfig, store: Store, key: str, train_key: str, device: torch.device
 ) -> Path:
@@ -111,8 +126,8 @@ def run(
     start = time.perf_counter()
     for image_id in dataset.ids:
         path = folder / f"{image_id}.npz"
-        if path.is_file():
-            continue
+        if _intact(path):
+            continue  # written whole by an interrupted run of this stage
         inferred = infer_image(
             model,
             dataset.image(image_id),

@@ -3,12 +3,15 @@
 Every stage output lives in `<root>/<stage>/<key>/`, where the key hashes only the config
 fields the stage depends on. Files are written under a temporary name and renamed into
 place; a stage is done only when its completion record `done.json` exists and every file
-it lists has the recorded size, so a partial or truncated artifact is detected and the
-stage recomputed.
+it lists has the recorded size and SHA-256, so a partial, truncated or overwritten
+artifact is detected and the stage recomputed. Hashing runs at several hundred MB/s, so
+verifying VOC val's PRMs of one model (about 0.2 GB) takes well under a second; a store
+verifies each stage once per process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -68,30 +71,59 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {key: content[key] for key in content.files}
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stats(folder: Path, names) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of each named file, (-1, -1) where it is missing."""
+    stats = {}
+    for name in names:
+        try:
+            info = (folder / name).stat()
+            stats[name] = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            stats[name] = (-1, -1)
+    return stats
+
+
 class Store:
     """Stage outputs under `root`, keyed by (stage, config hash)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        # (stage, key) -> (size, mtime) of each file when its content was last verified
+        self._verified: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
 
     def path(self, stage: str, key: str) -> Path:
         """The folder of one stage output."""
         return self.root / stage / key
 
     def is_done(self, stage: str, key: str) -> bool:
-        """True when the completion record exists and every listed file is intact."""
+        """True when the completion record exists and every file it lists has the
+        recorded size and content hash (a record without hashes is not trusted)."""
         folder = self.path(stage, key)
-        record = folder / RECORD
-        if not record.is_file():
-            return False
+        seen = self._verified.get((stage, key))
+        if seen is not None and seen == _stats(folder, seen):
+            return True
         try:
-            files = json.loads(record.read_text())["files"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            files = json.loads((folder / RECORD).read_text())["files"]
+            intact = all(
+                (folder / name).is_file()
+                and (folder / name).stat().st_size == entry["size"]
+                and file_digest(folder / name) == entry["sha256"]
+                for name, entry in files.items()
+            )
+        except (OSError, ValueError, KeyError, TypeError):
             return False
-        return all(
-            (folder / name).is_file() and (folder / name).stat().st_size == size
-            for name, size in files.items()
-        )
+        if intact:
+            self._verified[(stage, key)] = _stats(folder, [*files, RECORD])
+        return intact
 
     def complete(
         self,
@@ -110,11 +142,12 @@ class Store:
         if missing:
             raise FileNotFoundError(f"{stage} {key} did not write {', '.join(missing)}")
         files = {
-            str(p.relative_to(folder)): p.stat().st_size
+            str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)}
             for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != RECORD and not p.name.startswith(".")
         }
         write_json(folder / RECORD, {"files": files, **(info or {})})
+        self._verified[(stage, key)] = _stats(folder, [*files, RECORD])
 
     def record(self, stage: str, key: str) -> dict[str, Any]:
         """The completion record of a finished stage."""
@@ -123,10 +156,12 @@ class Store:
     def reset(self, stage: str, key: str) -> Path:
         """Forget a stage's completion (its files are kept for resuming) and return its folder."""
         folder = self.path(stage, key)
+        self._verified.pop((stage, key), None)
         (folder / RECORD).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def remove(self, stage: str, key: str) -> None:
         """Delete a stage output entirely."""
+        self._verified.pop((stage, key), None)
         shutil.rmtree(self.path(stage, key), ignore_errors=True)

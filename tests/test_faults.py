@@ -1,0 +1,101 @@
+"""Fault injection: every kind of stored file, damaged every way, then a rerun. The rerun
+recomputes only the damaged stage and gives results identical to the clean run."""
+
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from prm_bench.config import load_plan
+from prm_bench.data.shapes import ShapesConfig, generate_shapes
+from prm_bench.runner import run_plan
+from prm_bench.stages.common import stage_keys
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    root = generate_shapes(
+        tmp_path_factory.mktemp("data") / "shapes",
+        ShapesConfig(seed=11, n_train=24, n_val=6, size=64, classes=3),
+        jobs=1,
+    )
+    config = {
+        "data": {"name": "shapes", "root": str(root)},
+        "backbone": {"name": "test_resnet"},
+        "train": {"epochs": 1, "batch_size": 8},
+        "infer": {"upsample": 2, "max_peaks": 4},
+        "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality", "semantic"]},
+        "grid": {"retrieval.terms": ["full", "no-instance"]},
+    }
+    plan = load_plan(config)
+    runs = tmp_path_factory.mktemp("runs")
+    summary = run_plan(plan, runs, jobs=1)
+    assert not summary.failed_cells
+    return plan, runs
+
+
+def sorted_results(path) -> pd.DataFrame:
+    return pd.read_csv(path).sort_values(["cell", "metric"]).reset_index(drop=True)
+
+
+# (stage, file name or "<first image>", stages a rerun executes)
+STORED = [
+    ("train", "model.safetensors", {"train": 1, "infer": 0, "retrieve": 0, "evaluate": 0}),
+    ("train", "log.json", {"train": 1, "infer": 0, "retrieve": 0, "evaluate": 0}),
+    ("infer", "<first image>", {"train": 0, "infer": 1, "retrieve": 0, "evaluate": 0}),
+    ("retrieve", "results.json", {"train": 0, "infer": 0, "retrieve": 1, "evaluate": 0}),
+    ("evaluate", "metrics.json", {"train": 0, "infer": 0, "retrieve": 0, "evaluate": 1}),
+    ("evaluate", "per_image.npz", {"train": 0, "infer": 0, "retrieve": 0, "evaluate": 1}),
+]
+
+
+def damage(path, fault: str) -> None:
+    size = path.stat().st_size
+    if fault == "truncate":
+        os.truncate(path, size // 2)
+    elif fault == "zero":
+        os.truncate(path, 0)
+    elif fault == "garbage":  # same size, so only the content tells
+        path.write_bytes(bytes((i * 37 + 11) % 256 for i in range(size)))
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize("fault", ["truncate", "zero", "garbage", "delete"])
+@pytest.mark.parametrize(
+    ("stage", "name", "executed"), STORED, ids=[f"{s}-{n}" for s, n, _ in STORED]
+)
+def test_a_damaged_file_is_recomputed_and_results_are_unchanged(
+    clean, tmp_path, stage, name, executed, fault
+):
+    plan, runs = clean
+    shutil.copytree(runs / plan.name, tmp_path / plan.name)
+    key = stage_keys(plan.cells[0].config)[stage]
+    folder = tmp_path / plan.name / "store" / stage / key
+    target = sorted(folder.glob("*.npz"))[0] if name == "<first image>" else folder / name
+    damage(target, fault)
+    summary = run_plan(plan, tmp_path, jobs=1)
+    assert summary.executed == executed and not summary.failed_cells
+    pd.testing.assert_frame_equal(
+        sorted_results(tmp_path / plan.name / "results.csv"),
+        sorted_results(runs / plan.name / "results.csv"),
+    )
+
+
+@pytest.mark.parametrize("fault", ["truncate", "zero", "garbage"])
+def test_an_interrupted_inference_resumes_only_from_intact_images(clean, tmp_path, fault):
+    plan, runs = clean
+    shutil.copytree(runs / plan.name, tmp_path / plan.name)
+    folder = tmp_path / plan.name / "store" / "infer" / stage_keys(plan.cells[0].config)["infer"]
+    (folder / "done.json").unlink()  # the stage was interrupted after its images were written
+    damaged = sorted(folder.glob("*.npz"))[-1]
+    damage(damaged, fault)
+    summary = run_plan(plan, tmp_path, jobs=1)
+    assert summary.executed["infer"] == 1 and not summary.failed_cells
+    clean_copy = runs / plan.name / "store" / "infer" / folder.name / damaged.name
+    assert damaged.read_bytes() == clean_copy.read_bytes()  # inferred again, not trusted
+    pd.testing.assert_frame_equal(
+        sorted_results(tmp_path / plan.name / "results.csv"),
+        sorted_results(runs / plan.name / "results.csv"),
+    )
