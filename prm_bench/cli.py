@@ -38,6 +38,7 @@ from prm_bench.registry import Registry
 from prm_bench.retrieval import TERMS
 from prm_bench.runner import (
     RunLockedError,
+    environments,
     plan_from_manifest,
     plan_tasks,
     preflight,
@@ -317,6 +318,11 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         axes = ", ".join(f"{k}={v}" for k, v in row["axes"].items())
         table.add_row(str(row["cell"]), axes, *marks, state)
     console.print(table)
+    groups = environments(plan, run_dir)
+    if len(groups) > 1:
+        console.print(f"[yellow]stages were computed in {len(groups)} environments:[/]")
+        for described, stages in groups.items():
+            console.print(f"  {described}: {len(stages)} stages (e.g. {stages[0]})")
 
 
 @app.command()

@@ -163,6 +163,9 @@ class RunConfig(_Section):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     jobs: int = Field(1, ge=1)
+    # CPU threads of every task, whatever --jobs is: results depend on the thread count
+    # (the order of float reductions), so it is fixed and recorded with every stage
+    threads: int = Field(2, ge=1)
 
 
 class ExperimentConfig(_Section):

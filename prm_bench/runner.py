@@ -91,11 +91,10 @@ def execute_task(
     keys = stage_keys(config)
     store = Store(store_root)
     start = time.perf_counter()
+    torch.set_num_threads(config.run.threads)  # fixed whatever --jobs is: see RunConfig
     try:
         device = resolve_device(device_name)
         if device.type == "cuda":
-            import torch
-
             device = torch.device("cuda", slot % max(torch.cuda.device_count(), 1))
         if stage == "train":
             train.run(config, store, keys["train"], device)
@@ -348,6 +347,15 @@ def run_plan(
         summary.failed_cells = failed
         log(f"finished: {len(configs) - len(failed)}/{len(configs)} cells")
     return summary
+
+
+def environments(plan: Plan, run_dir: Path) -> dict[str, list[str]]:
+    """The finished stages of a plan grouped by the environment they were computed in;
+    more than one group means a resume mixed environments (threads, versions, device)."""
+    store = Store(run_dir / "store")
+    stages = {(s, stage_keys(c.config)[s]) for c in plan.cells for s in STAGES}
+    done = [(s, k) for s, k in sorted(stages) if (store.path(s, k) / "done.json").is_file()]
+    return store.environments(done)
 
 
 def stage_status(plan: Plan, run_dir: Path) -> list[dict[str, Any]]:

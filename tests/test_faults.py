@@ -1,6 +1,7 @@
 """Fault injection: every kind of stored file, damaged every way, then a rerun. The rerun
 recomputes only the damaged stage and gives results identical to the clean run."""
 
+import json
 import os
 import shutil
 
@@ -9,7 +10,7 @@ import pytest
 
 from prm_bench.config import load_plan
 from prm_bench.data.shapes import ShapesConfig, generate_shapes
-from prm_bench.runner import run_plan
+from prm_bench.runner import environments, run_plan
 from prm_bench.stages.common import stage_keys
 
 
@@ -20,7 +21,16 @@ def clean(tmp_path_factory):
         ShapesConfig(seed=11, n_train=24, n_val=6, size=64, classes=3),
         jobs=1,
     )
-    config = {
+    config = plan_config_for(root)
+    plan = load_plan(config)
+    runs = tmp_path_factory.mktemp("runs")
+    summary = run_plan(plan, runs, jobs=1)
+    assert not summary.failed_cells
+    return plan, runs
+
+
+def plan_config_for(root) -> dict:
+    return {
         "data": {"name": "shapes", "root": str(root)},
         "backbone": {"name": "test_resnet"},
         "train": {"epochs": 1, "batch_size": 8},
@@ -28,11 +38,10 @@ def clean(tmp_path_factory):
         "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality", "semantic"]},
         "grid": {"retrieval.terms": ["full", "no-instance"]},
     }
-    plan = load_plan(config)
-    runs = tmp_path_factory.mktemp("runs")
-    summary = run_plan(plan, runs, jobs=1)
-    assert not summary.failed_cells
-    return plan, runs
+
+
+def plan_config(plan) -> dict:
+    return plan_config_for(plan.cells[0].config.data.root)
 
 
 def sorted_results(path) -> pd.DataFrame:
@@ -99,3 +108,34 @@ def test_an_interrupted_inference_resumes_only_from_intact_images(clean, tmp_pat
         sorted_results(tmp_path / plan.name / "results.csv"),
         sorted_results(runs / plan.name / "results.csv"),
     )
+
+
+def test_results_do_not_depend_on_jobs_and_the_environment_is_recorded(clean, tmp_path):
+    plan, runs = clean
+    summary = run_plan(plan, tmp_path, jobs=2)  # two worker processes, threads fixed per task
+    assert not summary.failed_cells
+    pd.testing.assert_frame_equal(
+        sorted_results(tmp_path / plan.name / "results.csv"),
+        sorted_results(runs / plan.name / "results.csv"),
+    )
+    record = json.loads(
+        (tmp_path / plan.name / "store" / "train" / stage_keys(plan.cells[0].config)["train"])
+        .joinpath("done.json")
+        .read_text()
+    )
+    assert record["environment"]["threads"] == plan.cells[0].config.run.threads
+    assert record["device"] == "cpu"
+    assert len(environments(plan, tmp_path / plan.name)) == 1
+
+
+def test_a_resume_in_another_environment_is_reported(clean, tmp_path):
+    plan, runs = clean
+    shutil.copytree(runs / plan.name, tmp_path / plan.name)
+    folder = (
+        tmp_path / plan.name / "store" / "evaluate" / stage_keys(plan.cells[0].config)["evaluate"]
+    )
+    (folder / "done.json").unlink()
+    other = load_plan({**plan_config(plan), "run": {"threads": 1}})
+    run_plan(other, tmp_path, jobs=1)
+    groups = environments(plan, tmp_path / plan.name)
+    assert len(groups) == 2 and any("threads 1" in g for g in groups)

@@ -21,7 +21,7 @@ from prm_bench.metrics.instance import voc_pr_curve
 from prm_bench.report import figures
 from prm_bench.report.claims import measure_claims
 from prm_bench.report.tables import build_tables, to_latex, to_markdown
-from prm_bench.runner import plan_from_manifest
+from prm_bench.runner import environments, plan_from_manifest
 from prm_bench.stages.common import open_split, stage_keys
 from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
 from prm_bench.stages.infer import read_image
@@ -38,6 +38,14 @@ def _stage_time(manifest: dict) -> str:
         return "nothing ran (every stage was reused)"
     parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
     return f"{sum(totals.values()):.0f} s ({parts})"
+
+
+def _environment_line(plan, run_dir: Path) -> str:
+    groups = environments(plan, run_dir)
+    if len(groups) <= 1:
+        return f"- Every stage was computed with: {next(iter(groups), 'unknown')}."
+    parts = "; ".join(f"{d} ({len(s)} stages)" for d, s in groups.items())
+    return f"- **Mixed environments** (a resume changed threads, versions or device): {parts}."
 
 
 def _setting(source: Path | str | None) -> list[str]:
@@ -101,6 +109,7 @@ def build_report(
         f"threads); torch {manifest['versions']['torch']}.",
         f"- Dataset: {first.data.name}, trained on `{first.data.train_split}`, evaluated on "
         f"`{first.data.eval_split}`; backbones: {all_backbones}; seeds: {all_seeds}.",
+        _environment_line(plan, run_dir),
         f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
         + (f"; whole run {wall / 60:.1f} min." if wall is not None else "."),
         "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "

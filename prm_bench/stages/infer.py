@@ -137,6 +137,6 @@ def run(
             device,
         )
         save_npz(path, **inferred)
-    info = {"images": dataset.ids, "seconds": time.perf_counter() - start}
+    info = {"images": dataset.ids, "seconds": time.perf_counter() - start, "device": device.type}
     store.complete("infer", key, info, [f"{image_id}.npz" for image_id in dataset.ids])
     return folder

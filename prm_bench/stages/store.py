@@ -71,6 +71,13 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {key: content[key] for key in content.files}
 
 
+def environment() -> dict[str, Any]:
+    """What a stage's numbers may depend on besides its config: recorded with it."""
+    import torch
+
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__}
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's content (hex)."""
     digest = hashlib.sha256()
@@ -146,12 +153,29 @@ class Store:
             for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != RECORD and not p.name.startswith(".")
         }
-        write_json(folder / RECORD, {"files": files, **(info or {})})
+        info = info or {}
+        # retrieve and evaluate run on the CPU; train and infer say where they ran
+        computed = {**environment(), "device": info.get("device", "cpu")}
+        record = {"files": files, "environment": computed, **info}
+        write_json(folder / RECORD, record)
         self._verified[(stage, key)] = _stats(folder, [*files, RECORD])
 
     def record(self, stage: str, key: str) -> dict[str, Any]:
         """The completion record of a finished stage."""
         return json.loads((self.path(stage, key) / RECORD).read_text())
+
+    def environments(self, stages: list[tuple[str, str]]) -> dict[str, list[str]]:
+        """Finished stages grouped by the environment (and device) they were computed in."""
+        groups: dict[str, list[str]] = {}
+        for stage, key in stages:
+            try:
+                record = self.record(stage, key)
+            except (OSError, ValueError):
+                continue
+            described = record.get("environment", {"unrecorded": "-"})
+            text = ", ".join(f"{k} {v}" for k, v in sorted(described.items()))
+            groups.setdefault(text, []).append(f"{stage}/{key}")
+        return groups
 
     def reset(self, stage: str, key: str) -> Path:
         """Forget a stage's completion (its files are kept for resuming) and return its folder."""

@@ -116,6 +116,10 @@ def run(config: ExperimentConfig, store: Store, key: str, device: torch.device) 
     save_checkpoint(model, tmp)
     os.replace(tmp, folder / CHECKPOINT)
     write_json(folder / "log.json", log)
-    info = {"classes": train_set.class_names, "seconds": time.perf_counter() - start}
+    info = {
+        "classes": train_set.class_names,
+        "seconds": time.perf_counter() - start,
+        "device": device.type,
+    }
     store.complete("train", key, info, [CHECKPOINT, "log.json"])
     return folder
