@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -37,7 +38,9 @@ from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import Registry
 from prm_bench.retrieval import TERMS
 from prm_bench.runner import (
+    RunInterrupted,
     RunLockedError,
+    RunOutputError,
     environments,
     plan_from_manifest,
     plan_tasks,
@@ -207,6 +210,39 @@ def data_proposals(
     console.print(f"saved {out}")
 
 
+def _check_writable(runs_dir: Path) -> None:
+    """Refuse a --runs-dir that is a file or that cannot be written."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ConfigError(f"--runs-dir {runs_dir} is a file, not a folder")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--runs-dir {runs_dir} cannot be created: {err.strerror}") from None
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--runs-dir {runs_dir} is not writable")
+
+
+def _read_manifest(run_dir: Path) -> dict:
+    """A run directory's manifest, or a one-line error naming what is wrong."""
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no manifest.json: it is not a prm-bench run directory")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is damaged ({err}); rerun the config to rewrite it") from None
+
+
+def _cells_not_in_plan(run_dir: Path, plan) -> int:
+    """How many cells of the run directory's manifest the new plan leaves out."""
+    try:
+        cells = _read_manifest(run_dir)["cells"]
+    except (ConfigError, KeyError, TypeError):
+        return 0
+    keys = {json.dumps(c.config.model_dump(mode="json"), sort_keys=True) for c in plan.cells}
+    return sum(json.dumps(c.get("config"), sort_keys=True) not in keys for c in cells)
+
+
 def _fail(err: Exception) -> NoReturn:
     console.print(f"[red]error:[/] {err}")
     raise typer.Exit(2)
@@ -234,6 +270,10 @@ def run(
     if device not in (None, "auto", "cpu", "cuda"):
         _fail(ConfigError(f"--device must be auto, cpu or cuda, got {device!r}"))
     run_dir = runs_dir / plan.name
+    try:
+        _check_writable(runs_dir)
+    except ConfigError as err:
+        _fail(err)
     levels = plan_tasks(plan, Store(run_dir / "store"))
     table = Table(
         title=f"plan {plan.name}: {len(plan.cells)} cells -> {run_dir}", title_justify="left"
@@ -244,6 +284,13 @@ def run(
         done = sum(t.done for t in level)
         table.add_row(level[0].stage, str(len(level) - done), str(done))
     console.print(table)
+    dropped = _cells_not_in_plan(run_dir, plan)
+    if dropped:
+        console.print(
+            f"[yellow]note:[/] {run_dir} holds {dropped} cells that this plan does not: "
+            "results.csv and the manifest will list this plan's cells only (the other cells' "
+            "stages stay in the store; rerun their config to list them again)"
+        )
     if dry_run:
         for cell in plan.cells:
             console.print(
@@ -267,8 +314,9 @@ def run(
             if kind == "stage":
                 bars[info["stage"]] = progress.add_task(info["stage"], total=max(info["todo"], 1))
                 if not info["todo"]:
+                    why = "skipped: upstream failed" if info["skipped"] else "cached"
                     progress.update(
-                        bars[info["stage"]], completed=1, description=f"{info['stage']} (cached)"
+                        bars[info["stage"]], completed=1, description=f"{info['stage']} ({why})"
                     )
             else:
                 task = info["task"]
@@ -283,8 +331,11 @@ def run(
             summary = run_plan(
                 plan, runs_dir, jobs=jobs, device=device, on_event=report, executor=workers
             )
-        except (RunLockedError, ValueError) as err:
+        except (RunLockedError, RunOutputError, ValueError) as err:
             _fail(err)
+        except RunInterrupted as err:
+            console.print(f"[yellow]{err}[/]")
+            raise typer.Exit(130) from None
     console.print(
         f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "
         f"{time.perf_counter() - start:.1f} s; results in {run_dir / 'results.csv'}"
@@ -298,13 +349,12 @@ def run(
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/quick.")) -> None:
     """Show which stages of each cell of a run are done, failed or pending."""
-    if not (run_dir / "manifest.json").is_file():
-        _fail(ConfigError(f"{run_dir} has no manifest.json: it is not a prm-bench run directory"))
-    plan = plan_from_manifest(run_dir)
-    manifest_status = {
-        c["index"]: c["status"]
-        for c in json.loads((run_dir / "manifest.json").read_text())["cells"]
-    }
+    try:
+        manifest = _read_manifest(run_dir)
+        plan = plan_from_manifest(run_dir)
+    except (ConfigError, KeyError, TypeError, ValueError) as err:
+        _fail(ConfigError(f"{run_dir / 'manifest.json'}: {err}"))
+    manifest_status = {c["index"]: c["status"] for c in manifest["cells"]}
     table = Table(title=f"{run_dir}: {len(plan.cells)} cells", title_justify="left")
     for column in ("cell", "axes", *STAGES, "status"):
         table.add_column(column)
@@ -337,8 +387,9 @@ def report(
     from prm_bench.report import build_report
 
     try:
+        _read_manifest(run_dir)
         folder = build_report(run_dir, out, resamples=resamples)
-    except FileNotFoundError as err:
+    except (ConfigError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"report written to {folder} (README.md, tables/, figures/)")
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -62,6 +63,9 @@ class DataConfig(_Section):
     image_size: int | None = Field(None, ge=16)
     limit_train: int | None = Field(None, ge=1)
     limit_eval: int | None = Field(None, ge=1)
+    # generated kinds (shapes): make the dataset at root when it is absent; off, a missing
+    # root is an error, so a typo in root does not silently generate a new dataset
+    generate: bool = False
 
 
 class BackboneConfig(_Section):
@@ -94,6 +98,10 @@ class StimulationConfig(_Section):
                 f"stimulation {self.name!r} has no option {', '.join(unknown)} "
                 f"(options: {', '.join(allowed) or 'none'})"
             )
+        try:  # the values too, on a tiny map, so a bad one fails before any compute
+            function(torch.zeros(1, 1, 4, 4), **self.options)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"stimulation {self.name!r} options {self.options}: {err}") from None
         return self
 
 
@@ -193,23 +201,51 @@ def config_hash(*parts: BaseModel | dict | str) -> str:
 # --- files, overrides and grids --------------------------------------------------------
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (last-wins hides a mistake)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+
+def _read_yaml(
+    path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = None
+) -> dict[str, Any]:
     """A YAML file as a dict, with `extends:` (a path relative to the file) merged under it."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: `extends` forms a cycle ({' -> '.join(str(p) for p in seen)})")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        via = f" (the `extends` of {referrer})" if referrer else ""
+        raise ConfigError(f"config file {path}{via} does not exist")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     parent = content.pop("extends", None)
     if parent is None:
         return content
-    base = _read_yaml(path.parent / parent, (*seen, path))
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends must be the path of one config file, got {parent!r}")
+    base = _read_yaml(path.parent / parent, (*seen, path), referrer=path)
     if "grid" in content:
         base.pop("grid", None)  # a child's grid replaces its parent's, axes are not mixed
     return _merge(base, content)
@@ -225,6 +261,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
@@ -287,8 +324,14 @@ def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list
     names: list[str] = []
     for key, values in grid.items():
         if key == "zip":
-            if not isinstance(values, dict) or len({len(v) for v in values.values()}) != 1:
-                raise ConfigError(f"{where}: grid.zip needs lists of equal length, one per key")
+            lists = isinstance(values, dict) and all(
+                isinstance(v, list) and v for v in values.values()
+            )
+            if not lists or len({len(v) for v in values.values()}) != 1:
+                raise ConfigError(
+                    f"{where}: grid.zip maps section.key names to non-empty lists of equal "
+                    f"length, got {values!r}"
+                )
             names += list(values)
             factors.append(
                 [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
@@ -296,6 +339,12 @@ def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list
         elif key == "variants":
             if not isinstance(values, dict) or not values:
                 raise ConfigError(f"{where}: grid.variants maps a variant name to settings")
+            bad = [n for n, v in values.items() if v is not None and not isinstance(v, dict)]
+            if bad:
+                raise ConfigError(
+                    f"{where}: grid.variants.{bad[0]} must map section.key names to values, "
+                    f"got {values[bad[0]]!r}"
+                )
             names.append("variant")
             factors.append([{"variant": name, _SETTINGS: s or {}} for name, s in values.items()])
         else:
@@ -377,6 +426,11 @@ def load_plan(
         config = _resolve_paths(config, base_dir)
         cells.append(Cell(index=index, axes=assignment, config=config))
     name = cells[0].config.run.name or (path.stem if path else "run")
+    if not _RUN_NAME.fullmatch(name) or set(name) == {"."}:
+        raise ConfigError(
+            f"{where}: the run name {name!r} (from the file name or run.name) must start with "
+            "a letter or digit and hold only letters, digits, '_', '.' and '-'"
+        )
     return Plan(source=path, name=name, axes=names, cells=cells)
 
 

@@ -13,7 +13,9 @@ import fcntl
 import json
 import os
 import platform
+import signal
 import subprocess
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,7 +29,8 @@ import torch
 
 from prm_bench import __version__
 from prm_bench.config import Cell, ExperimentConfig, Plan
-from prm_bench.data.base import DataError
+from prm_bench.data import generate_missing
+from prm_bench.data.base import DataError, check_split
 from prm_bench.executors import Executor, LocalExecutor
 from prm_bench.stages import evaluate, infer, retrieve, train
 from prm_bench.stages.common import STAGES, StageError, open_split, resolve_device, stage_keys
@@ -36,6 +39,17 @@ from prm_bench.stages.store import Store, write_atomic, write_json
 
 class RunLockedError(RuntimeError):
     """Another run is using the run directory."""
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped by SIGINT or SIGTERM; its finished stages are kept."""
+
+
+INTERRUPTED = threading.Event()
+
+
+class RunOutputError(OSError):
+    """A run's output file could not be written (disk full, permissions); names the file."""
 
 
 @dataclass
@@ -85,11 +99,19 @@ def plan_tasks(plan: Plan, store: Store) -> list[list[Task]]:
 
 
 def execute_task(
-    stage: str, config: ExperimentConfig, store_root: str, device_name: str, slot: int
+    stage: str,
+    config: ExperimentConfig,
+    store_root: str,
+    device_name: str,
+    slot: int,
+    parent: int | None = None,
 ) -> Outcome:
-    """Run one stage for one config (in a worker process); never raises."""
+    """Run one stage for one config (in a worker process); raises only on an interrupt.
+
+    `parent` is the pid of the process holding the run's lock: a worker orphaned by its
+    death (kill -9) stops instead of recording a stage after the lock is gone."""
     keys = stage_keys(config)
-    store = Store(store_root)
+    store = Store(store_root, guard=_parent_alive(parent) if parent is not None else None)
     start = time.perf_counter()
     torch.set_num_threads(config.run.threads)  # fixed whatever --jobs is: see RunConfig
     try:
@@ -108,8 +130,22 @@ def execute_task(
     except StageError as err:
         return Outcome(stage, keys[stage], False, time.perf_counter() - start, str(err))
     except Exception as err:  # a failing cell must not stop the others
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt from err  # an interrupt another library re-raised
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         return Outcome(stage, keys[stage], False, time.perf_counter() - start, detail)
+
+
+def _parent_alive(pid: int) -> Callable[[], None]:
+    def check() -> None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise StageError(f"the run's process {pid} is gone: this orphaned task stops") from None
+        except PermissionError:
+            pass  # alive, owned by another user
+
+    return check
 
 
 @contextmanager
@@ -205,10 +241,15 @@ def _write_outputs(
     wall_seconds: float,
 ) -> pd.DataFrame:
     results = collect_results(plan, store)
-    write_atomic(run_dir / "results.csv", results.to_csv(index=False).encode())
-    tmp = run_dir / ".results.parquet.tmp"
-    results.to_parquet(tmp, index=False)
-    os.replace(tmp, run_dir / "results.parquet")
+    try:
+        write_atomic(run_dir / "results.csv", results.to_csv(index=False).encode())
+        tmp = run_dir / ".results.parquet.tmp"
+        results.to_parquet(tmp, index=False)
+        os.replace(tmp, run_dir / "results.parquet")
+    except OSError as err:
+        raise RunOutputError(
+            f"cannot write the results in {run_dir}: {err.strerror or err}"
+        ) from err
     manifest = {
         "name": plan.name,
         "source": str(plan.source) if plan.source else None,
@@ -231,7 +272,12 @@ def _write_outputs(
         ],
         "stage_seconds": seconds,
     }
-    write_json(run_dir / "manifest.json", manifest)
+    try:
+        write_json(run_dir / "manifest.json", manifest)
+    except OSError as err:
+        raise RunOutputError(
+            f"cannot write {run_dir / 'manifest.json'}: {err.strerror or err}"
+        ) from err
     return results
 
 
@@ -250,7 +296,8 @@ def preflight(plan: Plan) -> None:
     """Check every cell's inputs before any compute: dataset layouts and proposal folders.
 
     Raises:
-        DataError: naming the missing path (the shapes dataset is generated on demand).
+        DataError: naming the missing path (a generated kind is made first where the
+            config sets data.generate).
     """
     seen: set[str] = set()
     for cell in plan.cells:
@@ -261,9 +308,18 @@ def preflight(plan: Plan) -> None:
         if marker in seen:
             continue
         seen.add(marker)
-        if data.name != "shapes":
-            open_split(cell.config, "train")
-            open_split(cell.config, "eval", segmentation=True)
+        if data.generate:
+            generate_missing(data.name, data.root)
+        train_sizes = check_split(open_split(cell.config, "train"))
+        check_split(open_split(cell.config, "eval", segmentation=True))
+        shapes = sorted(set(train_sizes.values()))
+        if data.image_size is None and len(shapes) > 1:
+            shown = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
+            raise DataError(
+                f"data.image_size is null but the {len(train_sizes)} training images of "
+                f"{data.root} have {len(shapes)} sizes ({shown}, ...): training batches need "
+                "one size, set data.image_size (e.g. 448)"
+            )
         file_gallery = proposals.gallery.removeprefix("gt+") not in ("embedded", "gt")
         if file_gallery and (proposals.root is None or not proposals.root.is_dir()):
             raise DataError(
@@ -318,35 +374,96 @@ def run_plan(
         configs = {cell.index: cell.config for cell in plan.cells}
         failed: dict[int, str] = {}
         seconds: dict[str, float] = {}
-        for level in plan_tasks(plan, store):
-            stage = level[0].stage
-            todo = [t for t in level if not t.done and not any(c in failed for c in t.cells)]
-            summary.reused[stage] = sum(t.done for t in level)
-            notify("stage", {"stage": stage, "todo": len(todo), "reused": summary.reused[stage]})
-            log(f"{stage}: {len(todo)} to run, {summary.reused[stage]} reused")
-            arguments = [
-                (stage, configs[t.cells[0]], str(store.root), device, slot)
-                for slot, t in enumerate(todo)
-            ]
-            for outcome in executor.map(execute_task, arguments):
-                task = next(t for t in todo if t.key == outcome.key)
-                seconds[f"{stage}/{outcome.key}"] = outcome.seconds
-                if not outcome.ok:
-                    for cell in task.cells:
-                        failed.setdefault(cell, f"{stage} failed: {outcome.error}")
-                notify("task", {"task": outcome, "cells": task.cells})
-                state = "done" if outcome.ok else f"FAILED: {outcome.error}"
-                log(f"{stage} {outcome.key} cells {task.cells} ({outcome.seconds:.1f} s) {state}")
-            summary.executed[stage] = len(todo)
-            statuses = {c: ("failed" if c in failed else "running") for c in configs}
-            elapsed = time.perf_counter() - started
-            _write_outputs(plan, store, run_dir, statuses, seconds, device, elapsed)
+        # a manifest from the start: a run killed in its first stage is still a run directory
+        _write_outputs(plan, store, run_dir, {}, seconds, device, 0.0)
+        try:
+            with _interrupts_raise():
+                for level in plan_tasks(plan, store):
+                    _run_level(level, plan, store, executor, device, failed, seconds, summary,
+                               notify, log)  # fmt: skip
+                    statuses = {c: ("failed" if c in failed else "running") for c in configs}
+                    elapsed = time.perf_counter() - started
+                    _write_outputs(plan, store, run_dir, statuses, seconds, device, elapsed)
+        except KeyboardInterrupt:
+            log("interrupted (SIGINT/SIGTERM): workers stopped, finished stages kept")
+            raise RunInterrupted(
+                f"interrupted; finished stages are kept in {run_dir / 'store'}: run the same "
+                "command again to resume"
+            ) from None
         statuses = {c: ("failed" if c in failed else "done") for c in configs}
         elapsed = time.perf_counter() - started
         summary.results = _write_outputs(plan, store, run_dir, statuses, seconds, device, elapsed)
         summary.failed_cells = failed
         log(f"finished: {len(configs) - len(failed)}/{len(configs)} cells")
     return summary
+
+
+def _run_level(
+    level: list[Task],
+    plan: Plan,
+    store: Store,
+    executor: Executor,
+    device: str,
+    failed: dict[int, str],
+    seconds: dict[str, float],
+    summary: RunSummary,
+    notify: Event,
+    log: Callable[[str], None],
+) -> None:
+    """Run one stage's pending tasks (skipping cells that already failed upstream)."""
+    stage = level[0].stage
+    configs = {cell.index: cell.config for cell in plan.cells}
+    todo = [t for t in level if not t.done and not any(c in failed for c in t.cells)]
+    summary.reused[stage] = sum(t.done for t in level)
+    skipped = sum(not t.done for t in level) - len(todo)
+    notify(
+        "stage",
+        {"stage": stage, "todo": len(todo), "reused": summary.reused[stage], "skipped": skipped},
+    )
+    log(f"{stage}: {len(todo)} to run, {summary.reused[stage]} reused, {skipped} skipped")
+    # local workers watch this process (on other machines its pid means nothing)
+    parent = os.getpid() if isinstance(executor, LocalExecutor) else None
+    arguments = [
+        (stage, configs[t.cells[0]], str(store.root), device, slot, parent)
+        for slot, t in enumerate(todo)
+    ]
+    outcomes = executor.map(execute_task, arguments)
+    try:
+        for outcome in outcomes:
+            task = next(t for t in todo if t.key == outcome.key)
+            seconds[f"{stage}/{outcome.key}"] = outcome.seconds
+            if not outcome.ok:
+                for cell in task.cells:
+                    failed.setdefault(cell, f"{stage} failed: {outcome.error}")
+            notify("task", {"task": outcome, "cells": task.cells})
+            state = "done" if outcome.ok else f"FAILED: {outcome.error}"
+            log(f"{stage} {outcome.key} cells {task.cells} ({outcome.seconds:.1f} s) {state}")
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()  # on an interrupt, joblib cancels the pending tasks and ends its workers
+    summary.executed[stage] = len(todo)
+
+
+@contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt (and set `INTERRUPTED`, so a task
+    whose library turned the interrupt into another exception is not counted as failed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    INTERRUPTED.clear()
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def environments(plan: Plan, run_dir: Path) -> dict[str, list[str]]:

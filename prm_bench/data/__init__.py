@@ -40,11 +40,35 @@ def open_coco(root: str | Path, split: str, segmentation: bool = False) -> Datas
 
 @DATASETS.register("shapes")
 def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
-    """The embedded shapes dataset; generated with the default config if ROOT is absent."""
+    """The embedded shapes dataset at ROOT (see `generate_missing`)."""
     root = Path(root)
     if not (root / "shapes.json").is_file():
-        generate_shapes(root, ShapesConfig())
+        raise DataError(
+            f"no shapes dataset at {root} (no shapes.json): generate it with "
+            f"`prm-bench data shapes {root}`, or set data.generate: true in the config"
+        )
     return VocDataset(root, split, segmentation=segmentation)
+
+
+# Dataset kinds that can be generated, described as data: kind -> (is it at root?, make it)
+GENERATORS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], object]]] = {
+    "shapes": (
+        lambda root: (root / "shapes.json").is_file(),
+        lambda root: generate_shapes(root, ShapesConfig()),
+    ),
+}
+
+
+def generate_missing(name: str, root: str | Path) -> bool:
+    """Generate the dataset `name` at `root` if it can be generated and is not there yet;
+    True when it was generated. Only called where a config asks for it (data.generate)."""
+    if name not in GENERATORS:
+        raise DataError(f"dataset {name!r} cannot be generated (generated kinds: shapes)")
+    present, make = GENERATORS[name]
+    if present(Path(root)):
+        return False
+    make(Path(root))
+    return True
 
 
 def open_dataset(name: str, root: str | Path, split: str, segmentation: bool = False) -> Dataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,23 @@ class Dataset(Protocol):
     def void(self, image_id: str) -> np.ndarray | None:
         """(H, W) bool mask of pixels every metric ignores, or None where there are none."""
         ...
+
+    def check(self, image_id: str) -> tuple[int, int]:
+        """Read all of an image's files whole; its (height, width); DataError naming the
+        file otherwise."""
+        ...
+
+
+def check_split(dataset: Dataset, threads: int = 4) -> dict[str, tuple[int, int]]:
+    """Check every image of a split (decoding runs in threads: PIL releases the GIL);
+    the (height, width) of each.
+
+    Raises:
+        DataError: the first problem found, naming its file.
+    """
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        sizes = list(pool.map(dataset.check, dataset.ids))
+    return dict(zip(dataset.ids, sizes, strict=True))
 
 
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -40,12 +40,20 @@ class CocoDataset:
                 self.coco = COCO(str(self.annotation_file))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise DataError(f"{self.annotation_file} is not a COCO instances file: {err}") from err
+        if not self.coco.dataset.get("categories"):
+            raise DataError(f"{self.annotation_file} has no categories; {LAYOUT}")
         self.category_ids = sorted(self.coco.getCatIds())
         self._label = {cat: i for i, cat in enumerate(self.category_ids)}
-        self.class_names = [self.coco.cats[c]["name"] for c in self.category_ids]
-        self._by_name = {
-            self.coco.imgs[i]["file_name"].rsplit(".", 1)[0]: i for i in self.coco.imgs
-        }
+        try:
+            self.class_names = [self.coco.cats[c]["name"] for c in self.category_ids]
+            self._by_name = {
+                self.coco.imgs[i]["file_name"].rsplit(".", 1)[0]: i for i in self.coco.imgs
+            }
+        except (KeyError, TypeError, AttributeError) as err:
+            raise DataError(
+                f"{self.annotation_file}: every category needs a name and every image a "
+                f"file_name (missing {err}); {LAYOUT}"
+            ) from None
         self.ids = sorted(self._by_name)
         missing = [
             i
@@ -77,6 +85,33 @@ class CocoDataset:
             if not ann.get("iscrowd", 0):
                 labels[self._label[ann["category_id"]]] = 1.0
         return labels
+
+    def check(self, image_id: str) -> tuple[int, int]:
+        """Decode the image whole and check its annotations; its (height, width).
+
+        Raises:
+            DataError: naming the image file or the annotation that is unusable.
+        """
+        info = self.coco.imgs[self._by_name[image_id]]
+        path = self.image_dir / info["file_name"]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                size = image.size[1], image.size[0]
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"{path} cannot be read: {err}") from None
+        for ann in self._annotations(image_id):
+            if ann.get("category_id") not in self._label:
+                raise DataError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} of {info['file_name']} "
+                    f"has category_id {ann.get('category_id')!r}, not among the categories"
+                )
+            if not ann.get("iscrowd", 0) and not ann.get("segmentation"):
+                raise DataError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} of {info['file_name']} "
+                    "has no segmentation (instance masks need polygons or RLE)"
+                )
+        return size
 
     def void(self, image_id: str) -> np.ndarray | None:
         """COCO marks no void pixels: None."""

@@ -39,6 +39,16 @@ def resolve_root(root: str | Path) -> Path:
     raise DataError(f"{root} has no JPEGImages folder; {LAYOUT}")
 
 
+def _decoded_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file after decoding it whole."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.size[1], image.size[0]
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path} cannot be read: {err}") from None
+
+
 class VocDataset:
     """One split of a VOC-layout dataset.
 
@@ -174,6 +184,24 @@ class VocDataset:
             difficult = xml[value - 1][1] if len(xml) >= value else False
             instances.append(Instance(label, mask, box_of(mask), difficult))
         return instances
+
+    def check(self, image_id: str) -> tuple[int, int]:
+        """Read every file of an image whole; its (height, width).
+
+        Raises:
+            DataError: naming the file that does not decode, or does not fit the image.
+        """
+        size = _decoded_size(self.root / "JPEGImages" / f"{image_id}.jpg")
+        self.objects(image_id)
+        if self.segmentation:
+            for folder in ("SegmentationObject", "SegmentationClass"):
+                path = self.root / folder / f"{image_id}.png"
+                if _decoded_size(path) != size:
+                    raise DataError(
+                        f"{path} is {_decoded_size(path)[::-1]} (width, height) but its image "
+                        f"is {size[::-1]}: the annotation does not belong to that image"
+                    )
+        return size
 
     def void(self, image_id: str) -> np.ndarray:
         """(H, W) bool: the void pixels (255 in SegmentationObject), ignored by metrics."""

@@ -88,7 +88,11 @@ def build_report(
         raise FileNotFoundError(
             f"{run_dir} has no results.csv/manifest.json: run `prm-bench run` first"
         )
-    results = pd.read_csv(results_file)
+    results = pd.read_csv(results_file) if results_file.stat().st_size > 1 else pd.DataFrame()
+    if results.empty:
+        raise FileNotFoundError(
+            f"{run_dir} has no finished cell yet: finish `prm-bench run` (see prm-bench status)"
+        )
     plan = plan_from_manifest(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     tables = build_tables(results)

@@ -128,6 +128,7 @@ def run(
         path = folder / f"{image_id}.npz"
         if _intact(path):
             continue  # written whole by an interrupted run of this stage
+        store.check()
         inferred = infer_image(
             model,
             dataset.image(image_id),

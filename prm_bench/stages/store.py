@@ -16,12 +16,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 RECORD = "done.json"
+# mkstemp makes 0600 files; stored results are for every user of the machine to read
+_FILE_MODE = 0o644
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -29,6 +32,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(handle, _FILE_MODE)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -56,6 +60,7 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Atomically write compressed arrays (read back without pickle)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.fchmod(handle, _FILE_MODE)
     os.close(handle)
     try:
         np.savez_compressed(tmp, **arrays)
@@ -102,8 +107,11 @@ def _stats(folder: Path, names) -> dict[str, tuple[int, int]]:
 class Store:
     """Stage outputs under `root`, keyed by (stage, config hash)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, guard: Callable[[], None] | None = None) -> None:
         self.root = Path(root)
+        # called before anything is recorded: raises when this process must not write
+        # (e.g. a worker whose run was killed); see `check`
+        self.guard = guard
         # (stage, key) -> (size, mtime) of each file when its content was last verified
         self._verified: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
 
@@ -144,6 +152,7 @@ class Store:
         Raises:
             FileNotFoundError: a `required` output is missing (the stage is not done).
         """
+        self.check()
         folder = self.path(stage, key)
         missing = [name for name in required or [] if not (folder / name).is_file()]
         if missing:
@@ -159,6 +168,11 @@ class Store:
         record = {"files": files, "environment": computed, **info}
         write_json(folder / RECORD, record)
         self._verified[(stage, key)] = _stats(folder, [*files, RECORD])
+
+    def check(self) -> None:
+        """Raise if this process may no longer write to the store (its guard says so)."""
+        if self.guard is not None:
+            self.guard()
 
     def record(self, stage: str, key: str) -> dict[str, Any]:
         """The completion record of a finished stage."""

@@ -78,6 +78,7 @@ def run(config: ExperimentConfig, store: Store, key: str, device: torch.device) 
     log = []
     start = time.perf_counter()
     for epoch in range(1, config.train.epochs + 1):
+        store.check()
         model.train()
         order = torch.randperm(len(images), generator=generator)
         losses = []
