@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.integrity import bench_integrity
 from benchmarks.retrieval import bench_evaluation, bench_retrieval
 from benchmarks.runner import bench_rerun
 from prm_bench.backbones import build_classifier
@@ -142,12 +143,17 @@ def main() -> None:
         "runs": [bench_evaluation()],
     }
     reuse = {"target": "only retrieve + evaluate run; speedup >= 20", "runs": [bench_rerun()]}
+    integrity = {
+        "target": "cost of preflight (10k VOC-size images) and of verifying VOC val's PRMs",
+        "runs": [bench_integrity()],
+    }
     results = (
         ("stage_reuse", reuse),
         ("prm_batched", prm),
         ("train_step_peak", train),
         ("retrieval", retrieval),
         ("evaluation", evaluation),
+        ("integrity", integrity),
     )
     for title, result in results:
         result["device"] = str(device)
