@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from prm_bench.masks import mask_iou
+from prm_bench.methods import METHODS, Method
 from prm_bench.registry import Registry
 
 
@@ -48,7 +49,20 @@ BASELINES: Registry[BoxToMask] = Registry(
 )
 
 
-@BASELINES.register("cam-rect")
+def baseline(
+    name: str, *, needs_proposals: bool, description: str
+) -> Callable[[BoxToMask], BoxToMask]:
+    """Register a box-to-mask function as a CAM baseline and as an instance method."""
+
+    def decorator(function: BoxToMask) -> BoxToMask:
+        BASELINES.add(name, function)
+        METHODS.add(name, Method(name, needs_proposals, False, description))
+        return function
+
+    return decorator
+
+
+@baseline("cam-rect", needs_proposals=False, description="CAM box filled")
 def box_mask(
     box: Box, size: tuple[int, int], proposals: np.ndarray | None = None
 ) -> tuple[np.ndarray, int]:
@@ -59,7 +73,7 @@ def box_mask(
     return mask, -1
 
 
-@BASELINES.register("cam-ellipse")
+@baseline("cam-ellipse", needs_proposals=False, description="ellipse inscribed in the CAM box")
 def ellipse_mask(
     box: Box, size: tuple[int, int], proposals: np.ndarray | None = None
 ) -> tuple[np.ndarray, int]:
@@ -71,7 +85,9 @@ def ellipse_mask(
     return ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0, -1
 
 
-@BASELINES.register("cam-proposal")
+@baseline(
+    "cam-proposal", needs_proposals=True, description="proposal of highest IoU with the CAM box"
+)
 def proposal_mask(
     box: Box, size: tuple[int, int], proposals: np.ndarray | None = None
 ) -> tuple[np.ndarray, int]:

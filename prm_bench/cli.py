@@ -31,6 +31,7 @@ from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesConfig, generate_shapes
 from prm_bench.executors import make_executor
+from prm_bench.methods import METHODS
 from prm_bench.metrics import METRICS
 from prm_bench.peaks import STIMULATIONS
 from prm_bench.proposals import GALLERIES, open_gallery
@@ -65,6 +66,7 @@ FAMILIES: dict[str, Registry] = {
     "terms": TERMS,
     "galleries": GALLERIES,
     "baselines": BASELINES,
+    "methods": METHODS,
     "metrics": METRICS,
     "datasets": DATASETS,
 }
@@ -74,6 +76,15 @@ def _describe(family: str, name: str) -> tuple[str, str]:
     entry = FAMILIES[family].get(name)
     if family == "backbones":
         return f"{entry.channels} ch, stride {entry.stride}", entry.description
+    if family == "methods":
+        needs = ["proposals"] if entry.needs_proposals else []
+        configured = "retrieval" if entry.uses_retrieval else "method.baseline"
+        return ", ".join([*needs, f"configured by {configured}"]), entry.description
+    if family == "galleries":
+        traits = entry.traits
+        needs = [n for n, on in (("root", traits.needs_root), ("ground truth",
+                 traits.needs_truth), ("store cache", traits.store_cache)) if on]  # fmt: skip
+        return ", ".join(needs) or "-", (entry.__doc__ or "").strip().splitlines()[0]
     if family == "terms":
         on = [n for n, flag in (("instance", entry.instance), ("boundary", entry.boundary),
                                 ("class", entry.klass)) if flag]  # fmt: skip
@@ -93,7 +104,7 @@ def list_entries(
     pattern: str = typer.Argument("*", help="fnmatch pattern over the names, e.g. 'resnet*'."),
 ) -> None:
     """List the entries of the registries (backbones, stimulations, terms, galleries,
-    baselines, metrics, datasets)."""
+    baselines, methods, metrics, datasets)."""
     if family is not None and family not in FAMILIES:
         console.print(
             f"[red]error:[/] unknown family {family!r} (choose from {', '.join(FAMILIES)})"

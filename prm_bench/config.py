@@ -24,8 +24,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prm_bench.backbones import BACKBONES
-from prm_bench.baselines import BASELINES, BaselineParams
+from prm_bench.baselines import BaselineParams
 from prm_bench.data import DATASETS
+from prm_bench.methods import METHODS
 from prm_bench.metrics import METRICS
 from prm_bench.peaks import STIMULATIONS
 from prm_bench.proposals import GALLERIES
@@ -142,9 +143,10 @@ class ProposalsConfig(_Section):
 
 
 class MethodConfig(_Section):
-    """`prm` (peak response maps + retrieval) or a CAM baseline of DESIGN 2.6."""
+    """An instance method: `prm` (peak response maps + retrieval) or a CAM baseline of
+    DESIGN 2.6 (`prm-bench list methods`)."""
 
-    name: _registered_in(BASELINES, lambda v: v == "prm") = "prm"
+    name: _registered_in(METHODS) = "prm"
     baseline: BaselineParams = Field(default_factory=BaselineParams)
 
 

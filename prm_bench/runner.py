@@ -32,6 +32,7 @@ from prm_bench.config import Cell, ExperimentConfig, Plan
 from prm_bench.data import generate_missing
 from prm_bench.data.base import DataError, check_split
 from prm_bench.executors import Executor, LocalExecutor
+from prm_bench.proposals import gallery_traits
 from prm_bench.stages import evaluate, infer, retrieve, train
 from prm_bench.stages.common import STAGES, StageError, open_split, resolve_device, stage_keys
 from prm_bench.stages.store import Store, write_atomic, write_json
@@ -320,8 +321,9 @@ def preflight(plan: Plan) -> None:
                 f"{data.root} have {len(shapes)} sizes ({shown}, ...): training batches need "
                 "one size, set data.image_size (e.g. 448)"
             )
-        file_gallery = proposals.gallery.removeprefix("gt+") not in ("embedded", "gt")
-        if file_gallery and (proposals.root is None or not proposals.root.is_dir()):
+        if gallery_traits(proposals.gallery).needs_root and (
+            proposals.root is None or not proposals.root.is_dir()
+        ):
             raise DataError(
                 f"proposals.root {proposals.root} must be the folder of the "
                 f"{proposals.gallery} files"

@@ -1,13 +1,21 @@
 """Fault injection: every kind of stored file, damaged every way, then a rerun. The rerun
 recomputes only the damaged stage and gives results identical to the clean run."""
 
+import errno
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from prm_bench.cli import app
 from prm_bench.config import load_plan
 from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.runner import environments, run_plan
@@ -139,3 +147,60 @@ def test_a_resume_in_another_environment_is_reported(clean, tmp_path):
     run_plan(other, tmp_path, jobs=1)
     groups = environments(plan, tmp_path / plan.name)
     assert len(groups) == 2 and any("threads 1" in g for g in groups)
+
+
+def _kill_during(stage: str, config_path, runs, jobs: int = 1) -> None:
+    """Start a run in a subprocess and SIGKILL it once `stage` has started writing."""
+    command = [sys.executable, "-m", "prm_bench", "run", str(config_path),
+               "--runs-dir", str(runs), "--jobs", str(jobs)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = runs / config_path.stem / "store" / stage
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None and not any(store.glob("*/*")):
+        time.sleep(0.01)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("stage", ["train", "infer", "retrieve", "evaluate"])
+def test_a_run_killed_in_any_stage_resumes_to_the_clean_results(clean, tmp_path, stage):
+    plan, runs = clean
+    config_path = tmp_path / f"{plan.name}.yaml"
+    config_path.write_text(yaml.safe_dump(plan_config(plan)))
+    _kill_during(stage, config_path, tmp_path / "runs")
+    status = CliRunner().invoke(app, ["status", str(tmp_path / "runs" / plan.name)])
+    assert status.exit_code == 0, status.output  # a killed run is still a run directory
+    summary = run_plan(load_plan(config_path), tmp_path / "runs", jobs=1)
+    assert not summary.failed_cells
+    pd.testing.assert_frame_equal(
+        sorted_results(tmp_path / "runs" / plan.name / "results.csv"),
+        sorted_results(runs / plan.name / "results.csv"),
+    )
+
+
+def test_a_run_killed_with_one_job_and_resumed_with_two_gives_the_clean_results(clean, tmp_path):
+    plan, runs = clean
+    config_path = tmp_path / f"{plan.name}.yaml"
+    config_path.write_text(yaml.safe_dump(plan_config(plan)))
+    _kill_during("infer", config_path, tmp_path / "runs", jobs=1)
+    run_plan(load_plan(config_path), tmp_path / "runs", jobs=2)
+    pd.testing.assert_frame_equal(
+        sorted_results(tmp_path / "runs" / plan.name / "results.csv"),
+        sorted_results(runs / plan.name / "results.csv"),
+    )
+
+
+def test_a_full_disk_while_writing_results_exits_2_naming_the_run(clean, tmp_path, monkeypatch):
+    plan, runs = clean
+    shutil.copytree(runs / plan.name, tmp_path / plan.name)
+    config_path = tmp_path / f"{plan.name}.yaml"
+    config_path.write_text(yaml.safe_dump(plan_config(plan)))
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("prm_bench.runner.write_atomic", full)
+    result = CliRunner().invoke(app, ["run", str(config_path), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "cannot write the results" in result.output and "No space left" in result.output

@@ -10,7 +10,7 @@ from prm_bench.data.base import DataError
 from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.data.voc import VocDataset
 from prm_bench.masks import mask_iou
-from prm_bench.proposals import GALLERIES, open_gallery
+from prm_bench.proposals import GALLERIES, gallery_traits, open_gallery
 from prm_bench.proposals.embedded import EmbeddedParams, embedded_proposals, merge_hierarchy
 from prm_bench.proposals.quality import gallery_quality
 from prm_bench.registry import UnknownNameError
@@ -203,3 +203,22 @@ def test_gallery_quality_on_a_hand_made_gallery(shapes):
     assert result["instances"] == len(truth)
     perfect = gallery_quality(dataset, open_gallery("gt", dataset=dataset))
     assert perfect["recall@0.5"] == perfect["recall@0.7"] == perfect["abo"] == 1.0
+
+
+@pytest.mark.parametrize("name", [*GALLERIES.names(), "gt+embedded", "gt+mcg"])
+def test_every_gallery_declares_what_it_needs(name):
+    traits = gallery_traits(name)
+    assert traits.needs_truth == name.startswith("gt")
+    assert traits.needs_root == (
+        name.removeprefix("gt+") in ("mcg", "cob", "rle-json", "prm-demo-json")
+    )
+    assert traits.store_cache == name.endswith("embedded")
+
+
+def test_every_method_declares_what_it_needs():
+    from prm_bench.methods import METHODS
+
+    assert METHODS.names() == ["prm", "cam-rect", "cam-ellipse", "cam-proposal"]
+    needs = {n: METHODS.get(n).needs_proposals for n in METHODS.names()}
+    assert needs == {"prm": True, "cam-rect": False, "cam-ellipse": False, "cam-proposal": True}
+    assert [n for n in METHODS.names() if METHODS.get(n).uses_retrieval] == ["prm"]

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,29 @@ from prm_bench.registry import Registry
 
 Gallery = Callable[[str], np.ndarray]
 GalleryFactory = Callable[[Path | None, Dataset | None], Gallery]
+
+
+@dataclass(frozen=True)
+class GalleryTraits:
+    """What a gallery needs, as data (each factory carries one as `.traits`).
+
+    Attributes:
+        needs_root: reads files from `proposals.root`.
+        needs_truth: reads the dataset's instance masks (the split must be opened with
+            segmentation ground truth).
+        store_cache: computed, and cached in the run's store (the root is the store's
+            proposals folder, not a config path).
+    """
+
+    needs_root: bool = False
+    needs_truth: bool = False
+    store_cache: bool = False
+
+
+def gallery_traits(name: str) -> GalleryTraits:
+    """The traits of a registered gallery (including `gt+<name>`)."""
+    return GALLERIES.get(name).traits  # type: ignore[attr-defined]
+
 
 GALLERIES: Registry[GalleryFactory] = Registry(
     "gallery",
@@ -49,6 +72,7 @@ def _file_gallery(suffix: str, reader: Callable[[Path], np.ndarray]) -> GalleryF
         return proposals
 
     factory.__doc__ = f"Proposals read from <root>/<image id>{suffix} ({reader.__doc__})"
+    factory.traits = GalleryTraits(needs_root=True)  # type: ignore[attr-defined]
     return factory
 
 
@@ -109,6 +133,9 @@ def embedded_gallery(
     return proposals
 
 
+embedded_gallery.traits = GalleryTraits(store_cache=True)  # type: ignore[attr-defined]
+
+
 @GALLERIES.register("gt")
 def ground_truth_gallery(root: Path | None = None, dataset: Dataset | None = None) -> Gallery:
     """The image's ground-truth instance masks, in annotation order."""
@@ -123,6 +150,9 @@ def ground_truth_gallery(root: Path | None = None, dataset: Dataset | None = Non
         return np.stack(masks)
 
     return proposals
+
+
+ground_truth_gallery.traits = GalleryTraits(needs_truth=True)  # type: ignore[attr-defined]
 
 
 def _with_ground_truth(name: str) -> GalleryFactory:
@@ -142,6 +172,7 @@ def _with_ground_truth(name: str) -> GalleryFactory:
 
         return proposals
 
+    factory.traits = replace(inner.traits, needs_truth=True)  # type: ignore[attr-defined]
     return factory
 
 

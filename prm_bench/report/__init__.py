@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from prm_bench.methods import METHODS
 from prm_bench.metrics.instance import voc_pr_curve
 from prm_bench.report import figures
 from prm_bench.report.claims import measure_claims
@@ -229,7 +230,7 @@ def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.nda
 
 
 def _qualitative(plan, store: Store, count: int) -> list[dict]:
-    cell = next((c for c in plan.cells if c.config.method.name == "prm"), None)
+    cell = next((c for c in plan.cells if METHODS.get(c.config.method.name).uses_retrieval), None)
     if cell is None:
         return []
     keys = stage_keys(cell.config)

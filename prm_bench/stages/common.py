@@ -10,6 +10,7 @@ from prm_bench.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.data import open_dataset
 from prm_bench.data.base import Dataset, check_disjoint
+from prm_bench.methods import METHODS
 
 STAGES = ("train", "infer", "retrieve", "evaluate")
 
@@ -46,7 +47,8 @@ def stage_keys(config: ExperimentConfig) -> dict[str, str]:
         _data_part(config, "name", "root", "eval_split", "limit_eval"),
         config.proposals,
     )
-    method_part = config.retrieval if config.method.name == "prm" else config.method.baseline
+    uses_retrieval = METHODS.get(config.method.name).uses_retrieval
+    method_part = config.retrieval if uses_retrieval else config.method.baseline
     retrieve = config_hash("retrieve", infer, proposals, config.method.name, method_part)
     evaluate = config_hash("evaluate", retrieve, config.eval)
     return {

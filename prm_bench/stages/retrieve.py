@@ -1,7 +1,8 @@
 """Retrieval stage: instances per evaluation image, written as a COCO results file.
 
-For `method.name == "prm"` each image's PRMs pick proposals (`prm_bench.retrieval`); for a
-CAM baseline the stored class response maps give boxes (`prm_bench.baselines`). Embedded
+For a method that uses retrieval (`prm`) each image's PRMs pick proposals
+(`prm_bench.retrieval`); for a CAM baseline the stored class response maps give boxes
+(`prm_bench.baselines`). Embedded
 proposals are cached in the store under the proposals key, shared by every cell that uses
 the same data and gallery.
 """
@@ -20,7 +21,8 @@ from pycocotools import mask as mask_utils
 from prm_bench.baselines import cam_baseline
 from prm_bench.config import ExperimentConfig
 from prm_bench.masks import encode_rle
-from prm_bench.proposals import open_gallery
+from prm_bench.methods import METHODS
+from prm_bench.proposals import gallery_traits, open_gallery
 from prm_bench.retrieval import (
     PreparedGallery,
     RetrievalParams,
@@ -65,12 +67,15 @@ def prepared_gallery(
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
     """Retrieve the instances of every evaluation image of a cell."""
     folder = store.reset("retrieve", keys["retrieve"])
-    dataset = open_split(config, "eval", segmentation=config.proposals.gallery.startswith("gt"))
-    root = config.proposals.root
-    if config.proposals.gallery.endswith("embedded"):
-        root = store.path("proposals", keys["proposals"])
-    needs_proposals = config.method.name in ("prm", "cam-proposal")
-    gallery = open_gallery(config.proposals.gallery, root, dataset) if needs_proposals else None
+    traits = gallery_traits(config.proposals.gallery)
+    method = METHODS.get(config.method.name)
+    dataset = open_split(config, "eval", segmentation=traits.needs_truth)
+    root = (
+        store.path("proposals", keys["proposals"]) if traits.store_cache else config.proposals.root
+    )
+    gallery = (
+        open_gallery(config.proposals.gallery, root, dataset) if method.needs_proposals else None
+    )
     inferred = store.path("infer", keys["infer"])
     start = time.perf_counter()
     results = []
@@ -79,7 +84,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
     for image_id in dataset.ids:
         stored = read_image(inferred, image_id, at_image_size=at_image_size)
         size = tuple(int(v) for v in stored["image_size"])
-        if config.method.name == "prm":
+        if method.uses_retrieval:
             proposals = prepared_gallery(
                 prepared / f"{image_id}.npz",
                 lambda i=image_id: gallery(i),
