@@ -41,3 +41,6 @@ METHODS.add(
     "prm",
     Method("prm", True, True, "peak response maps pick proposals (the paper's method)"),
 )
+
+# the CAM baselines register themselves on import; import them so the registry is whole
+from prm_bench import baselines as _baselines  # noqa: E402, F401
