@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from prm_bench import __version__
+from prm_bench.atomic import atomic_path
 from prm_bench.config import Cell, ExperimentConfig, Plan
 from prm_bench.data import generate_missing
 from prm_bench.data.base import DataError, check_split
@@ -244,9 +245,8 @@ def _write_outputs(
     results = collect_results(plan, store)
     try:
         write_atomic(run_dir / "results.csv", results.to_csv(index=False).encode())
-        tmp = run_dir / ".results.parquet.tmp"
-        results.to_parquet(tmp, index=False)
-        os.replace(tmp, run_dir / "results.parquet")
+        with atomic_path(run_dir / "results.parquet") as tmp:
+            results.to_parquet(tmp, index=False)
     except OSError as err:
         raise RunOutputError(
             f"cannot write the results in {run_dir}: {err.strerror or err}"

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from prm_bench.atomic import write_atomic
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.masks import encode_rle
 from prm_bench.proposals.embedded import EmbeddedParams, embedded_proposals
@@ -88,17 +87,6 @@ def embedded_cache_dir(root: Path, params: EmbeddedParams) -> Path:
     return Path(root) / f"embedded-{digest[:12]}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @GALLERIES.register("embedded")
 def embedded_gallery(
     root: Path | None = None,
@@ -127,7 +115,7 @@ def embedded_gallery(
                 {"segmentation": encode_rle(m), "score": float(s)}
                 for m, s in zip(masks, scores, strict=True)
             ]
-            _write_atomic(path, json.dumps(entries))
+            write_atomic(path, json.dumps(entries).encode())
         return masks
 
     return proposals

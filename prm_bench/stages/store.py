@@ -13,34 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from prm_bench.atomic import atomic_path, write_atomic
+
 RECORD = "done.json"
-# mkstemp makes 0600 files; stored results are for every user of the machine to read
-_FILE_MODE = 0o644
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(handle, _FILE_MODE)
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -58,16 +40,8 @@ def _json_default(value: Any) -> Any:
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Atomically write compressed arrays (read back without pickle)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.fchmod(handle, _FILE_MODE)
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

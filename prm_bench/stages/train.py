@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prm_bench.atomic import atomic_path
 from prm_bench.backbones import build_classifier, save_checkpoint
 from prm_bench.config import ExperimentConfig
 from prm_bench.metrics.ap import average_precision
@@ -113,9 +113,8 @@ def run(config: ExperimentConfig, store: Store, key: str, device: torch.device) 
                 "seconds": time.perf_counter() - start,
             }
         )
-    tmp = folder / f".{CHECKPOINT}.tmp"
-    save_checkpoint(model, tmp)
-    os.replace(tmp, folder / CHECKPOINT)
+    with atomic_path(folder / CHECKPOINT) as tmp:
+        save_checkpoint(model, tmp)
     write_json(folder / "log.json", log)
     info = {
         "classes": train_set.class_names,
