@@ -209,9 +209,7 @@ def coco_map(
     result: dict[str, float] = {}
     for t, threshold in enumerate(thresholds):
         row = per_class[t]
-        result[f"coco_mAP@{threshold:g}"] = (
-            float(np.nanmean(row)) if not np.all(np.isnan(row)) else float("nan")
-        )
+        result[f"coco_mAP@{threshold:g}"] = nan_mean(row)
         for c in range(n_classes):
             result[f"coco_AP@{threshold:g}/{class_key(c, class_names)}"] = float(row[c])
     return result

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from prm_bench.atomic import atomic_path
 from prm_bench.backbones import build_classifier, save_checkpoint
 from prm_bench.config import ExperimentConfig
-from prm_bench.metrics.ap import average_precision
+from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.peaks import class_scores
 from prm_bench.stages.common import StageError, load_images, normalise, open_training_data
 from prm_bench.stages.store import Store, write_json
@@ -27,7 +27,7 @@ def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
         average_precision(scores[:, c], labels[:, c] > 0, int((labels[:, c] > 0).sum()))
         for c in range(labels.shape[1])
     ]
-    return float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan")
+    return nan_mean(aps)
 
 
 def _optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
