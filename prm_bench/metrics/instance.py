@@ -140,6 +140,33 @@ def coco_map(
         {"coco_mAP@t": ..., "coco_AP@t/<class>": ...}.
     """
     n_classes = _classes(predictions, ground_truth, num_classes)
+    thresholds = list(iou_thresholds)
+    images, annotations, results = _coco_records(predictions, ground_truth)
+    per_class = np.full((len(thresholds), n_classes), np.nan)
+    counts = np.bincount([a["category_id"] - 1 for a in annotations], minlength=n_classes)
+    per_class[:, counts[:n_classes] > 0] = 0.0
+    if images and annotations and results:
+        precision, categories = _coco_precision(
+            images, annotations, results, thresholds, n_classes, max_detections
+        )
+        for t in range(len(thresholds)):
+            for k, category in enumerate(categories):
+                values = precision[t, :, k]
+                if counts[category - 1] > 0:
+                    scored = values[values > -1]
+                    per_class[t, category - 1] = scored.mean() if len(scored) else 0.0
+    result: dict[str, float] = {}
+    for t, threshold in enumerate(thresholds):
+        result[f"coco_mAP@{threshold:g}"] = nan_mean(per_class[t])
+        for c in range(n_classes):
+            result[f"coco_AP@{threshold:g}/{class_key(c, class_names)}"] = float(per_class[t, c])
+    return result
+
+
+def _coco_records(
+    predictions: Instances, ground_truth: Instances
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """COCO images, ground-truth annotations (difficult ones dropped) and results."""
     images, annotations, results = [], [], []
     for number, (preds, truth) in enumerate(zip(predictions, ground_truth, strict=True), 1):
         shape = _image_shape(preds, truth)
@@ -162,57 +189,39 @@ def coco_map(
                 }
             )
         for instance in preds:
-            rle = encode_rle(np.asarray(instance["mask"], bool))
             results.append(
                 {
                     "image_id": number,
                     "category_id": instance["class"] + 1,
-                    "segmentation": rle,
+                    "segmentation": encode_rle(np.asarray(instance["mask"], bool)),
                     "score": float(instance["score"]),
                 }
             )
-    thresholds = list(iou_thresholds)
-    per_class = np.full((len(thresholds), n_classes), np.nan)
-    counts = np.bincount([a["category_id"] - 1 for a in annotations], minlength=n_classes)
-    per_class[:, counts[:n_classes] > 0] = 0.0
-    if images and annotations and results:
-        categories = [{"id": c + 1, "name": str(c)} for c in range(n_classes)]
-        with contextlib.redirect_stdout(io.StringIO()):
-            truth_api = COCO()
-            truth_api.dataset = {
-                "images": images,
-                "annotations": annotations,
-                "categories": categories,
-            }
-            truth_api.createIndex()
-            for result in results:
-                result["segmentation"] = {
-                    **result["segmentation"],
-                    "counts": result["segmentation"]["counts"],
-                }
-            result_api = truth_api.loadRes(results)
-            evaluator = COCOeval(truth_api, result_api, iouType="segm")
-            evaluator.params.iouThrs = np.asarray(thresholds, dtype=np.float64)
-            evaluator.params.maxDets = [max_detections]
-            evaluator.params.areaRng = [[0.0, 1e10]]
-            evaluator.params.areaRngLbl = ["all"]
-            evaluator.evaluate()
-            evaluator.accumulate()
-        precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (T, R, K)
-        for t in range(len(thresholds)):
-            for k, category in enumerate(evaluator.params.catIds):
-                values = precision[t, :, k]
-                if counts[category - 1] > 0:
-                    per_class[t, category - 1] = (
-                        values[values > -1].mean() if (values > -1).any() else 0.0
-                    )
-    result: dict[str, float] = {}
-    for t, threshold in enumerate(thresholds):
-        row = per_class[t]
-        result[f"coco_mAP@{threshold:g}"] = nan_mean(row)
-        for c in range(n_classes):
-            result[f"coco_AP@{threshold:g}/{class_key(c, class_names)}"] = float(row[c])
-    return result
+    return images, annotations, results
+
+
+def _coco_precision(
+    images: list[dict],
+    annotations: list[dict],
+    results: list[dict],
+    thresholds: list[float],
+    n_classes: int,
+    max_detections: int,
+) -> tuple[np.ndarray, list[int]]:
+    """COCOeval's precision (T, R, K) at area "all" and the last maxDets, and its K ids."""
+    categories = [{"id": c + 1, "name": str(c)} for c in range(n_classes)]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        truth_api = COCO()
+        truth_api.dataset = {"images": images, "annotations": annotations, "categories": categories}
+        truth_api.createIndex()
+        evaluator = COCOeval(truth_api, truth_api.loadRes(results), iouType="segm")
+        evaluator.params.iouThrs = np.asarray(thresholds, dtype=np.float64)
+        evaluator.params.maxDets = [max_detections]
+        evaluator.params.areaRng = [[0.0, 1e10]]
+        evaluator.params.areaRngLbl = ["all"]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator.eval["precision"][:, :, :, 0, -1], list(evaluator.params.catIds)
 
 
 def best_overlaps(
