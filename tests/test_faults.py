@@ -204,3 +204,25 @@ def test_a_full_disk_while_writing_results_exits_2_naming_the_run(clean, tmp_pat
     result = CliRunner().invoke(app, ["run", str(config_path), "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "cannot write the results" in result.output and "No space left" in result.output
+
+
+# caches beside the proposals: the embedded gallery (RLE json) and the prepared galleries
+CACHES = [("embedded-*", "*.json"), ("prepared", "*.npz")]
+
+
+@pytest.mark.parametrize("fault", ["truncate", "zero", "garbage", "delete"])
+@pytest.mark.parametrize(("folder", "pattern"), CACHES, ids=[c[0] for c in CACHES])
+def test_a_damaged_proposal_cache_is_recomputed(clean, tmp_path, folder, pattern, fault):
+    plan, runs = clean
+    shutil.copytree(runs / plan.name, tmp_path / plan.name)
+    store = tmp_path / plan.name / "store"
+    proposals = store / "proposals" / stage_keys(plan.cells[0].config)["proposals"]
+    damage(sorted(proposals.glob(f"{folder}/{pattern}"))[0], fault)
+    for record in (store / "retrieve").glob("*/done.json"):
+        record.unlink()  # retrieval reruns and reads the damaged cache
+    summary = run_plan(plan, tmp_path, jobs=1)
+    assert summary.executed["retrieve"] == 2 and not summary.failed_cells
+    pd.testing.assert_frame_equal(
+        sorted_results(tmp_path / plan.name / "results.csv"),
+        sorted_results(runs / plan.name / "results.csv"),
+    )

@@ -75,7 +75,7 @@ def read_cob(path: Path) -> np.ndarray:
 def _read_json(path: Path) -> list:
     try:
         content = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(content, list):
         raise DataError(f"{path} must hold a list of proposals")

@@ -57,7 +57,7 @@ def prepared_gallery(
             cached = PreparedGallery.from_arrays(load_npz(path))
             if cached.key == expected:
                 return cached
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass
     gallery = prepare_gallery(proposals(), size, params)
     save_npz(path, **gallery.to_arrays())
