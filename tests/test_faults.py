@@ -17,18 +17,13 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.runner import environments, run_plan
 from prm_bench.stages.common import stage_keys
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    root = generate_shapes(
-        tmp_path_factory.mktemp("data") / "shapes",
-        ShapesConfig(seed=11, n_train=24, n_val=6, size=64, classes=3),
-        jobs=1,
-    )
+def clean(tmp_path_factory, make_shapes):
+    root = make_shapes(seed=11, n_train=24, n_val=6, size=64, classes=3)
     config = plan_config_for(root)
     plan = load_plan(config)
     runs = tmp_path_factory.mktemp("runs")

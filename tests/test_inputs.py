@@ -17,19 +17,14 @@ from typer.testing import CliRunner
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
 from prm_bench.data.base import DataError
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.runner import execute_task, preflight
 from prm_bench.stages.common import StageError, stage_keys
 from prm_bench.stages.store import Store, save_npz, write_atomic
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return generate_shapes(
-        tmp_path_factory.mktemp("data") / "shapes",
-        ShapesConfig(seed=13, n_train=12, n_val=4, size=48, classes=2),
-        jobs=1,
-    )
+def shapes(make_shapes):
+    return make_shapes(seed=13, n_train=12, n_val=4, size=48, classes=2)
 
 
 def tiny(root, **sections) -> dict:

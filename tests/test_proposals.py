@@ -7,7 +7,6 @@ import scipy.io
 from pycocotools import mask as mask_utils
 
 from prm_bench.data.base import DataError
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.data.voc import VocDataset
 from prm_bench.masks import mask_iou
 from prm_bench.proposals import GALLERIES, gallery_traits, open_gallery
@@ -94,12 +93,8 @@ def test_missing_files_and_bad_content_are_clear_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = generate_shapes(
-        tmp_path_factory.mktemp("data") / "shapes",
-        ShapesConfig(seed=1, n_train=2, n_val=6, size=64, classes=3),
-        jobs=1,
-    )
+def shapes(make_shapes):
+    root = make_shapes(seed=1, n_train=2, n_val=6, size=64, classes=3)
     return root, VocDataset(root, "val", segmentation=True)
 
 

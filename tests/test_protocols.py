@@ -8,7 +8,6 @@ import pytest
 
 from prm_bench.config import load_plan
 from prm_bench.data import open_dataset
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.metrics.bootstrap import metric_samples
 from prm_bench.metrics.semantic import semantic_miou
 from prm_bench.runner import run_plan
@@ -20,12 +19,8 @@ from prm_bench.stages.store import Store
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    root = generate_shapes(
-        tmp_path_factory.mktemp("data") / "shapes",
-        ShapesConfig(seed=5, n_train=24, n_val=6, size=64, classes=3),
-        jobs=1,
-    )
+def finished(tmp_path_factory, make_shapes):
+    root = make_shapes(seed=5, n_train=24, n_val=6, size=64, classes=3)
     config = {
         "data": {"name": "shapes", "root": str(root), "image_size": 96},
         "backbone": {"name": "test_resnet"},
