@@ -1,0 +1,321 @@
+"""Build a report from a finished run: one function per section of its README.md."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from prm_bench.config import ExperimentConfig, Plan
+from prm_bench.methods import METHODS
+from prm_bench.metrics.instance import voc_pr_curve
+from prm_bench.report import figures
+from prm_bench.report.claims import measure_claims
+from prm_bench.report.tables import ReportTable, build_tables, to_latex, to_markdown
+from prm_bench.runner import environments, plan_from_manifest
+from prm_bench.stages.common import open_split, stage_keys
+from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
+from prm_bench.stages.infer import read_image
+from prm_bench.stages.retrieve import read_results
+from prm_bench.stages.store import Store
+
+
+@dataclass
+class _Run:
+    """What every section reads: the run's results, plan, manifest and store."""
+
+    run_dir: Path
+    out: Path
+    results: pd.DataFrame
+    plan: Plan
+    manifest: dict
+    configs: dict[int, ExperimentConfig]
+    store: Store
+    tables: list[ReportTable]
+
+    @property
+    def figures(self) -> Path:
+        return self.out / "figures"
+
+
+def build_report(
+    run_dir: str | Path, out: str | Path | None = None, samples: int = 3, resamples: int = 1000
+) -> Path:
+    """Compile the tables, claims and figures of a finished run into `out`
+    (default: `<run_dir>/report`); claims get bootstrap CIs from `resamples` draws."""
+    run = _open(Path(run_dir), Path(out) if out else Path(run_dir) / "report")
+    (run.out / "tables").mkdir(parents=True, exist_ok=True)
+    lines = [
+        *_header(run),
+        *_tables(run),
+        *_claims(run, resamples),
+        *_training(run),
+        *_precision_recall(run),
+        *_qualitative_section(run, samples),
+    ]
+    (run.out / "README.md").write_text("\n".join(lines))
+    return run.out
+
+
+def _open(run_dir: Path, out: Path) -> _Run:
+    results_file = run_dir / "results.csv"
+    if not results_file.is_file() or not (run_dir / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no results.csv/manifest.json: run `prm-bench run` first"
+        )
+    results = pd.read_csv(results_file) if results_file.stat().st_size > 1 else pd.DataFrame()
+    if results.empty:
+        raise FileNotFoundError(
+            f"{run_dir} has no finished cell yet: finish `prm-bench run` (see prm-bench status)"
+        )
+    plan = plan_from_manifest(run_dir)
+    return _Run(
+        run_dir,
+        out,
+        results,
+        plan,
+        json.loads((run_dir / "manifest.json").read_text()),
+        {cell.index: cell.config for cell in plan.cells},
+        Store(run_dir / "store"),
+        build_tables(results),
+    )
+
+
+def _header(run: _Run) -> list[str]:
+    manifest, first = run.manifest, run.plan.cells[0].config
+    device = manifest.get("device_used") or manifest.get("device")
+    wall = manifest.get("wall_seconds")
+    return [
+        f"# Report: {run.plan.name}",
+        "",
+        *_setting(run.plan.source),
+        f"- Source config: `{_shown_path(manifest.get('source'))}`; git commit "
+        f"`{manifest.get('git_commit')}`; device {device} ({manifest.get('threads', '?')} "
+        f"threads); torch {manifest['versions']['torch']}.",
+        f"- Dataset: {first.data.name}, trained on `{first.data.train_split}`, evaluated on "
+        f"`{first.data.eval_split}`; backbones: "
+        f"{_describe({c.backbone.name for c in run.configs.values()})}; seeds: "
+        f"{_describe({c.train.seed for c in run.configs.values()})}.",
+        _environment_line(run.plan, run.run_dir),
+        f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
+        + (f"; whole run {wall / 60:.1f} min." if wall is not None else "."),
+        "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "
+        "published number (PASCAL VOC 2012 val) and `diff` this run minus the paper.",
+        "",
+    ]
+
+
+def _tables(run: _Run) -> list[str]:
+    first = run.plan.cells[0].config
+    split = f"{first.data.name} ({first.data.eval_split})"
+    lines = []
+    for table in run.tables:
+        cells = [c for members in table.cells.values() for c in members]
+        backbones = _describe({run.configs[c].backbone.name for c in cells})
+        table.frame.to_csv(run.out / "tables" / f"{table.spec.key}.csv", index=False)
+        (run.out / "tables" / f"{table.spec.key}.tex").write_text(
+            to_latex(table.frame, table.spec.title)
+        )
+        figures.save(figures.bar_chart(table), run.figures, table.spec.key)
+        lines += [
+            f"## {table.spec.title}",
+            "",
+            f"Protocol: {table.spec.protocol}. Dataset {split}; backbone {backbones}; "
+            f"seeds per row: {table.seeds}.",
+            "",
+            to_markdown(table.frame),
+            "",
+            f"![{table.spec.key}](figures/{table.spec.key}.png)",
+            "",
+        ]
+        if table.axes == ["backbone.name"]:
+            figures.save(figures.backbone_comparison(table), run.figures, "backbone_comparison")
+            lines += ["![backbones](figures/backbone_comparison.png)", ""]
+    return lines
+
+
+def _claims(run: _Run, resamples: int) -> list[str]:
+    claims, intervals = measure_claims(
+        run.tables,
+        _statistics_reader(run.store, run.configs),
+        lambda c: run.configs[c].train.seed,
+        resamples,
+    )
+    claims.to_csv(run.out / "tables" / "claims.csv", index=False)
+    lines = ["## The paper's claims, measured here", "", *_claims_method(intervals), ""]
+    lines += [to_markdown(claims), ""]
+    if any(i is not None for i in intervals):
+        figures.save(figures.claims_forest(claims, intervals), run.figures, "claims")
+        lines += ["![claims](figures/claims.png)", ""]
+    return lines
+
+
+def _training(run: _Run) -> list[str]:
+    labels: dict[str, str] = {}
+    for cell in run.plan.cells:
+        config = cell.config
+        labels.setdefault(
+            stage_keys(config)["train"],
+            f"{config.backbone.name} / {config.stimulation.name} / seed {config.train.seed}",
+        )
+    logs = figures.read_training_logs(run.run_dir / "store", labels)
+    if not logs:
+        return []
+    figures.save(figures.training_curves(logs), run.figures, "training_curves")
+    return ["## Training curves", "", "![training](figures/training_curves.png)", ""]
+
+
+def _precision_recall(run: _Run) -> list[str]:
+    curves = _pr_curves(run.plan, run.store, run.tables)
+    if not curves:
+        return []
+    figures.save(figures.pr_curves(curves), run.figures, "pr_curves")
+    return ["## Precision-recall at IoU 0.5", "", "![pr](figures/pr_curves.png)", ""]
+
+
+def _qualitative_section(run: _Run, samples: int) -> list[str]:
+    panel = _qualitative(run.plan, run.store, samples)
+    if not panel:
+        return []
+    figures.save(figures.qualitative_panel(panel), run.figures, "qualitative")
+    return [
+        "## Qualitative results (first PRM cell)",
+        "",
+        "![qualitative](figures/qualitative.png)",
+        "",
+    ]
+
+
+def _stage_time(manifest: dict) -> str:
+    totals: dict[str, float] = {}
+    for name, seconds in manifest.get("stage_seconds", {}).items():
+        stage = name.split("/")[0]
+        totals[stage] = totals.get(stage, 0.0) + seconds
+    if not totals:
+        return "nothing ran (every stage was reused)"
+    parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
+    return f"{sum(totals.values()):.0f} s ({parts})"
+
+
+def _environment_line(plan, run_dir: Path) -> str:
+    groups = environments(plan, run_dir)
+    if len(groups) <= 1:
+        return f"- Every stage was computed with: {next(iter(groups), 'unknown')}."
+    parts = "; ".join(f"{d} ({len(s)} stages)" for d, s in groups.items())
+    return f"- **Mixed environments** (a resume changed threads, versions or device): {parts}."
+
+
+def _setting(source: Path | str | None) -> list[str]:
+    """The leading comment block of the run's config file (what the setting is and why),
+    as a quoted paragraph."""
+    path = Path(source) if source else None
+    if path is None or not path.is_file():
+        return []
+    comments = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append("> " + line.removeprefix("#").strip())
+    return [*comments, ""] if comments else []
+
+
+def _shown_path(source: str | None) -> str | None:
+    """The config path relative to the working directory where possible."""
+    if source is None:
+        return None
+    try:
+        return str(Path(source).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return source
+
+
+def _describe(values: set) -> str:
+    return ", ".join(sorted(str(v) for v in values))
+
+
+def _statistics_reader(store: Store, configs: dict) -> Callable[[int], dict | None]:
+    """A cell's per-image statistics (None for a store written before they existed)."""
+
+    @functools.cache
+    def read(cell: int) -> dict | None:
+        key = stage_keys(configs[cell])["evaluate"]
+        path = store.path("evaluate", key) / STATISTICS_FILE
+        return read_statistics(store, key) if path.is_file() else None
+
+    return read
+
+
+def _claims_method(intervals: list) -> list[str]:
+    measured = [i for i in intervals if i is not None]
+    if not measured:
+        return ["No per-image statistics in this run's store: no CI and no verdict."]
+    methods = sorted({i.method for i in measured})
+    return [
+        f"Effects are better minus worse in percentage points (mean over seeds). The 95% CI "
+        f"is a {' / '.join(methods)} with {measured[0].resamples} seeded resamples: both "
+        "sides are recomputed on the same draw. Verdict: **holds** when the CI is above 0, "
+        "**contradicted** when below, **inconclusive** when it contains 0."
+    ]
+
+
+def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Curves for the rows of the method table, else the retrieval-term table."""
+    wanted = next((t for t in tables if t.axes == ["method.name"]), None) or next(
+        (t for t in tables if t.axes == ["retrieval.terms"]), None
+    )
+    if wanted is None:
+        return {}
+    axis = wanted.axes[0]
+    curves = {}
+    for cell in plan.cells:
+        value = cell.axes.get(axis)
+        keys = stage_keys(cell.config)
+        if value is None or str(value) in curves or not store.is_done("retrieve", keys["retrieve"]):
+            continue
+        dataset = open_split(cell.config, "eval", segmentation=True)
+        truth = [
+            [{"mask": i.mask, "class": i.label} for i in dataset.instances(x)] for x in dataset.ids
+        ]
+        predictions = read_results(store.path("retrieve", keys["retrieve"]), dataset.ids)
+        curves[str(value)] = voc_pr_curve(predictions, truth, 0.5, len(dataset.class_names))
+    return curves
+
+
+def _qualitative(plan, store: Store, count: int) -> list[dict]:
+    cell = next((c for c in plan.cells if METHODS.get(c.config.method.name).uses_retrieval), None)
+    if cell is None:
+        return []
+    keys = stage_keys(cell.config)
+    if not store.is_done("retrieve", keys["retrieve"]):
+        return []
+    dataset = open_split(cell.config, "eval", segmentation=True)
+    ids = dataset.ids[:count]
+    predictions = read_results(store.path("retrieve", keys["retrieve"]), ids)
+    samples = []
+    for image_id, predicted in zip(ids, predictions, strict=True):
+        image = dataset.image(image_id)
+        stored = read_image(store.path("infer", keys["infer"]), image_id, at_image_size=True)
+        crm = torch.as_tensor(stored["crm"])
+        crm = (
+            F.interpolate(crm, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+            .amax(0)
+            .numpy()
+        )
+        samples.append(
+            {
+                "id": image_id,
+                "image": image,
+                "crm": crm,
+                "prms": stored["prms"],
+                "predicted": [p["mask"] for p in predicted if p["score"] > -np.inf][:8],
+                "truth": [i.mask for i in dataset.instances(image_id)],
+            }
+        )
+    return samples
