@@ -120,4 +120,4 @@ def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path): 
     assert (out / "tables" / "t1_instance.tex").read_text().startswith("\\begin{table}")
     assert "\\toprule" in (out / "tables" / "t5_terms.tex").read_text()
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
-    assert result.exit_code == 2 and "run `prm-bench run` first" in result.output
+    assert result.exit_code == 2 and "not a prm-bench run directory" in result.output
