@@ -77,6 +77,23 @@ def test_sub_grids_over_the_same_axis_get_their_own_tables_and_claims():
     assert effects[lite_claim] == "-20.0"
 
 
+def test_a_zipped_axis_with_a_null_value_keeps_its_cells_in_one_table():
+    rows = [
+        {"cell": 0, "backbone.name": "resnet10t", "backbone.output_stride": 16.0},
+        {"cell": 1, "backbone.name": "vgg11_bn", "backbone.output_stride": None},
+    ]
+    results = pd.DataFrame(
+        [{**r, "seed": 0, "protocol": "voc", "metric": "mAP@0.5", "value": 0.3 + r["cell"] / 10}
+         for r in rows]
+    )  # fmt: skip
+    axes = {0: {"backbone.name", "backbone.output_stride"}} | {
+        1: {"backbone.name", "backbone.output_stride"}
+    }
+    (table,) = build_tables(results, axes)
+    assert table.axes == ["backbone.name"] and len(table.numbers) == 2
+    assert len(build_tables(results)) == 2  # without the declared axes the null splits them
+
+
 def test_paper_effects_are_computed_from_the_paper_numbers():
     effects = {c.text: c.paper_effect() for c in CLAIMS}
     assert effects["PRM beats CAM + proposals on mAP^r@0.5"] == pytest.approx(26.8 - 7.8)

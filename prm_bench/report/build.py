@@ -84,7 +84,7 @@ def _open(run_dir: Path, out: Path) -> _Run:
         json.loads((run_dir / "manifest.json").read_text()),
         {cell.index: cell.config for cell in plan.cells},
         Store(run_dir / "store"),
-        build_tables(results),
+        build_tables(results, {cell.index: set(cell.axes) for cell in plan.cells}),
     )
 
 

@@ -39,7 +39,8 @@ SPECS: dict[frozenset[str], TableSpec] = {
         "t2_t3_stimulation",
         "T2/T3. Peak stimulation variants: pointing, PRM quality, instances",
         ["pointing_mAP", "prm_correct", "prm_score/1", "prm_score/2-5", "prm_score/6+", "mAP@0.5"],
-        "pointwise localization (18 px), PRM quality (share > 0.5; mean score by objects), mAP^r",
+        "pointwise localization (18 px at VOC's scale, scaled with the image), PRM quality "
+        "(share > 0.5, void left out; mean score by objects), mAP^r",
     ),
     frozenset({"retrieval.terms"}): TableSpec(
         "t5_terms", "T5. Retrieval-term subsets", MAIN, "mAP^r VOC style, ABO, mIoU"
@@ -84,19 +85,30 @@ def axis_columns(results: pd.DataFrame) -> list[str]:
     return [c for c in results.columns if c not in fixed]
 
 
-def _group_key(row: pd.Series, axes: list[str]) -> frozenset[str]:
+def _group_key(row: pd.Series, axes: list[str], declared: set[str] | None) -> frozenset[str]:
+    if declared is not None:  # the cell's sub-grid axes, a null value (e.g. a stride) included
+        return frozenset(a for a in axes if a in declared and a not in SEED_AXES)
     return frozenset(a for a in axes if pd.notna(row[a]) and a not in SEED_AXES)
 
 
-def build_tables(results: pd.DataFrame) -> list[ReportTable]:
-    """One table per set of varied axes found in the results."""
+def build_tables(
+    results: pd.DataFrame, cell_axes: dict[int, set[str]] | None = None
+) -> list[ReportTable]:
+    """One table per set of varied axes found in the results.
+
+    Args:
+        results: the run's tidy results.
+        cell_axes: each cell's grid axes (from the manifest); without it a cell's axes
+            are its non-empty axis columns, which misses axes whose value is null.
+    """
     if results.empty:
         return []
     axes = axis_columns(results)
     cells = results.drop_duplicates("cell").set_index("cell")
     groups: dict[frozenset[str], list[int]] = {}
     for cell, row in cells.iterrows():
-        groups.setdefault(_group_key(row, axes), []).append(cell)
+        declared = cell_axes.get(cell) if cell_axes is not None else None
+        groups.setdefault(_group_key(row, axes, declared), []).append(cell)
     tables = []
     for grouped, members in groups.items():
         if not grouped:
@@ -104,9 +116,9 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
         varied = _independent_axes(cells.loc[members], grouped)
         table_axes = [a for a in axes if a in varied]
         context = {
-            a: cells.loc[members[0], a]
+            a: _shown(cells.loc[members[0], a])
             for a in axes
-            if a in grouped and a not in varied and cells.loc[members, a].nunique() == 1
+            if a in grouped and a not in varied and cells.loc[members, a].nunique(dropna=False) == 1
         }
         spec = SPECS.get(varied) or TableSpec(
             "axes_" + "_".join(a.replace(".", "-") for a in table_axes),
@@ -120,6 +132,13 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
     _distinguish(tables)
     # the paper's tables first (t1, t2, ...), then the reproduction axes
     return sorted(tables, key=lambda t: (t.spec.key.startswith("axes_"), t.spec.key))
+
+
+def _shown(value: object) -> object:
+    """An axis value as written in the config (CSV turns ints into floats, null into NaN)."""
+    if isinstance(value, float):
+        return "null" if np.isnan(value) else int(value) if value.is_integer() else value
+    return value
 
 
 def _distinguish(tables: list[ReportTable]) -> None:
