@@ -309,6 +309,13 @@ def preflight(plan: Plan) -> None:
         if marker in seen:
             continue
         seen.add(marker)
+        if gallery_traits(proposals.gallery).needs_root and (
+            proposals.root is None or not proposals.root.is_dir()
+        ):
+            raise DataError(
+                f"proposals.root {proposals.root} must be the folder of the "
+                f"{proposals.gallery} files"
+            )
         if data.generate:
             generate_missing(data.name, data.root)
         train_sizes = check_split(open_split(cell.config, "train"))
@@ -320,13 +327,6 @@ def preflight(plan: Plan) -> None:
                 f"data.image_size is null but the {len(train_sizes)} training images of "
                 f"{data.root} have {len(shapes)} sizes ({shown}, ...): training batches need "
                 "one size, set data.image_size (e.g. 448)"
-            )
-        if gallery_traits(proposals.gallery).needs_root and (
-            proposals.root is None or not proposals.root.is_dir()
-        ):
-            raise DataError(
-                f"proposals.root {proposals.root} must be the folder of the "
-                f"{proposals.gallery} files"
             )
 
 

@@ -60,7 +60,7 @@ def test_config_mistakes_exit_2_with_one_message(tmp_path, text, message):
     with pytest.raises(ConfigError) as caught:
         load_plan(path)
     assert message in str(caught.value)
-    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"], env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
@@ -76,8 +76,10 @@ def test_runs_dir_that_is_a_file_exits_2(shapes, tmp_path):
     config.write_text(yaml.safe_dump(tiny(shapes)))
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(blocker)])
-    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    result = CliRunner().invoke(
+        app, ["run", str(config), "--runs-dir", str(blocker)], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 2 and "isafile,notafolder" in "".join(result.output.split())
 
 
 def test_status_and_report_refuse_a_damaged_or_unfinished_run(tmp_path):
@@ -85,8 +87,8 @@ def test_status_and_report_refuse_a_damaged_or_unfinished_run(tmp_path):
     run_dir.mkdir()
     (run_dir / "manifest.json").write_text('{"cells": [')
     for command in (["status", str(run_dir)], ["report", str(run_dir)]):
-        result = CliRunner().invoke(app, command)
-        assert result.exit_code == 2 and "manifest.json" in result.output
+        result = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+        assert result.exit_code == 2 and "manifest.json" in "".join(result.output.split())
 
 
 def test_a_missing_shapes_root_is_an_error_unless_generation_is_asked(tmp_path):
