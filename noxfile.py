@@ -1,5 +1,5 @@
 """Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s demo`, `nox -s claims`,
-`nox -s bench`."""
+`nox -s tuning`, `nox -s bench`."""
 
 import nox
 
@@ -10,7 +10,7 @@ nox.options.sessions = ["lint", "tests"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite on CPU."""
-    session.install(*TORCH, "-e", ".[test,dist]")
+    session.install(*TORCH, "-e", ".[test,dist,tune]")
     session.run("pytest", "-n", "auto", *session.posargs)
 
 
@@ -36,6 +36,15 @@ def claims(session: nox.Session) -> None:
     session.install(*TORCH, "-e", ".")
     session.run("prm-bench", "run", "ablations/claims.yaml", *session.posargs)
     session.run("prm-bench", "report", "runs/claims", "--out", "reports/claims")
+
+
+@nox.session
+def tuning(session: nox.Session) -> None:
+    """The tuning example (tune on shapes' tune split, test once on val), as committed in
+    reports/tuning/."""
+    session.install(*TORCH, "-e", ".[tune]")
+    session.run("prm-bench", "tune", "ablations/quick.yaml", "--trials", "20", "--evaluate")
+    session.run("prm-bench", "report", "runs/quick", "--tuning", "--out", "reports/tuning")
 
 
 @nox.session

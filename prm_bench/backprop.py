@@ -10,9 +10,10 @@ U' = U - m and W+ = relu(W),
 with g / Z taken as 0 where Z < 1e-10.
 
 All other layers keep their ordinary gradient. The rule is linear in the starting
-signal, so the PRMs of all peaks of an image come from one batched pass: the image is
-replicated once per peak, every convolution is computed once (all replicas are the same
-sample) and its output shared, and one backward carries one one-hot signal per replica.
+signal, so the PRMs of all peaks of an image come from one forward pass of the image and
+one backward pass that carries the K one-hot signals as a batch (`torch.autograd.grad`
+with `is_grads_batched`): nothing of the forward is replicated, and every convolution of
+the backward runs once on a batch of K signals.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from prm_bench.peaks import upsample_maps
 
 Strategy = Literal["batched", "sequential", "auto"]
 
-# On a CPU, replicas of a large image make the batched pass memory-bound: measured on 2
-# cores, batched is 1.6-2.3x faster than one backward per peak at 128 px but 0.7-0.9x at
-# 448 px (benchmarks/run.py). `auto` switches to sequential above this many pixels.
+# On a CPU the batched backward is memory-bound at large sizes: measured on 2 cores
+# (ResNet50, 8 peaks, x8), batched is 1.14x sequential at 128 px but 0.6-1.0x at 448 px
+# (benchmarks/prm.py). `auto` takes sequential on a CPU above this many pixels.
 AUTO_CPU_BATCHED_PIXELS = 256 * 256
 
 _Z_EPSILON = 1e-10
@@ -60,28 +61,26 @@ def _explicit_padding(
 
 
 class _ExcitationConv2d(torch.autograd.Function):
-    """conv2d whose backward is the excitation rule.
+    """conv2d whose backward is the excitation rule (vmap-able, so a batch of signals
+    can cross it in one backward)."""
 
-    The input holds identical copies of one sample along the batch dimension, so the
-    forward convolves the first copy only and shares the result; the backward carries a
-    different signal per copy.
-    """
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
-        sample = x[:1]
-        out = F.conv2d(sample, weight, bias, stride, padding, dilation, groups)
+    def forward(x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, weight, _, stride, padding, dilation, groups = inputs
         dilation = _pair(dilation)
         pads = _explicit_padding(padding, weight, dilation)
-        shifted = sample - sample.min()
+        shifted = x - x.min()
         positive = weight.clamp(min=0)
         z = F.conv2d(F.pad(shifted, pads), positive, None, stride, 0, dilation, groups)
         inv_z = torch.where(z < _Z_EPSILON, torch.zeros_like(z), 1.0 / z.clamp(min=_Z_EPSILON))
         ctx.save_for_backward(shifted, positive, inv_z)
         ctx.conv = (_pair(stride), dilation, groups, pads)
-        if x.shape[0] == 1:
-            return out
-        return out.expand(x.shape[0], -1, -1, -1).contiguous()
 
     @staticmethod
     def backward(ctx, signal):  # type: ignore[override]
@@ -108,10 +107,10 @@ def _transposed_conv(
     At stride 1 it is a plain convolution of the signal, padded by the kernel's reach
     less the forward padding, with the kernel flipped and its in/out channels swapped
     per group: CPUs run that forward kernel much faster than a transposed one
-    (depthwise convolutions especially). Strided convolutions use `conv2d_input`.
+    (depthwise convolutions especially). Strided convolutions use `conv_transpose2d`.
     """
     left, right, top, bottom = pads
-    (n, c, h, w), k_h, k_w = (signal.shape[0], *input_shape[1:]), *weight.shape[2:]
+    (c, h, w), (k_h, k_w) = input_shape[1:], weight.shape[2:]
     reach_y, reach_x = dilation[0] * (k_h - 1), dilation[1] * (k_w - 1)
     grow = (reach_x - left, reach_x - right, reach_y - top, reach_y - bottom)
     if stride == (1, 1) and min(grow) >= 0:
@@ -123,9 +122,18 @@ def _transposed_conv(
             .reshape(c, out_channels // groups, k_h, k_w)
         )
         return F.conv2d(F.pad(signal, grow), flipped, None, 1, 0, dilation, groups)
-    padded_shape = (n, c, h + top + bottom, w + left + right)
-    spread = torch.nn.grad.conv2d_input(padded_shape, weight, signal, stride, 0, dilation, groups)
-    return spread[..., top : top + h, left : left + w]
+    # strided: the transposed conv onto the padded input's size (output_padding makes up
+    # the rows and columns the forward's stride skipped), then cropped
+    padded = (h + top + bottom, w + left + right)
+    reach = (reach_y + 1, reach_x + 1)
+    extra = [
+        padded[axis] - ((signal.shape[2 + axis] - 1) * stride[axis] + reach[axis])
+        for axis in (0, 1)
+    ]
+    spread = F.conv_transpose2d(signal, weight, None, stride, 0, extra, groups, dilation)
+    if not any(pads):
+        return spread
+    return F.pad(spread, (-left, -right, -top, -bottom))  # a crop (and vmap-able)
 
 
 def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -145,7 +153,7 @@ class _ExcitationMode(TorchFunctionMode):
 @contextlib.contextmanager
 def excitation_backprop(model: nn.Module) -> Iterator[None]:
     """Within the block, every `nn.Conv2d` of `model` backpropagates with the
-    excitation rule and expects its input to be copies of one sample.
+    excitation rule (for a forward of one image: the shift is by the input's minimum).
 
     The model is restored on exit, also when the block raises: its convolutions get
     their own `forward` back and nothing is left attached.
@@ -242,10 +250,11 @@ def peak_response_maps(
         peaks: (K, 4) rows (batch, class, y, x) from `find_peaks`; y, x index the model's
             maps upsampled by `upsample`.
         upsample: the sub-pixel factor the peaks were found with.
-        strategy: `batched` (default): all peaks of a chunk in one pass; `sequential`:
-            one forward, then one backward per peak, as the original code did; `auto`:
-            batched on GPUs and on CPUs for images up to 256 x 256 pixels, else sequential.
-        chunk_size: peaks per batched pass (bounds memory: one replica per peak).
+        strategy: `batched` (default): one forward, then one backward carrying a chunk
+            of peaks' signals as a batch; `sequential`: one forward, then one backward
+            per peak, as the original code did; `auto`: batched on GPUs and on CPUs for
+            images up to 256 x 256 pixels, else sequential.
+        chunk_size: peaks per batched backward (bounds the backward's memory).
 
     Returns:
         (K, H, W) maps, each >= 0 and summing to 1 (all zero if no signal arrives).
@@ -267,28 +276,21 @@ def peak_response_maps(
     peaks = peaks.to(image.device)
     image = image.detach()
     with torch.enable_grad(), _evaluation(model), excitation_backprop(model):
+        single = image.clone().requires_grad_(True)
+        maps = upsample_maps(model(single), upsample)
+        seeds = _one_hot(maps, peaks)
         if strategy == "sequential":
-            return _sequential(model, image, peaks, upsample)
-        chunks = [_batched(model, image, chunk, upsample) for chunk in peaks.split(chunk_size)]
-    return torch.cat(chunks)
-
-
-def _batched(
-    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
-) -> torch.Tensor:
-    replicas = image.expand(len(peaks), -1, -1, -1).clone().requires_grad_(True)
-    maps = upsample_maps(model(replicas), upsample)
-    (signal,) = torch.autograd.grad(maps, replicas, _one_hot(maps, peaks))
-    return _normalise(signal)
-
-
-def _sequential(
-    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
-) -> torch.Tensor:
-    single = image.clone().requires_grad_(True)
-    maps = upsample_maps(model(single), upsample)
-    seeds = _one_hot(maps, peaks)
-    signals = [
-        torch.autograd.grad(maps, single, seed[None], retain_graph=True)[0] for seed in seeds
-    ]
+            signals = [
+                torch.autograd.grad(maps, single, seed[None], retain_graph=True)[0]
+                for seed in seeds
+            ]
+        else:
+            chunks = seeds.split(chunk_size)
+            signals = [
+                torch.autograd.grad(
+                    maps, single, chunk[:, None], retain_graph=i < len(chunks) - 1,
+                    is_grads_batched=True,
+                )[0][:, 0]
+                for i, chunk in enumerate(chunks)
+            ]  # fmt: skip
     return _normalise(torch.cat(signals))

@@ -85,6 +85,9 @@ def _describe(family: str, name: str) -> tuple[str, str]:
         needs = [n for n, on in (("root", traits.needs_root), ("ground truth",
                  traits.needs_truth), ("store cache", traits.store_cache)) if on]  # fmt: skip
         return ", ".join(needs) or "-", (entry.__doc__ or "").strip().splitlines()[0]
+    if family == "metrics":
+        needs = ", ".join(sorted(entry.needs)) or "instances"
+        return f"protocol {entry.protocol}; needs {needs}", entry.description
     if family == "terms":
         on = [n for n, flag in (("instance", entry.instance), ("boundary", entry.boundary),
                                 ("class", entry.klass)) if flag]  # fmt: skip
@@ -133,24 +136,67 @@ def data_shapes(
     seed: int = typer.Option(0, help="Base seed; the same arguments give identical files."),
     n_train: int = typer.Option(2000, help="Training images."),
     n_val: int = typer.Option(400, help="Validation images."),
+    n_tune: int = typer.Option(200, help="Images of the held-out tuning split (0: none)."),
     size: int = typer.Option(128, help="Image side in pixels."),
     classes: int = typer.Option(5, help=f"Number of classes (1-{len(CLASS_SHAPES)})."),
     jobs: int = typer.Option(-1, help="Worker processes (-1: all cores)."),
 ) -> None:
     """Generate the embedded `shapes` dataset in the PASCAL VOC 2012 layout (+ COCO json)."""
     try:
-        config = ShapesConfig(seed, n_train, n_val, size, classes)
+        config = ShapesConfig(seed, n_train, n_val, size, classes, n_tune=n_tune)
         start = time.perf_counter()
         root = generate_shapes(out_dir, config, jobs=jobs)
     except (ValueError, FileExistsError) as err:
         _fail(err)
     console.print(
-        f"shapes dataset in {root}: {n_train} train + {n_val} val images of {size} px, "
+        f"shapes dataset in {root}: {n_train} train + {n_val} val + {n_tune} tune images "
+        f"of {size} px, "
         f"classes {', '.join(config.class_names)} ({time.perf_counter() - start:.1f} s)"
     )
 
 
 DATASET_OPTION = typer.Option("voc", "--dataset", help="Dataset kind: voc, coco or shapes.")
+
+
+@data_app.command("tune-split")
+def data_tune_split(
+    root: Path = typer.Argument(..., help="Dataset root (VOC layout: voc or shapes)."),
+    source: str = typer.Option(
+        "train", "--from", help="Split with instance masks the tuning images are drawn from."
+    ),
+    train: str = typer.Option(
+        ..., help="The training split (name or list file) to remove the tuning images from."
+    ),
+    count: int = typer.Option(300, min=1, help="Tuning images."),
+    seed: int = typer.Option(0, help="Seed of the draw."),
+    out: Path = typer.Option(..., help="Folder for tune.txt and train-minus-tune.txt."),
+    kind: str = DATASET_OPTION,
+) -> None:
+    """Hold out a seeded subset of a split with masks as the tuning split (data.tune_split)
+    and write the training list without it (data.train_split), so the classifier never
+    sees a tuning image."""
+    try:
+        if kind not in ("voc", "shapes"):
+            raise DataError(
+                f"--dataset {kind}: tune-split writes VOC list files (voc, shapes); for coco "
+                "write an instances_<split>.json subset"
+            )
+        pool = _open(kind, root, source, True).ids
+        if count >= len(pool):
+            raise DataError(f"--count {count}: the {source} split has only {len(pool)} images")
+        training = _open(kind, root, train, False).ids
+    except DataError as err:
+        _fail(err)
+    order = np.random.default_rng(seed).permutation(len(pool))
+    held = sorted(pool[i] for i in order[:count])
+    rest = [i for i in training if i not in set(held)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tune.txt").write_text("".join(f"{i}\n" for i in held))
+    (out / "train-minus-tune.txt").write_text("".join(f"{i}\n" for i in rest))
+    console.print(
+        f"{out / 'tune.txt'}: {len(held)} images of {source} (seed {seed}); "
+        f"{out / 'train-minus-tune.txt'}: {len(rest)} of {len(training)} training images"
+    )
 
 
 def _open(kind: str, root: Path, split: str, segmentation: bool) -> Dataset:
@@ -358,6 +404,77 @@ def run(
 
 
 @app.command()
+def tune(
+    config: Path = typer.Argument(..., help="Experiment YAML with a search: section."),
+    trials: int = typer.Option(20, help="Finished trials the study should hold."),
+    metric: str = typer.Option("mAP@0.5", help="The value to optimise (a headline metric)."),
+    direction: str = typer.Option("maximize", help="maximize or minimize."),
+    storage: str = typer.Option(
+        None, help="Optuna storage URL (default: SQLite in runs/<name>/tuning)."
+    ),
+    evaluate: bool = typer.Option(
+        False, "--evaluate", help="Then test default and tuned once on the evaluation split."
+    ),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key: section.key=value."),
+    jobs: int = typer.Option(1, help="Trials run together (one batch through the executor)."),
+    seed: int = typer.Option(0, help="The sampler's base seed."),
+    device: str = typer.Option(None, help="auto, cpu or cuda (default: run.device)."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are made."),
+    executor: str = typer.Option(
+        "local", help="local (joblib processes), dask or slurm (submitit)."
+    ),
+    scheduler: str = typer.Option(None, help="dask scheduler address, e.g. tcp://host:8786."),
+) -> None:
+    """Tune the config's search: keys on data.tune_split with Optuna, then (--evaluate)
+    test default and tuned once on the evaluation split. Stages are shared with `run`."""
+    from prm_bench.tune import TuneFailed
+    from prm_bench.tune import tune as run_tune
+
+    try:
+        plan = load_plan(config, overrides, use_grid=False)
+        if device not in (None, "auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+        _check_writable(runs_dir)
+        preflight(plan)
+    except (ConfigError, DataError) as err:
+        _fail(err)
+    start = time.perf_counter()
+
+    def report(number: int, values: dict, score: float | None) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())  # fmt: skip
+        outcome = f"{metric} {score:.4f}" if score is not None else "[red]failed[/]"
+        console.print(f"trial {number}: {shown} -> {outcome}")
+
+    try:
+        workers = make_executor(executor, jobs, scheduler, runs_dir / plan.name / "slurm")
+        summary = run_tune(
+            plan, trials, metric, runs_dir, storage, jobs, device, workers, seed, direction,
+            evaluate, report,
+        )  # fmt: skip
+    except (ConfigError, DataError, RunLockedError, RunOutputError, ValueError) as err:
+        _fail(err)
+    except RunInterrupted as err:
+        console.print(f"[yellow]{err}[/] (finished trials are kept in the study)")
+        raise typer.Exit(130) from None
+    except TuneFailed as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    runs = ", ".join(f"{stage} {count}" for stage, count in summary.executed.items())
+    console.print(
+        f"best of {summary.trials} trials ({summary.failed} failed): {metric} "
+        f"{summary.best_value:.4f} with {summary.best_params} (trial {summary.best_trial}); "
+        f"{time.perf_counter() - start:.1f} s; stage runs: {runs}"
+    )
+    console.print(f"best config: {summary.best_config}")
+    if summary.test_dir is not None:
+        console.print(
+            f"tested once on the evaluation split: {summary.test_dir / 'results.csv'} "
+            f"(prm-bench report {summary.run_dir})"
+        )
+
+
+@app.command()
 def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/quick.")) -> None:
     """Show which stages of each cell of a run are done, failed or pending."""
     try:
@@ -393,13 +510,22 @@ def report(
     resamples: int = typer.Option(
         1000, min=100, help="Bootstrap resamples behind each claim's 95% CI."
     ),
+    tuning: bool = typer.Option(
+        False, "--tuning", help="Only the `prm-bench tune` study (tuned vs default)."
+    ),
 ) -> None:
     """Paper-style tables (Markdown, LaTeX, CSV) and figures of a run, paper numbers alongside."""
     from prm_bench.report import build_report
+    from prm_bench.report.tuning import build_tuning_report, has_tuning
 
     try:
-        _read_manifest(run_dir)
-        folder = build_report(run_dir, out, resamples=resamples)
+        if tuning and not has_tuning(run_dir):
+            raise ConfigError(f"{run_dir} holds no tuning study: run `prm-bench tune` first")
+        if tuning or (has_tuning(run_dir) and not (run_dir / "manifest.json").exists()):
+            folder = build_tuning_report(run_dir, out, resamples=resamples)
+        else:
+            _read_manifest(run_dir)
+            folder = build_report(run_dir, out, resamples=resamples)
     except (ConfigError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"report written to {folder} (README.md, tables/, figures/)")

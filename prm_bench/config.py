@@ -67,6 +67,29 @@ class DataConfig(_Section):
     # generated kinds (shapes): make the dataset at root when it is absent; off, a missing
     # root is an error, so a typo in root does not silently generate a new dataset
     generate: bool = False
+    # the held-out split that `prm-bench tune` scores trials on (never the eval split);
+    # evaluate_on: tune makes a cell infer, retrieve and evaluate on it instead of eval
+    tune_split: str | None = None
+    limit_tune: int | None = Field(None, ge=1)
+    evaluate_on: Literal["eval", "tune"] = "eval"
+
+    @model_validator(mode="after")
+    def _tune_split_apart(self) -> DataConfig:
+        if self.tune_split is not None and self.tune_split in (self.eval_split, self.train_split):
+            raise ValueError(
+                f"tune_split {self.tune_split!r} must differ from train_split and eval_split: "
+                "parameters tuned on the evaluation split overstate the result"
+            )
+        if self.evaluate_on == "tune" and self.tune_split is None:
+            raise ValueError("evaluate_on is 'tune' but no tune_split is set")
+        return self
+
+    @property
+    def evaluated(self) -> tuple[str, int | None]:
+        """The split this cell infers, retrieves and evaluates on, and its image limit."""
+        if self.evaluate_on == "tune":
+            return self.tune_split, self.limit_tune
+        return self.eval_split, self.limit_eval
 
 
 class BackboneConfig(_Section):
@@ -313,6 +336,8 @@ class Plan(BaseModel):
     name: str
     axes: list[str]
     cells: list[Cell]
+    search: dict[str, Any] = Field(default_factory=dict)  # `prm-bench tune`'s space
+    overrides: list[str] = Field(default_factory=list)  # the `a.b=c` items applied
 
 
 _SETTINGS = "__settings__"  # a variant's settings: applied to the cell, not an axis
@@ -374,11 +399,15 @@ def _validation_message(where: str, err: ValidationError) -> str:
 
 
 def load_plan(
-    source: str | Path | dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()
+    source: str | Path | dict[str, Any] | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    use_grid: bool = True,
 ) -> Plan:
     """Read a config (file or dict), apply overrides, expand its grid and validate every
     cell before anything runs. `grid` is one map of axes or a list of them (an ablation
     study: each sub-grid varies some axes around the base; identical cells are merged).
+    With `use_grid=False` the plan is the base config alone (one cell). A `search:`
+    section (`prm-bench tune`) is kept on the plan as written.
 
     Raises:
         ConfigError: naming the file, the key path, the bad value and what is allowed.
@@ -394,6 +423,11 @@ def load_plan(
         key, value = parse_override(item)
         tree = set_path(tree, key, value)
     grid = tree.pop("grid", None) or {}
+    search = tree.pop("search", None) or {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"{where}: search must map section.key names to ranges or choices")
+    if not use_grid:
+        grid = {}
     groups = grid if isinstance(grid, list) else [grid]
     if not all(isinstance(g, dict) for g in groups):
         raise ConfigError(
@@ -433,7 +467,14 @@ def load_plan(
             f"{where}: the run name {name!r} (from the file name or run.name) must start with "
             "a letter or digit and hold only letters, digits, '_', '.' and '-'"
         )
-    return Plan(source=path, name=name, axes=names, cells=cells)
+    return Plan(
+        source=path,
+        name=name,
+        axes=names,
+        cells=cells,
+        search=search,
+        overrides=list(overrides),
+    )
 
 
 def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:

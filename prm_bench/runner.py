@@ -15,6 +15,7 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -33,9 +34,17 @@ from prm_bench.config import Cell, ExperimentConfig, Plan
 from prm_bench.data import generate_missing
 from prm_bench.data.base import DataError, check_split
 from prm_bench.executors import Executor, LocalExecutor
+from prm_bench.metrics import protocol_of
 from prm_bench.proposals import gallery_traits
-from prm_bench.stages import evaluate, infer, retrieve, train
-from prm_bench.stages.common import STAGES, StageError, open_split, resolve_device, stage_keys
+from prm_bench.stages import RUNNERS, evaluate
+from prm_bench.stages.common import (
+    STAGES,
+    StageError,
+    open_split,
+    open_training_data,
+    resolve_device,
+    stage_keys,
+)
 from prm_bench.stages.store import Store, write_atomic, write_json
 
 
@@ -120,14 +129,7 @@ def execute_task(
         device = resolve_device(device_name)
         if device.type == "cuda":
             device = torch.device("cuda", slot % max(torch.cuda.device_count(), 1))
-        if stage == "train":
-            train.run(config, store, keys["train"], device)
-        elif stage == "infer":
-            infer.run(config, store, keys["infer"], keys["train"], device)
-        elif stage == "retrieve":
-            retrieve.run(config, store, keys)
-        else:
-            evaluate.run(config, store, keys)
+        RUNNERS[stage](config, store, keys, device)
         return Outcome(stage, keys[stage], True, time.perf_counter() - start)
     except StageError as err:
         return Outcome(stage, keys[stage], False, time.perf_counter() - start, str(err))
@@ -195,23 +197,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-PROTOCOLS = (
-    ("coco_", "coco"),
-    ("mAP@", "voc"),
-    ("AP@", "voc"),
-    ("abo", "abo"),
-    ("pointing", "pointing"),
-    ("prm_", "prm-quality"),
-    ("mIoU", "semantic"),
-    ("IoU/", "semantic"),
-)
-
-
-def protocol_of(metric: str) -> str:
-    """The evaluation protocol a metric name belongs to."""
-    return next((p for prefix, p in PROTOCOLS if metric.startswith(prefix)), "other")
-
-
 def collect_results(plan: Plan, store: Store) -> pd.DataFrame:
     """One row per (cell, metric) of the finished cells: grid axes, seed, protocol, value."""
     rows = []
@@ -223,7 +208,8 @@ def collect_results(plan: Plan, store: Store) -> pd.DataFrame:
         base = {"cell": cell.index, **{axis: _plain(v) for axis, v in cell.axes.items()}}
         base["seed"] = cell.config.train.seed
         for metric, value in values.items():
-            rows.append({**base, "protocol": protocol_of(metric), "metric": metric, "value": value})
+            protocol = protocol_of(metric, cell.config.eval.metrics)
+            rows.append({**base, "protocol": protocol, "metric": metric, "value": value})
     return pd.DataFrame(rows)
 
 
@@ -254,6 +240,8 @@ def _write_outputs(
     manifest = {
         "name": plan.name,
         "source": str(plan.source) if plan.source else None,
+        "command": sys.argv,  # the command line, --set overrides included
+        "store": os.path.relpath(store.root, run_dir),
         "axes": plan.axes,
         "git_commit": _git_commit(),
         "versions": _versions(),
@@ -320,6 +308,9 @@ def preflight(plan: Plan) -> None:
             generate_missing(data.name, data.root)
         train_sizes = check_split(open_split(cell.config, "train"))
         check_split(open_split(cell.config, "eval", segmentation=True))
+        if data.tune_split is not None:
+            check_split(open_split(cell.config, "tune", segmentation=True))
+            open_training_data(cell.config)  # refuses any overlap of the three splits
         shapes = sorted(set(train_sizes.values()))
         if data.image_size is None and len(shapes) > 1:
             shown = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
@@ -348,6 +339,7 @@ def run_plan(
     device: str | None = None,
     on_event: Event | None = None,
     executor: Executor | None = None,
+    store_dir: str | Path | None = None,
 ) -> RunSummary:
     """Execute every stage the plan still needs and write the run's outputs.
 
@@ -359,6 +351,8 @@ def run_plan(
         on_event: called with ("stage", info) and ("task", info) as work progresses.
         executor: where tasks run (`prm_bench.executors`); local joblib processes with
             `jobs` workers by default.
+        store_dir: the stage store (default `<run dir>/store`); `prm-bench tune` points
+            its trials at the store of the run they tune.
     """
     run_dir = Path(runs_dir) / plan.name
     first = plan.cells[0].config.run
@@ -372,7 +366,7 @@ def run_plan(
         log = _RunLog(run_dir / "run.log")
         where = type(executor).__name__
         log(f"run {plan.name}: {len(plan.cells)} cells, device {device}, executor {where}")
-        store = Store(run_dir / "store")
+        store = Store(store_dir or run_dir / "store")
         configs = {cell.index: cell.config for cell in plan.cells}
         failed: dict[int, str] = {}
         seconds: dict[str, float] = {}
@@ -468,10 +462,20 @@ def _interrupts_raise() -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def store_of(run_dir: Path) -> Store:
+    """The stage store a run directory's manifest names (`<run dir>/store` by default;
+    a tuning run's trials use the store of the run they tune)."""
+    try:
+        relative = json.loads((run_dir / "manifest.json").read_text()).get("store", "store")
+    except (OSError, ValueError):
+        relative = "store"
+    return Store((run_dir / relative).resolve() if relative != "store" else run_dir / "store")
+
+
 def environments(plan: Plan, run_dir: Path) -> dict[str, list[str]]:
     """The finished stages of a plan grouped by the environment they were computed in;
     more than one group means a resume mixed environments (threads, versions, device)."""
-    store = Store(run_dir / "store")
+    store = store_of(run_dir)
     stages = {(s, stage_keys(c.config)[s]) for c in plan.cells for s in STAGES}
     done = [(s, k) for s, k in sorted(stages) if (store.path(s, k) / "done.json").is_file()]
     return store.environments(done)
@@ -479,7 +483,7 @@ def environments(plan: Plan, run_dir: Path) -> dict[str, list[str]]:
 
 def stage_status(plan: Plan, run_dir: Path) -> list[dict[str, Any]]:
     """Per cell, which of its stages are in the store."""
-    store = Store(run_dir / "store")
+    store = store_of(run_dir)
     rows = []
     for cell in plan.cells:
         keys = stage_keys(cell.config)

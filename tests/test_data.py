@@ -1,6 +1,7 @@
 import hashlib
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,12 +16,12 @@ from prm_bench.data.palette import VOID
 from prm_bench.data.shapes import ShapesConfig, draw_image, generate_shapes, split_ids
 from prm_bench.data.voc import VocDataset
 
-CONFIG = ShapesConfig(seed=7, n_train=10, n_val=6, size=64, classes=4)
+CONFIG = ShapesConfig(seed=7, n_train=10, n_val=6, size=64, classes=4, n_tune=3)
 
 
 @pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", CONFIG, jobs=1)
+def shapes_root(make_shapes):
+    return make_shapes(**asdict(CONFIG))
 
 
 def tree_digest(root) -> dict[str, str]:

@@ -4,7 +4,7 @@ import pytest
 from prm_bench.config import load_plan
 from prm_bench.executors import LocalExecutor, make_executor
 from prm_bench.runner import run_plan
-from tests.test_runner import comparable, shapes_root, tiny  # noqa: F401 - the fixture is reused
+from tests.test_runner import comparable, tiny
 
 
 def square(x: int, y: int) -> int:
@@ -24,7 +24,7 @@ def test_unknown_executor_and_missing_scheduler_are_refused():
         make_executor("dask", 1)
 
 
-def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path):  # noqa: F811
+def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path):
     distributed = pytest.importorskip("distributed")
     plan = load_plan(tiny(shapes_root))
     local = run_plan(plan, tmp_path / "local", jobs=1).results
@@ -41,7 +41,7 @@ def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path)
     pd.testing.assert_frame_equal(comparable(local), comparable(remote))
 
 
-def test_submitit_local_job_arrays_give_the_local_results(shapes_root, tmp_path):  # noqa: F811
+def test_submitit_local_job_arrays_give_the_local_results(shapes_root, tmp_path):
     pytest.importorskip("submitit")
     from prm_bench.executors import SlurmExecutor
 

@@ -1,20 +1,27 @@
 import numpy as np
 import pytest
 
+from prm_bench.config import load_plan
 from prm_bench.metrics import (
     METRICS,
+    EvalInputs,
+    Evaluation,
+    Evaluator,
     abo,
     coco_map,
+    evaluate,
     pointing_map,
     prm_quality,
+    protocol_of,
     semantic_miou,
     voc_map,
 )
 from prm_bench.metrics.ap import average_precision, weighted_average_precision
-from prm_bench.metrics.bootstrap import metric_samples
-from prm_bench.metrics.instance import instance_statistics
+from prm_bench.metrics.bootstrap import metric_samples, supports
+from prm_bench.metrics.instance import abo_statistics, voc_statistics
 from prm_bench.metrics.pointing import max_points, scaled_tolerance
 from prm_bench.metrics.semantic import confusions
+from prm_bench.runner import run_plan
 
 H, W = 10, 20
 
@@ -263,7 +270,8 @@ def test_weighted_ap_equals_the_ap_of_the_repeated_list(use_07):
 
 def test_per_image_statistics_with_unit_weights_give_the_reported_metrics():
     predictions, truth = fixture()
-    stats = instance_statistics(predictions, truth, [0.5, 0.75], False, 3)
+    stats = voc_statistics(predictions, truth, [0.5, 0.75], False, 3)
+    stats |= abo_statistics(predictions, truth, 3)
     ones = np.ones((1, len(truth)))
     reported = voc_map(predictions, truth, [0.5, 0.75], num_classes=3)
     assert metric_samples(stats, "mAP@0.5", ones)[0] == reported["mAP@0.5"]
@@ -276,3 +284,75 @@ def test_per_image_statistics_with_unit_weights_give_the_reported_metrics():
     twice = [*predictions, predictions[0]], [*truth, truth[0]]
     doubled = voc_map(*twice, [0.5], num_classes=3)["mAP@0.5"]
     assert metric_samples(stats, "mAP@0.5", np.array([[2.0, 1.0]]))[0] == pytest.approx(doubled)
+
+
+def evaluation_inputs():
+    predictions, truth = fixture()
+    for image in truth:
+        for instance in image:
+            ys, xs = np.nonzero(instance["mask"])
+            instance["box"] = (xs.min(), ys.min(), xs.max(), ys.max())
+    crm = np.zeros((1, 3, H // 2, W // 2), dtype=np.float32)
+    crm[0, 0, 2, 2] = 1.0  # class 0's maximum lies on A
+    inferred = [
+        {
+            "crm": crm,
+            "scores": np.array([[2.0, -1.0, 0.5]]),
+            "prms": np.stack([A, B]).astype(np.float32),
+            "peaks": np.array([[0, 0, 2, 2], [0, 0, 2, 7]]),
+        }
+    ] * 2
+    return EvalInputs(
+        predictions=predictions,
+        truth=truth,
+        void=[None, None],
+        class_names=["a", "b", "c"],
+        inferred=inferred,
+        image_sizes=[(H, W), (H, W)],
+    )
+
+
+class Options:
+    iou_thresholds = (0.5, 0.75)
+    use_07_metric = False
+    tolerance = 1.0
+    tolerance_reference = None
+    prm_threshold = 0.5
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_every_metric_entry_reports_what_it_declares(name):
+    entry = METRICS.get(name)
+    result = evaluate([name], evaluation_inputs(), Options())
+    assert result.values, name
+    for metric in result.values:  # every value is traced back to this entry
+        assert entry.reports(metric) and protocol_of(metric) == entry.protocol, metric
+    assert set(entry.headlines(Options())) <= set(result.values)
+    for metric in entry.headlines(Options()):  # the bootstrap recomputes what it stores
+        if supports(result.statistics, metric):
+            ones = np.ones((1, 2))
+            assert metric_samples(result.statistics, metric, ones)[0] == pytest.approx(
+                result.values[metric], nan_ok=True
+            )
+
+
+def test_a_registered_metric_is_computed_by_the_evaluate_stage_and_filed(tmp_path, make_shapes):
+    def mean_count(inputs, options):
+        return Evaluation({"mean_instances": float(np.mean([len(p) for p in inputs.predictions]))})
+
+    METRICS.add("count", Evaluator("count", "counting", ("mean_instances",), mean_count))
+    try:
+        root = make_shapes(seed=5, n_train=8, n_val=3, size=48, classes=2, n_tune=0)
+        config = {
+            "data": {"name": "shapes", "root": str(root)},
+            "backbone": {"name": "test_resnet"},
+            "train": {"epochs": 1, "batch_size": 8},
+            "eval": {"metrics": ["count", "voc-map"]},
+        }
+        summary = run_plan(load_plan(config), tmp_path, jobs=1)
+        rows = summary.results.set_index("metric")
+        assert rows.loc["mean_instances", "protocol"] == "counting"
+        assert rows.loc["mAP@0.5", "protocol"] == "voc"
+        assert 0 <= rows.loc["mean_instances", "value"] <= 20
+    finally:
+        METRICS._entries.pop("count")

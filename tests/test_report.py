@@ -10,7 +10,7 @@ from prm_bench.report import build_report
 from prm_bench.report.claims import CLAIMS, NO_STATISTICS, measure_claims
 from prm_bench.report.tables import build_tables
 from prm_bench.runner import run_plan
-from tests.test_runner import shapes_root, tiny  # noqa: F401 - the fixture is reused
+from tests.test_runner import tiny
 
 
 def synthetic_results() -> pd.DataFrame:
@@ -103,7 +103,7 @@ def test_paper_effects_are_computed_from_the_paper_numbers():
     assert effects["Peak stimulation beats GAP on mAP^r@0.5"] is None
 
 
-def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):  # noqa: F811
+def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
     grid = [
         {"zip": {"method.name": ["prm", "cam-rect"], "stimulation.name": ["peak", "gap"]}},
         {"retrieval.terms": ["full", "no-instance"]},

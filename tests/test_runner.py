@@ -10,17 +10,8 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
 from prm_bench.runner import RunLockedError, run_lock, run_plan
 from prm_bench.stages.common import stage_keys
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "shapes"
-    return generate_shapes(
-        root, ShapesConfig(seed=3, n_train=24, n_val=6, size=64, classes=3), jobs=1
-    )
 
 
 def tiny(root, grid=None, **sections) -> dict:

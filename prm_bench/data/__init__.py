@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.coco import CocoDataset
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
+from prm_bench.data.shapes import ensure_shapes
 from prm_bench.data.voc import VocDataset
 from prm_bench.registry import Registry
 
@@ -50,25 +50,19 @@ def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dat
     return VocDataset(root, split, segmentation=segmentation)
 
 
-# Dataset kinds that can be generated, described as data: kind -> (is it at root?, make it)
-GENERATORS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], object]]] = {
-    "shapes": (
-        lambda root: (root / "shapes.json").is_file(),
-        lambda root: generate_shapes(root, ShapesConfig()),
-    ),
-}
+# Dataset kinds that can be generated: kind -> make-or-update (True when it wrote anything)
+GENERATORS: dict[str, Callable[[Path], bool]] = {"shapes": ensure_shapes}
 
 
 def generate_missing(name: str, root: str | Path) -> bool:
-    """Generate the dataset `name` at `root` if it can be generated and is not there yet;
-    True when it was generated. Only called where a config asks for it (data.generate)."""
+    """Generate the dataset `name` at `root` if it can be generated and is not there yet
+    (or bring a tree from an older generator up to date); True when anything was written.
+    Only called where a config asks for it (data.generate)."""
     if name not in GENERATORS:
-        raise DataError(f"dataset {name!r} cannot be generated (generated kinds: shapes)")
-    present, make = GENERATORS[name]
-    if present(Path(root)):
-        return False
-    make(Path(root))
-    return True
+        raise DataError(
+            f"dataset {name!r} cannot be generated (generated kinds: {', '.join(GENERATORS)})"
+        )
+    return GENERATORS[name](Path(root))
 
 
 def open_dataset(name: str, root: str | Path, split: str, segmentation: bool = False) -> Dataset:

@@ -78,12 +78,14 @@ def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
-def check_disjoint(train: Dataset, evaluation: Dataset) -> None:
-    """Refuse to train on any image of the evaluation split."""
+def check_disjoint(
+    train: Dataset, evaluation: Dataset, first: str = "training", second: str = "evaluation"
+) -> None:
+    """Refuse any image shared by two splits (by default: training on an evaluation image)."""
     overlap = sorted(set(train.ids) & set(evaluation.ids))
     if overlap:
         shown = ", ".join(overlap[:5]) + (" ..." if len(overlap) > 5 else "")
         raise DataError(
-            f"{len(overlap)} training images are in the evaluation split ({shown}); "
-            "train on a split that excludes the evaluation images"
+            f"{len(overlap)} {first} images are in the {second} split ({shown}); "
+            f"use a {first} split that excludes the {second} images"
         )

@@ -27,6 +27,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import polygon as draw_polygon
 
+from prm_bench.atomic import write_atomic
 from prm_bench.data.palette import VOID, voc_palette
 from prm_bench.masks import encode_rle, rle_box
 
@@ -42,6 +43,8 @@ class ShapesConfig:
     Attributes:
         seed: base seed; each image draws from its own stream derived from it.
         n_train, n_val: images per split.
+        n_tune: images of the `tune` split (held out for tuning, DESIGN 3); new images
+            after train and val, so adding it leaves those two byte-identical.
         size: image side in pixels.
         classes: number of object classes (first `classes` of CLASS_SHAPES).
         max_instances: most object instances per image (at least 1).
@@ -53,6 +56,7 @@ class ShapesConfig:
     size: int = 128
     classes: int = 5
     max_instances: int = 6
+    n_tune: int = 200
 
     def __post_init__(self) -> None:
         if not 1 <= self.classes <= len(CLASS_SHAPES):
@@ -61,6 +65,8 @@ class ShapesConfig:
             raise ValueError(f"size must be >= 32 pixels, got {self.size}")
         if self.n_train < 1 or self.n_val < 1:
             raise ValueError("n_train and n_val must be >= 1")
+        if self.n_tune < 0:
+            raise ValueError(f"n_tune must be >= 0, got {self.n_tune}")
         if not 1 <= self.max_instances <= 12:
             raise ValueError(f"max_instances must be in 1..12, got {self.max_instances}")
 
@@ -322,10 +328,14 @@ def _write_image(config: ShapesConfig, index: int, image_id: str, root: Path) ->
 
 
 def split_ids(config: ShapesConfig) -> dict[str, list[str]]:
-    """Image ids per split; train and val never share an image."""
-    train = [f"shapes_{i:06d}" for i in range(config.n_train)]
-    val = [f"shapes_{i:06d}" for i in range(config.n_train, config.n_train + config.n_val)]
-    return {"train": train, "val": val}
+    """Image ids per split: train, val, then tune (when n_tune > 0); no two share an image."""
+    sizes = {"train": config.n_train, "val": config.n_val, "tune": config.n_tune}
+    splits, first = {}, 0
+    for split, count in sizes.items():
+        if count:
+            splits[split] = [f"shapes_{i:06d}" for i in range(first, first + count)]
+        first += count
+    return splits
 
 
 def _chunks(items: list, n: int) -> Iterator[list]:
@@ -357,14 +367,16 @@ def generate_shapes(
     Returns:
         `out_dir` as a Path.
     """
-    from joblib import Parallel, delayed
-
     config = config or ShapesConfig()
     out = Path(out_dir)
-    stamp = {"generator": "prm-bench shapes", "version": FORMAT_VERSION, **asdict(config)}
+    stamp = _stamp(config)
     if out.exists():
         existing = out / "shapes.json"
-        if existing.is_file() and json.loads(existing.read_text()) == stamp:
+        found = json.loads(existing.read_text()) if existing.is_file() else None
+        if found == stamp:
+            return out
+        if found is not None and found == _stamp(config, without_tune=True):
+            _add_tune_split(out, config, jobs)  # a tree from before the tune split
             return out
         raise FileExistsError(
             f"{out} already exists and is not a shapes tree generated with these arguments; "
@@ -384,12 +396,7 @@ def generate_shapes(
         ):
             (tmp / folder).mkdir(parents=True)
         splits = split_ids(config)
-        everything = splits["train"] + splits["val"]
-        workers = (os.cpu_count() or 1) if jobs == -1 else jobs
-        parts = Parallel(n_jobs=jobs)(
-            delayed(_write_chunk)(config, chunk, tmp) for chunk in _chunks(everything, workers * 4)
-        )
-        records = {k: v for part in parts for k, v in part.items()}
+        records = _write_images(config, [i for ids in splits.values() for i in ids], tmp, jobs)
         _write_image_sets(tmp, config, splits, records)
         _write_coco(tmp, config, splits, records)
         (tmp / "classes.txt").write_text("\n".join(config.class_names) + "\n")
@@ -401,8 +408,58 @@ def generate_shapes(
     return out
 
 
-def _write_image_sets(root: Path, config: ShapesConfig, splits: dict, records: dict) -> None:
-    splits = {**splits, "trainval": splits["train"] + splits["val"]}
+def ensure_shapes(root: str | Path, config: ShapesConfig | None = None, jobs: int = -1) -> bool:
+    """A shapes tree at `root`: generated from `config` (default ShapesConfig()) when
+    absent; a tree from before the tune split gets one (train and val untouched). True
+    when anything was written."""
+    root = Path(root)
+    stamp_file = root / "shapes.json"
+    if not stamp_file.is_file():
+        generate_shapes(root, config, jobs)
+        return True
+    found = json.loads(stamp_file.read_text())
+    if "n_tune" in found:
+        return False
+    fields = {k: found[k] for k in asdict(ShapesConfig()) if k in found}
+    _add_tune_split(root, ShapesConfig(**fields), jobs)
+    return True
+
+
+def _stamp(config: ShapesConfig, without_tune: bool = False) -> dict:
+    """What shapes.json records; `without_tune`: as written before the tune split existed."""
+    stamp = {"generator": "prm-bench shapes", "version": FORMAT_VERSION, **asdict(config)}
+    if without_tune:
+        del stamp["n_tune"]
+    return stamp
+
+
+def _write_images(config: ShapesConfig, ids: list[str], root: Path, jobs: int) -> dict:
+    from joblib import Parallel, delayed
+
+    workers = (os.cpu_count() or 1) if jobs == -1 else jobs
+    parts = Parallel(n_jobs=jobs)(
+        delayed(_write_chunk)(config, chunk, root) for chunk in _chunks(ids, workers * 4)
+    )
+    return {k: v for part in parts for k, v in part.items()}
+
+
+def _add_tune_split(root: Path, config: ShapesConfig, jobs: int) -> None:
+    """Add the tune split to a tree generated before it existed. Only new files are
+    written (train and val are untouched) and shapes.json is rewritten last, so an
+    interrupted upgrade is redone by the next call."""
+    splits = split_ids(config)
+    if "tune" in splits:
+        records = _write_images(config, splits["tune"], root, jobs)
+        _write_image_sets(root, config, {"tune": splits["tune"]}, records, trainval=False)
+        _write_coco(root, config, {"tune": splits["tune"]}, records)
+    write_atomic(root / "shapes.json", (json.dumps(_stamp(config), indent=2) + "\n").encode())
+
+
+def _write_image_sets(
+    root: Path, config: ShapesConfig, splits: dict, records: dict, trainval: bool = True
+) -> None:
+    if trainval:
+        splits = {**splits, "trainval": splits["train"] + splits["val"]}
     for split, ids in splits.items():
         listing = "".join(f"{i}\n" for i in ids)
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text(listing)

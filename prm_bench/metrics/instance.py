@@ -272,23 +272,31 @@ def abo(
     return result
 
 
-def instance_statistics(
+def voc_statistics(
     predictions: Instances,
     ground_truth: Instances,
     iou_thresholds: Sequence[float],
     use_07_metric: bool,
     num_classes: int,
 ) -> dict[str, np.ndarray]:
-    """Per-image statistics of mAP@t (ranked hits) and ABO (sums and counts), from which
-    `prm_bench.metrics.bootstrap` recomputes them on resampled images."""
+    """Per-image ranked hits of mAP@t, from which `prm_bench.metrics.bootstrap`
+    recomputes it on resampled images."""
     stats: dict[str, np.ndarray] = {}
     matches = voc_matches(predictions, ground_truth, iou_thresholds, num_classes)
     for threshold, hits in zip(iou_thresholds, matches, strict=True):
         stats |= hits.to_arrays(f"mAP@{threshold:g}")
         stats[f"mAP@{threshold:g}/use_07_metric"] = np.array(use_07_metric)
+    return stats
+
+
+def abo_statistics(
+    predictions: Instances, ground_truth: Instances, num_classes: int
+) -> dict[str, np.ndarray]:
+    """Per-image sums and counts of ABO's best overlaps (for the bootstrap)."""
     best = best_overlaps(predictions, ground_truth, num_classes)
     images = np.array([i for i, _, _ in best], dtype=np.int64)
     values = np.array([v for _, _, v in best])
-    stats["abo/num"] = np.bincount(images, values, minlength=len(ground_truth))
-    stats["abo/den"] = np.bincount(images, minlength=len(ground_truth)).astype(np.float64)
-    return stats
+    return {
+        "abo/num": np.bincount(images, values, minlength=len(ground_truth)),
+        "abo/den": np.bincount(images, minlength=len(ground_truth)).astype(np.float64),
+    }

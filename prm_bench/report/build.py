@@ -19,7 +19,7 @@ from prm_bench.metrics.instance import voc_pr_curve
 from prm_bench.report import figures
 from prm_bench.report.claims import measure_claims
 from prm_bench.report.tables import ReportTable, build_tables, to_latex, to_markdown
-from prm_bench.runner import environments, plan_from_manifest
+from prm_bench.runner import environments, plan_from_manifest, store_of
 from prm_bench.stages.common import open_split, stage_keys
 from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
 from prm_bench.stages.infer import read_image
@@ -59,6 +59,7 @@ def build_report(
         *_training(run),
         *_precision_recall(run),
         *_qualitative_section(run, samples),
+        *_tuning(run, resamples),
     ]
     (run.out / "README.md").write_text("\n".join(lines))
     return run.out
@@ -83,7 +84,7 @@ def _open(run_dir: Path, out: Path) -> _Run:
         plan,
         json.loads((run_dir / "manifest.json").read_text()),
         {cell.index: cell.config for cell in plan.cells},
-        Store(run_dir / "store"),
+        store_of(run_dir),
         build_tables(results, {cell.index: set(cell.axes) for cell in plan.cells}),
     )
 
@@ -96,7 +97,7 @@ def _header(run: _Run) -> list[str]:
         f"# Report: {run.plan.name}",
         "",
         *_setting(run.plan.source),
-        f"- Source config: `{_shown_path(manifest.get('source'))}`; git commit "
+        f"- Source config: `{shown_path(manifest.get('source'))}`; git commit "
         f"`{manifest.get('git_commit')}`; device {device} ({manifest.get('threads', '?')} "
         f"threads); torch {manifest['versions']['torch']}.",
         f"- Dataset: {first.data.name}, trained on `{first.data.train_split}`, evaluated on "
@@ -165,7 +166,7 @@ def _training(run: _Run) -> list[str]:
             stage_keys(config)["train"],
             f"{config.backbone.name} / {config.stimulation.name} / seed {config.train.seed}",
         )
-    logs = figures.read_training_logs(run.run_dir / "store", labels)
+    logs = figures.read_training_logs(run.store.root, labels)
     if not logs:
         return []
     figures.save(figures.training_curves(logs), run.figures, "training_curves")
@@ -191,6 +192,12 @@ def _qualitative_section(run: _Run, samples: int) -> list[str]:
         "![qualitative](figures/qualitative.png)",
         "",
     ]
+
+
+def _tuning(run: _Run, resamples: int) -> list[str]:
+    from prm_bench.report.tuning import has_tuning, tuning_section
+
+    return tuning_section(run.run_dir, run.out, resamples) if has_tuning(run.run_dir) else []
 
 
 def _stage_time(manifest: dict) -> str:
@@ -226,7 +233,7 @@ def _setting(source: Path | str | None) -> list[str]:
     return [*comments, ""] if comments else []
 
 
-def _shown_path(source: str | None) -> str | None:
+def shown_path(source: str | None) -> str | None:
     """The config path relative to the working directory where possible."""
     if source is None:
         return None
@@ -279,7 +286,7 @@ def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.nda
         keys = stage_keys(cell.config)
         if value is None or str(value) in curves or not store.is_done("retrieve", keys["retrieve"]):
             continue
-        dataset = open_split(cell.config, "eval", segmentation=True)
+        dataset = open_split(cell.config, "evaluated", segmentation=True)
         truth = [
             [{"mask": i.mask, "class": i.label} for i in dataset.instances(x)] for x in dataset.ids
         ]
@@ -295,7 +302,7 @@ def _qualitative(plan, store: Store, count: int) -> list[dict]:
     keys = stage_keys(cell.config)
     if not store.is_done("retrieve", keys["retrieve"]):
         return []
-    dataset = open_split(cell.config, "eval", segmentation=True)
+    dataset = open_split(cell.config, "evaluated", segmentation=True)
     ids = dataset.ids[:count]
     predictions = read_results(store.path("retrieve", keys["retrieve"]), ids)
     samples = []

@@ -9,7 +9,7 @@ from PIL import Image
 from prm_bench.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.data import open_dataset
-from prm_bench.data.base import Dataset, check_disjoint
+from prm_bench.data.base import DataError, Dataset, check_disjoint
 from prm_bench.methods import METHODS
 
 STAGES = ("train", "infer", "retrieve", "evaluate")
@@ -19,34 +19,37 @@ class StageError(RuntimeError):
     """A stage that cannot finish for a reason the user should read (e.g. a NaN loss)."""
 
 
-def _data_part(config: ExperimentConfig, *fields: str) -> dict:
+# data fields no trained model depends on: a new DataConfig field is part of the training
+# key unless it is listed here
+_NOT_TRAINING = {"generate", "tune_split", "limit_tune", "evaluate_on"}
+
+
+def _training_data(config: ExperimentConfig) -> dict:
     return {
         f: str(v) if f == "root" else v
         for f, v in config.data.model_dump(mode="json").items()
-        if f in fields
+        if f not in _NOT_TRAINING
     }
+
+
+def _evaluated_data(config: ExperimentConfig) -> dict:
+    split, limit = config.data.evaluated
+    data = config.data
+    return {"name": data.name, "root": str(data.root), "eval_split": split, "limit_eval": limit}
 
 
 def stage_keys(config: ExperimentConfig) -> dict[str, str]:
     """The key of every stage of a cell; each hashes only what the stage depends on."""
-    data_train = _data_part(
-        config,
-        "name",
-        "root",
-        "train_split",
-        "eval_split",
-        "image_size",
-        "limit_train",
-        "limit_eval",
+    train = config_hash(
+        "train", _training_data(config), config.backbone, config.stimulation, config.train
     )
-    train = config_hash("train", data_train, config.backbone, config.stimulation, config.train)
     # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
-    infer = config_hash("infer", train, config.infer.model_dump(mode="json", exclude={"strategy"}))
-    proposals = config_hash(
-        "proposals",
-        _data_part(config, "name", "root", "eval_split", "limit_eval"),
-        config.proposals,
-    )
+    infer_part = config.infer.model_dump(mode="json", exclude={"strategy"})
+    if config.data.evaluate_on == "eval":  # the train key already names the eval split
+        infer = config_hash("infer", train, infer_part)
+    else:
+        infer = config_hash("infer", train, infer_part, _evaluated_data(config))
+    proposals = config_hash("proposals", _evaluated_data(config), config.proposals)
     uses_retrieval = METHODS.get(config.method.name).uses_retrieval
     method_part = config.retrieval if uses_retrieval else config.method.baseline
     retrieve = config_hash("retrieve", infer, proposals, config.method.name, method_part)
@@ -70,21 +73,33 @@ def resolve_device(name: str) -> torch.device:
 
 
 def open_split(config: ExperimentConfig, which: str, segmentation: bool = False) -> Dataset:
-    """The training or evaluation split of a cell, limited to its first N images."""
+    """A split of a cell, limited to its first N images: `train`, `eval`, `tune`, or
+    `evaluated` (the one the cell infers and evaluates on: eval, or tune when tuning)."""
     data = config.data
-    split = data.train_split if which == "train" else data.eval_split
+    split, limit = {
+        "train": (data.train_split, data.limit_train),
+        "eval": (data.eval_split, data.limit_eval),
+        "tune": (data.tune_split, data.limit_tune),
+        "evaluated": data.evaluated,
+    }[which]
+    if split is None:
+        raise DataError(f"data.{which}_split is not set")
     dataset = open_dataset(data.name, data.root, split, segmentation=segmentation)
-    limit = data.limit_train if which == "train" else data.limit_eval
     if limit is not None:
         dataset.ids = dataset.ids[:limit]
     return dataset
 
 
 def open_training_data(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
-    """Training and evaluation splits, refusing any overlap between them."""
+    """Training and evaluation splits, refusing any overlap between them (and with the
+    tuning split, whose images the classifier must not see either)."""
     train = open_split(config, "train")
     evaluation = open_split(config, "eval")
     check_disjoint(train, evaluation)
+    if config.data.tune_split is not None:
+        tune = open_split(config, "tune")
+        check_disjoint(train, tune, second="tuning")
+        check_disjoint(tune, evaluation, first="tuning")
     return train, evaluation
 
 

@@ -111,12 +111,11 @@ def _intact(path: Path) -> bool:
         return False
 
 
-def run(
-    config: ExperimentConfig, store: Store, key: str, train_key: str, device: torch.device
-) -> Path:
+def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
     """Infer every evaluation image of a cell with its trained model."""
+    key, train_key = keys["infer"], keys["train"]
     folder = store.reset("infer", key)
-    dataset = open_split(config, "eval")
+    dataset = open_split(config, "evaluated")
     classes = store.record("train", train_key)["classes"]
     model = build_classifier(
         config.backbone.name, len(classes), output_stride=config.backbone.output_stride

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
 
 from prm_bench.baselines import cam_baseline
@@ -64,12 +65,18 @@ def prepared_gallery(
     return gallery
 
 
-def run(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> Path:
-    """Retrieve the instances of every evaluation image of a cell."""
+def run(
+    config: ExperimentConfig,
+    store: Store,
+    keys: dict[str, str],
+    device: torch.device | None = None,
+) -> Path:
+    """Retrieve the instances of every evaluation image of a cell (on the CPU: `device`
+    is part of the stage contract only)."""
     folder = store.reset("retrieve", keys["retrieve"])
     traits = gallery_traits(config.proposals.gallery)
     method = METHODS.get(config.method.name)
-    dataset = open_split(config, "eval", segmentation=traits.needs_truth)
+    dataset = open_split(config, "evaluated", segmentation=traits.needs_truth)
     root = (
         store.path("proposals", keys["proposals"]) if traits.store_cache else config.proposals.root
     )

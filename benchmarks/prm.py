@@ -1,0 +1,135 @@
+"""PRM extraction against the original code's algorithm, side by side in one process.
+
+The baseline is written the way the original PRM code (ZhouYanzhao/PRM, pytorch branch)
+computes peak backpropagation: every `nn.Conv2d` forward becomes an identity "pre hook"
+on its input (whose backward multiplies by the min-shifted input), the ordinary response
+(detached), and the normaliser Z = conv(input - min, relu(W)) with W+ detached, through a
+"post hook" whose backward divides by Z; autograd differentiates the conv that makes Z.
+One forward, then one backward per peak with `retain_graph`, reading the input's grad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import MethodType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prm_bench.backbones import build_classifier
+from prm_bench.backprop import peak_response_maps
+from prm_bench.peaks import find_peaks, upsample_maps
+
+
+class _PreHook(torch.autograd.Function):
+    """Identity forward; backward multiplies the signal by the min-shifted input."""
+
+    @staticmethod
+    def forward(ctx, x, offset):  # type: ignore[override]
+        ctx.save_for_backward(x, offset)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, offset = ctx.saved_tensors
+        return (x - offset) * grad, None
+
+
+class _PostHook(torch.autograd.Function):
+    """Returns the response; backward sends signal / Z to the normaliser Z (0 where Z
+    is below 1e-10), as the original does."""
+
+    @staticmethod
+    def forward(ctx, response, z):  # type: ignore[override]
+        ctx.save_for_backward(z)
+        return response.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        spread = grad / (z.abs() + 1e-10)
+        spread[z < 1e-10] = 0
+        return None, spread
+
+
+def _excitation_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    offset = x.min().detach()
+    x = _PreHook.apply(x, offset)
+    args = (self.stride, self.padding, self.dilation, self.groups)
+    response = F.conv2d(x, self.weight, self.bias, *args).detach()
+    z = F.conv2d(x - offset, F.relu(self.weight).detach(), None, *args)
+    return _PostHook.apply(response, z)
+
+
+@contextlib.contextmanager
+def original_rule(model: nn.Module) -> Iterator[None]:
+    """Patch every conv of `model` with the original code's forward for the block."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        conv.forward = MethodType(_excitation_forward, conv)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv.__dict__.pop("forward", None)
+
+
+def original_prms(
+    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
+) -> torch.Tensor:
+    """PRMs (K, H, W) as the original computes them: one forward, a backward per peak."""
+    model.eval()
+    with original_rule(model), torch.enable_grad():
+        x = image.clone().requires_grad_(True)
+        maps = upsample_maps(model(x), upsample)
+        signal = torch.zeros_like(maps)
+        prms = []
+        for _, cls, y, px in peaks.tolist():
+            signal.zero_()
+            signal[0, cls, y, px] = 1.0
+            if x.grad is not None:
+                x.grad.zero_()
+            maps.backward(signal, retain_graph=True)
+            prms.append(x.grad.detach().sum(1).clamp(min=0))
+    out = torch.cat(prms)
+    return out / out.sum(dim=(1, 2), keepdim=True).clamp(min=torch.finfo(out.dtype).tiny)
+
+
+def bench_prm_against_original(
+    timed, device: torch.device, backbone: str, size: int, peaks: int, upsample: int, repeats: int
+) -> dict:
+    """Seconds of the original's algorithm, prm-bench sequential and batched, and the
+    largest difference of their PRMs (all three on the same model, image and peaks)."""
+    torch.manual_seed(0)
+    model = build_classifier(backbone, 20).to(device).eval()
+    image = torch.randn(1, 3, size, size, device=device)
+    with torch.no_grad():
+        maps = upsample_maps(model(image), upsample)
+    found = find_peaks(maps, peak_filter="none")
+    chosen = found[torch.randperm(len(found))[:peaks]].to(device)
+    variants = {
+        "original": lambda: original_prms(model, image, chosen, upsample),
+        "sequential": lambda: peak_response_maps(
+            model, image, chosen, upsample=upsample, strategy="sequential"
+        ),
+        "batched": lambda: peak_response_maps(model, image, chosen, upsample=upsample),
+    }
+    seconds = {name: timed(fn, repeats, device) for name, fn in variants.items()}
+    reference = variants["original"]()
+    differences = {
+        name: float((variants[name]() - reference).abs().max())
+        for name in ("sequential", "batched")
+    }
+    return {
+        "backbone": backbone,
+        "image_size": size,
+        "peaks": len(chosen),
+        "upsample": upsample,
+        "seconds": seconds,
+        "speedup_sequential_over_original": seconds["original"] / seconds["sequential"],
+        "speedup_batched_over_original": seconds["original"] / seconds["batched"],
+        "speedup_batched_over_sequential": seconds["sequential"] / seconds["batched"],
+        "max_abs_difference_to_original": differences,
+    }

@@ -1,0 +1,139 @@
+"""The report's "tuned on <split>, tested once" section (`prm-bench tune`, DESIGN 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from prm_bench.metrics import headline_metrics
+from prm_bench.metrics.bootstrap import paired_bootstrap, supports
+from prm_bench.report.tables import to_markdown
+from prm_bench.runner import plan_from_manifest, store_of
+from prm_bench.stages.common import stage_keys
+from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
+from prm_bench.tune import TUNING, study_figures
+
+PROTOCOL = (
+    "Protocol (wsolevaluation, Choe et al., CVPR 2020): the searched parameters are chosen "
+    "on a held-out tuning split that training never sees and that is disjoint from the "
+    "evaluation split; the default and the tuned setting are then evaluated once each on "
+    "the evaluation split, with the same trained model, and the difference gets a paired "
+    "bootstrap CI over the evaluation images."
+)
+
+
+def has_tuning(run_dir: Path) -> bool:
+    """Whether `prm-bench tune` has written a study in this run directory."""
+    return (Path(run_dir) / TUNING / "study.json").is_file()
+
+
+def tuning_section(run_dir: Path, out: Path, resamples: int = 1000) -> list[str]:
+    """Markdown lines of the tuning section; writes its tables and figures under `out`."""
+    tuning = Path(run_dir) / TUNING
+    record = json.loads((tuning / "study.json").read_text())
+    split = record["tune_split"]
+    lines = [f"## Tuned on `{split}`, tested once on `{record['eval_split']}`", "", PROTOCOL, ""]
+    best = record["best"]
+    runs = ", ".join(f"{stage} {count}" for stage, count in record["stage_runs"].items())
+    lines += [
+        f"- Study `{record['study']}`: {record['trials']} finished trials "
+        f"({record['failed']} failed), {record['direction']} `{record['metric']}` on "
+        f"`{split}`; best {best['value']:.4f} (trial {best['trial']}).",
+        f"- Stage runs of the trials: {runs}; {record.get('seconds', 0.0):.0f} s in all.",
+        "",
+    ]
+    space = pd.DataFrame(
+        [
+            {
+                "key": key,
+                "searched": searched,
+                "default": record["defaults"].get(key),
+                "tuned": _shown(best["params"].get(key)),
+            }
+            for key, searched in record["space"].items()
+        ]
+    )
+    lines += [to_markdown(space), ""]
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    space.to_csv(tables / "tuning_space.csv", index=False)
+    test = _test_table(tuning / "test", record["metric"], resamples)
+    if test is not None:
+        test.to_csv(tables / "tuning_test.csv", index=False)
+        lines += [
+            f"Default vs tuned on `{record['eval_split']}` (tested once; effect = tuned - "
+            f"default in points, 95% CI, {resamples} resamples):",
+            "",
+            to_markdown(test),
+            "",
+        ]
+    else:
+        lines += ["Not tested on the evaluation split yet (`prm-bench tune ... --evaluate`).", ""]
+    for name in study_figures(tuning, out / "figures"):
+        lines += [f"![{name[:-4]}](figures/{name})", ""]
+    return lines
+
+
+def _shown(value: object) -> object:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _test_table(test_dir: Path, metric: str, resamples: int) -> pd.DataFrame | None:
+    if not (test_dir / "results.csv").is_file() or not (test_dir / "manifest.json").is_file():
+        return None
+    results = pd.read_csv(test_dir / "results.csv")
+    plan = plan_from_manifest(test_dir)
+    variants = {c.axes["variant"]: c for c in plan.cells}
+    if set(variants) != {"default", "tuned"} or results.empty:
+        return None
+    store = store_of(test_dir)
+    stats = {}
+    for name, cell in variants.items():
+        key = stage_keys(cell.config)["evaluate"]
+        path = store.path("evaluate", key) / STATISTICS_FILE
+        stats[name] = read_statistics(store, key) if path.is_file() else None
+    options = variants["default"].config.eval
+    names = headline_metrics(options.metrics, options)
+    names = [metric, *[n for n in names if n != metric and n != "pointing_tolerance_px"]]
+    rows = []
+    for name in names:
+        values = results[results["metric"] == name].set_index("cell")["value"]
+        if len(values) != 2:
+            continue
+        default = 100 * values[variants["default"].index]
+        tuned = 100 * values[variants["tuned"].index]
+        row = {"metric": name, "default": f"{default:.1f}", "tuned": f"{tuned:.1f}"}
+        if not all(s is not None and supports(s, name) for s in stats.values()):
+            continue  # a verdict needs a CI, and a CI needs per-image statistics
+        interval = paired_bootstrap([stats["tuned"]], [stats["default"]], name, resamples)
+        row |= {
+            "effect [95% CI]": f"{100 * interval.effect:+.1f} "
+            f"[{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]",
+            "verdict (tuned better)": interval.verdict(),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_tuning_report(
+    run_dir: str | Path, out: str | Path | None = None, resamples: int = 1000
+) -> Path:
+    """A report of the tuning study alone (a run directory where only `tune` ran)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    record = json.loads((run_dir / TUNING / "study.json").read_text())
+    from prm_bench.report.build import shown_path
+
+    lines = [
+        f"# prm-bench tuning report: {record['study']}",
+        "",
+        f"- Config: `{shown_path(record.get('source'))}`; search and study in "
+        f"`{run_dir / TUNING}`; the tuned config is `{run_dir / 'best.yaml'}`.",
+        "",
+        *tuning_section(run_dir, out, resamples),
+    ]
+    (out / "README.md").write_text("\n".join(lines))
+    return out

@@ -1,0 +1,244 @@
+"""`prm-bench tune`: the tuning split, the search space, shared stages, resume, best.yaml,
+test-once and the report section."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from prm_bench import runner as runner_module
+from prm_bench.cli import app
+from prm_bench.config import ConfigError, load_plan
+from prm_bench.data import open_dataset
+from prm_bench.data.base import DataError
+from prm_bench.data.shapes import ShapesConfig, ensure_shapes, generate_shapes, split_ids
+from prm_bench.runner import RunInterrupted, preflight
+from prm_bench.stages.common import open_split, stage_keys
+from prm_bench.tune import parse_space, tune
+
+optuna = pytest.importorskip("optuna")
+
+SEARCH = {
+    "retrieval.alpha": {"low": 0.2, "high": 3.0, "log": True},
+    "retrieval.confidence": {"choices": ["retrieval", "class"]},
+}
+
+
+def config_for(root, search=SEARCH) -> dict:
+    return {
+        "data": {"name": "shapes", "root": str(root), "tune_split": "tune"},
+        "backbone": {"name": "test_resnet"},
+        "train": {"epochs": 1, "batch_size": 8},
+        "infer": {"upsample": 1, "max_peaks": 4},
+        "eval": {"metrics": ["voc-map", "abo"]},
+        "run": {"name": "study"},
+        "grid": {"retrieval.terms": ["full", "no-instance"]},
+        "search": search,
+    }
+
+
+@pytest.fixture(scope="module")
+def root(make_shapes):
+    return make_shapes(seed=21, n_train=16, n_val=5, size=48, classes=2, n_tune=5)
+
+
+def write_config(tmp_path, tree) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def small(**settings) -> ShapesConfig:
+    return ShapesConfig(**{"seed": 3, "n_train": 4, "n_val": 2, "size": 48, **settings})
+
+
+def with_data(root, **data) -> dict:
+    return {**config_for(root), "data": {"name": "shapes", "root": str(root), **data}}
+
+
+def test_the_tune_split_is_new_images_and_leaves_train_and_val_byte_identical(tmp_path):
+    with_tune = generate_shapes(tmp_path / "a", small(n_tune=3), jobs=1)
+    without = generate_shapes(tmp_path / "b", small(n_tune=0), jobs=1)
+    splits = split_ids(small(n_tune=3))
+    assert not set(splits["tune"]) & (set(splits["train"]) | set(splits["val"]))
+    for image_id in splits["train"] + splits["val"]:
+        for folder, ext in (("JPEGImages", "jpg"), ("SegmentationObject", "png")):
+            a = (with_tune / folder / f"{image_id}.{ext}").read_bytes()
+            assert a == (without / folder / f"{image_id}.{ext}").read_bytes()
+    for split in ("train", "val", "trainval"):
+        listing = f"ImageSets/Segmentation/{split}.txt"
+        assert (with_tune / listing).read_text() == (without / listing).read_text()
+    tune_set = open_dataset("shapes", with_tune, "tune", segmentation=True)
+    assert tune_set.ids == splits["tune"] and all(tune_set.instances(i) for i in tune_set.ids)
+
+
+def test_a_tree_from_before_the_tune_split_gets_one(tmp_path):
+    old = generate_shapes(tmp_path / "old", small(n_tune=0), jobs=1)
+    stamp = json.loads((old / "shapes.json").read_text())
+    del stamp["n_tune"]  # what the generator wrote before the tune split existed
+    (old / "shapes.json").write_text(json.dumps(stamp))
+    before = (old / "JPEGImages" / "shapes_000000.jpg").read_bytes()
+    assert ensure_shapes(old, jobs=1) is True
+    assert ensure_shapes(old, jobs=1) is False
+    fresh = generate_shapes(tmp_path / "fresh", small(), jobs=1)
+    assert open_dataset("shapes", old, "tune").ids == open_dataset("shapes", fresh, "tune").ids
+    assert (old / "JPEGImages" / "shapes_000000.jpg").read_bytes() == before
+    assert (old / "shapes.json").read_text() == (fresh / "shapes.json").read_text()
+
+
+def test_the_tuning_split_is_never_the_evaluation_split(root, tmp_path):
+    with pytest.raises(ConfigError, match="tune_split 'val' must differ"):
+        load_plan(with_data(root, tune_split="val"))
+    with pytest.raises(ConfigError, match="no tune_split"):
+        load_plan({"data": {"root": str(root), "evaluate_on": "tune"}})
+    # a list file that shares images with the evaluation split is refused before compute
+    shared = tmp_path / "shared.txt"
+    shared.write_text("".join(f"{i}\n" for i in open_dataset("shapes", root, "val").ids[:2]))
+    plan = load_plan(with_data(root, tune_split=str(shared)))
+    with pytest.raises(DataError, match="tuning images are in the evaluation split"):
+        preflight(plan)
+
+
+def test_evaluating_on_tune_changes_only_the_evaluated_stages(root):
+    base = load_plan(config_for(root), use_grid=False).cells[0].config
+    tuned = base.model_copy(update={"data": base.data.model_copy(update={"evaluate_on": "tune"})})
+    a, b = stage_keys(base), stage_keys(tuned)
+    assert a["train"] == b["train"]
+    assert all(a[s] != b[s] for s in ("infer", "proposals", "retrieve", "evaluate"))
+    assert open_split(tuned, "evaluated").ids == open_dataset("shapes", root, "tune").ids
+
+
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"retrieval.gamma": {"low": 0, "high": 1}}, "search.retrieval.gamma: unknown key"),
+        ({"retrieval.alpha": {"low": 2.0, "high": 0.1}}, "low 2.0 is above high 0.1"),
+        ({"retrieval.terms": {"low": 0.1, "high": 1}}, "retrieval.terms is not a number"),
+        ({"retrieval.alpha": {"low": "a", "high": 1}}, "retrieval.alpha.low must be a number"),
+        ({"retrieval.alpha": {"low": 0, "high": 1, "log": True}}, "a log range needs low > 0"),
+        ({"retrieval.top_n": {"low": 0, "high": 10}}, "retrieval.top_n does not take 0"),
+        ({"retrieval.alpha": [0.1, 1]}, "expected a mapping with low and high"),
+        ({"eval.prm_threshold": {"low": 0.1, "high": 0.9}}, "the eval section cannot be searched"),
+        ({"retrieval.confidence": {"choices": ["retrieval", "best"]}}, "does not take 'best'"),
+        ({}, "the config has no search section"),
+    ],
+)
+def test_a_bad_search_space_is_one_line_naming_the_key(root, search, message):
+    base = load_plan(config_for(root), use_grid=False).cells[0].config
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_space(search, base, "study.yaml")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_search_space_exits_2_without_a_traceback(root, tmp_path):
+    tree = config_for(root, {"retrieval.alpha": {"low": 2.0, "high": 0.1}})
+    result = CliRunner().invoke(
+        app, ["tune", write_config(tmp_path, tree), "--trials", "2", "--runs-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "low2.0isabovehigh0.1" in "".join(result.output.split())
+    assert "Traceback" not in result.output
+    bad_metric = CliRunner().invoke(
+        app, ["tune", write_config(tmp_path, config_for(root)), "--metric", "pointing_mAP",
+              "--runs-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert bad_metric.exit_code == 2 and "pointing_mAP" in bad_metric.output
+
+
+def counting_stages(monkeypatch) -> dict:
+    counts: dict[str, int] = {}
+    original = runner_module.execute_task
+
+    def counted(stage, *args, **kwargs):
+        counts[stage] = counts.get(stage, 0) + 1
+        return original(stage, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "execute_task", counted)
+    return counts
+
+
+def test_a_retrieval_study_trains_and_infers_once_whatever_the_trials(root, tmp_path, monkeypatch):
+    counts = counting_stages(monkeypatch)
+    plan = load_plan(config_for(root), use_grid=False)
+    summary = tune(plan, trials=4, runs_dir=tmp_path, evaluate=True)
+    assert summary.trials == 4
+    # trials: 1 train, 1 inference on tune, 4 retrievals; test: 1 inference on val, and
+    # retrieve + evaluate of default and tuned (one each, or one if tuned == default)
+    assert counts["train"] == 1 and counts["infer"] == 2
+    assert counts["retrieve"] == counts["evaluate"] and 5 <= counts["retrieve"] <= 6
+    assert summary.executed["train"] == 1 and summary.executed["infer"] == 1
+    assert summary.executed["retrieve"] == summary.executed["evaluate"] == 4
+    # more trials on the same study run only the new ones, and no stage upstream
+    counts.clear()
+    more = tune(plan, trials=6, runs_dir=tmp_path)
+    assert more.trials == 6 and counts == {"retrieve": 2, "evaluate": 2}
+    # best.yaml extends the config and reproduces the tuned cell of the test
+    best = load_plan(tmp_path / "study" / "best.yaml")
+    assert len(best.cells) == 1 and best.name == "study-best"
+    tuned_params = best.cells[0].config.retrieval
+    assert tuned_params.alpha == pytest.approx(more.best_params["retrieval.alpha"])
+    assert tuned_params.confidence == more.best_params["retrieval.confidence"]
+    trials = pd.read_csv(tmp_path / "study" / "tuning" / "trials.csv")
+    assert len(trials) == 6 and (trials["state"] == "COMPLETE").all()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_study_killed_mid_trial_resumes_to_the_same_study(root, tmp_path, monkeypatch):
+    plan = load_plan(config_for(root), use_grid=False)
+    clean = tune(plan, trials=4, runs_dir=tmp_path / "clean")
+    original = runner_module.run_plan
+    calls = {"n": 0}
+
+    def killed_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RunInterrupted("interrupted")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("prm_bench.tune.run_plan", killed_third)
+    with pytest.raises(RunInterrupted):
+        tune(plan, trials=4, runs_dir=tmp_path / "killed")
+    monkeypatch.setattr("prm_bench.tune.run_plan", original)
+    # and a trial left RUNNING by a process killed with -9 (no chance to record anything)
+    storage = f"sqlite:///{tmp_path / 'killed' / 'study' / 'tuning' / 'study.db'}"
+    study = optuna.load_study(study_name="study", storage=storage)
+    orphan = study.ask()
+    orphan.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}:gone")
+    resumed = tune(plan, trials=4, runs_dir=tmp_path / "killed")
+
+    def finished(run_dir) -> pd.DataFrame:
+        frame = pd.read_csv(run_dir / "study" / "tuning" / "trials.csv")
+        done = frame[frame["state"] == "COMPLETE"].drop(columns=["number", "duration"])
+        return done.reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(finished(tmp_path / "clean"), finished(tmp_path / "killed"))
+    assert resumed.best_params == clean.best_params
+    assert resumed.best_value == clean.best_value
+    states = pd.read_csv(tmp_path / "killed" / "study" / "tuning" / "trials.csv")["state"]
+    assert list(states).count("FAIL") == 2  # the killed trials, recorded and sampled again
+
+
+def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
+    plan = load_plan(config_for(root), use_grid=False)
+    tune(plan, trials=3, runs_dir=tmp_path, evaluate=True)
+    result = CliRunner().invoke(
+        app, ["report", str(tmp_path / "study"), "--out", str(tmp_path / "report"),
+              "--resamples", "200"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "## Tuned on `tune`, tested once on `val`" in text
+    test = pd.read_csv(tmp_path / "report" / "tables" / "tuning_test.csv")
+    assert test["metric"].iloc[0] == "mAP@0.5"
+    assert set(test["verdict (tuned better)"]) <= {"holds", "contradicted", "inconclusive"}
+    assert (tmp_path / "report" / "figures" / "tuning_history.png").is_file()
