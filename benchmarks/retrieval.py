@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from prm_bench.metrics import abo, coco_map, voc_map
-from prm_bench.retrieval import RetrievalParams, background_mask, prepare_gallery, retrieve
+from prm_bench.retrieval import RetrievalConfig, background_mask, prepare_gallery, retrieve
 
 
 def random_masks(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
@@ -22,7 +22,7 @@ def random_masks(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
     return masks
 
 
-def loop_retrieve(prms, peaks, crm, masks, params: RetrievalParams) -> list[int]:
+def loop_retrieve(prms, peaks, crm, masks, params: RetrievalConfig) -> list[int]:
     """The original code's shape: for each PRM, for each proposal, a contour and three sums."""
     size = prms.shape[1:]
     chosen = []
@@ -67,7 +67,7 @@ def bench_retrieval(
         [np.zeros(peaks), rng.integers(0, 20, peaks), np.zeros(peaks), np.zeros(peaks)], 1
     ).astype(int)
     crm = rng.standard_normal((1, 20, size // 32, size // 32))
-    params = RetrievalParams(nms_threshold=None)
+    params = RetrievalConfig(nms_threshold=None)
     gallery = prepare_gallery(masks, (size, size), params)
     fast = [
         i["proposal"]

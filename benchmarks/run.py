@@ -21,6 +21,7 @@ from benchmarks.integrity import bench_integrity
 from benchmarks.prm import bench_prm_against_original
 from benchmarks.retrieval import bench_evaluation, bench_retrieval
 from benchmarks.runner import bench_rerun
+from benchmarks.streaming import bench_streaming
 from prm_bench.backbones import build_classifier
 from prm_bench.peaks import class_scores
 
@@ -120,6 +121,10 @@ def main() -> None:
             lambda: [bench_retrieval(448, 8, 100, r)],
         ),
         "evaluation": ("report (1,449 images, 20 predictions each)", lambda: [bench_evaluation()]),
+        "training_data": (
+            "streamed training data: peak RSS < 2 GB for 10k images at 448 px",
+            lambda: [bench_streaming()],
+        ),
         "integrity": (
             "cost of preflight (10k VOC-size images) and of verifying VOC val's PRMs",
             lambda: [bench_integrity()],

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from prm_bench.config import load_plan
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
+from prm_bench.data.shapes import ShapesSpec, generate_shapes
 from prm_bench.runner import run_plan
 
 
@@ -16,9 +16,7 @@ def bench_rerun() -> dict:
     run for the new cell; compare with running that cell from scratch. The training scale
     is `ablations/quick.yaml`'s (1,000 images, 3 epochs, resnet10t) on 100 val images."""
     with tempfile.TemporaryDirectory() as folder:
-        root = generate_shapes(
-            Path(folder) / "shapes", ShapesConfig(n_train=1000, n_val=100, seed=5)
-        )
+        root = generate_shapes(Path(folder) / "shapes", ShapesSpec(n_train=1000, n_val=100, seed=5))
         base = {
             "data": {"name": "shapes", "root": str(root)},
             "backbone": {"name": "resnet10t"},

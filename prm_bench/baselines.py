@@ -23,7 +23,7 @@ from prm_bench.methods import METHODS, Method
 from prm_bench.registry import Registry
 
 
-class BaselineParams(BaseModel):
+class BaselineConfig(BaseModel):
     """Options of the CAM baselines.
 
     Attributes:
@@ -99,7 +99,7 @@ def proposal_mask(
     return np.asarray(proposals[best], bool), best
 
 
-def cam_boxes(cam: np.ndarray, params: BaselineParams) -> list[tuple[Box, float]]:
+def cam_boxes(cam: np.ndarray, params: BaselineConfig) -> list[tuple[Box, float]]:
     """Boxes of the connected components of a thresholded class activation map, each
     with its peak activation as confidence."""
     peak = float(cam.max())
@@ -123,7 +123,7 @@ def cam_baseline(
     class_scores: np.ndarray | torch.Tensor,
     image_size: tuple[int, int],
     proposals: np.ndarray | None = None,
-    params: BaselineParams | dict | None = None,
+    params: BaselineConfig | dict | None = None,
 ) -> list[dict[str, Any]]:
     """Instances of one image from a CAM baseline.
 
@@ -133,13 +133,13 @@ def cam_baseline(
         class_scores: (1, C).
         image_size: (H, W) of the image.
         proposals: (P, H, W) bool, for `cam-proposal`.
-        params: `BaselineParams` or a dict of its fields.
+        params: `BaselineConfig` or a dict of its fields.
 
     Returns:
         Instances by descending confidence: `mask`, `class`, `score`, `proposal`, `peaks`.
     """
     to_mask = BASELINES.get(name)
-    params = BaselineParams.model_validate(params or {})
+    params = BaselineConfig.model_validate(params or {})
     maps = torch.as_tensor(np.asarray(class_response_maps, dtype=np.float32))
     maps = F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)[0].numpy()
     scores = np.asarray(class_scores, dtype=np.float64).reshape(-1)

@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,9 +28,9 @@ from prm_bench import __version__
 from prm_bench.backbones import BACKBONES
 from prm_bench.baselines import BASELINES
 from prm_bench.config import ConfigError, load_plan
-from prm_bench.data import DATASETS, open_dataset
+from prm_bench.data import DATASETS, generator_of, open_dataset
 from prm_bench.data.base import DataError, Dataset
-from prm_bench.data.shapes import CLASS_SHAPES, ShapesConfig, generate_shapes
+from prm_bench.data.shapes import CLASS_SHAPES, ShapesSpec, generate_shapes
 from prm_bench.executors import make_executor
 from prm_bench.methods import METHODS
 from prm_bench.metrics import METRICS
@@ -85,6 +86,9 @@ def _describe(family: str, name: str) -> tuple[str, str]:
         needs = [n for n, on in (("root", traits.needs_root), ("ground truth",
                  traits.needs_truth), ("store cache", traits.store_cache)) if on]  # fmt: skip
         return ", ".join(needs) or "-", (entry.__doc__ or "").strip().splitlines()[0]
+    if family == "datasets":
+        made = "generated on first use (data.generate)" if generator_of(name) else "read"
+        return made, (entry.__doc__ or "").strip().splitlines()[0]
     if family == "metrics":
         needs = ", ".join(sorted(entry.needs)) or "instances"
         return f"protocol {entry.protocol}; needs {needs}", entry.description
@@ -143,7 +147,7 @@ def data_shapes(
 ) -> None:
     """Generate the embedded `shapes` dataset in the PASCAL VOC 2012 layout (+ COCO json)."""
     try:
-        config = ShapesConfig(seed, n_train, n_val, size, classes, n_tune=n_tune)
+        config = ShapesSpec(seed, n_train, n_val, size, classes, n_tune=n_tune)
         start = time.perf_counter()
         root = generate_shapes(out_dir, config, jobs=jobs)
     except (ValueError, FileExistsError) as err:
@@ -305,6 +309,59 @@ def _fail(err: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+PROGRESS_COLUMNS = (
+    TextColumn("{task.description:<9}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("elapsed"),
+    TimeElapsedColumn(),
+    TextColumn("left"),
+    TimeRemainingColumn(),
+)
+
+
+def _print_plan(plan, run_dir: Path) -> None:
+    """The plan's stages to run and in store, and a note on cells it drops."""
+    levels = plan_tasks(plan, Store(run_dir / "store"))
+    table = Table(
+        title=f"plan {plan.name}: {len(plan.cells)} cells -> {run_dir}", title_justify="left"
+    )
+    for column in ("stage", "to run", "in store"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for level in levels:
+        done = sum(t.done for t in level)
+        table.add_row(level[0].stage, str(len(level) - done), str(done))
+    console.print(table)
+    dropped = _cells_not_in_plan(run_dir, plan)
+    if dropped:
+        console.print(
+            f"[yellow]note:[/] {run_dir} holds {dropped} cells that this plan does not: "
+            "results.csv and the manifest will list this plan's cells only (the other cells' "
+            "stages stay in the store; rerun their config to list them again)"
+        )
+
+
+def _progress_events(progress: Progress) -> Callable[[str, dict], None]:
+    """A `run_plan` event handler that drives one progress bar per stage."""
+    bars: dict[str, TaskID] = {}
+
+    def report(kind: str, info: dict) -> None:
+        if kind == "stage":
+            bars[info["stage"]] = progress.add_task(info["stage"], total=max(info["todo"], 1))
+            if not info["todo"]:
+                why = "skipped: upstream failed" if info["skipped"] else "cached"
+                progress.update(
+                    bars[info["stage"]], completed=1, description=f"{info['stage']} ({why})"
+                )
+        else:
+            task = info["task"]
+            progress.advance(bars[task.stage])
+            if not task.ok:
+                progress.console.print(f"[red]{task.stage} {task.key} failed[/]: {task.error}")
+
+    return report
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Experiment YAML, e.g. ablations/quick.yaml."),
@@ -331,23 +388,7 @@ def run(
         _check_writable(runs_dir)
     except ConfigError as err:
         _fail(err)
-    levels = plan_tasks(plan, Store(run_dir / "store"))
-    table = Table(
-        title=f"plan {plan.name}: {len(plan.cells)} cells -> {run_dir}", title_justify="left"
-    )
-    for column in ("stage", "to run", "in store"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for level in levels:
-        done = sum(t.done for t in level)
-        table.add_row(level[0].stage, str(len(level) - done), str(done))
-    console.print(table)
-    dropped = _cells_not_in_plan(run_dir, plan)
-    if dropped:
-        console.print(
-            f"[yellow]note:[/] {run_dir} holds {dropped} cells that this plan does not: "
-            "results.csv and the manifest will list this plan's cells only (the other cells' "
-            "stages stay in the store; rerun their config to list them again)"
-        )
+    _print_plan(plan, run_dir)
     if dry_run:
         for cell in plan.cells:
             console.print(
@@ -355,39 +396,15 @@ def run(
             )
         return
     start = time.perf_counter()
-    columns = (
-        TextColumn("{task.description:<9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("elapsed"),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bars: dict[str, TaskID] = {}
-
-        def report(kind: str, info: dict) -> None:
-            if kind == "stage":
-                bars[info["stage"]] = progress.add_task(info["stage"], total=max(info["todo"], 1))
-                if not info["todo"]:
-                    why = "skipped: upstream failed" if info["skipped"] else "cached"
-                    progress.update(
-                        bars[info["stage"]], completed=1, description=f"{info['stage']} ({why})"
-                    )
-            else:
-                task = info["task"]
-                progress.advance(bars[task.stage])
-                if not task.ok:
-                    progress.console.print(f"[red]{task.stage} {task.key} failed[/]: {task.error}")
-
+    with Progress(*PROGRESS_COLUMNS, console=console) as progress:
         try:
             workers = make_executor(
                 executor, jobs or plan.cells[0].config.run.jobs, scheduler, run_dir / "slurm"
             )
             summary = run_plan(
-                plan, runs_dir, jobs=jobs, device=device, on_event=report, executor=workers
-            )
+                plan, runs_dir, jobs=jobs, device=device, on_event=_progress_events(progress),
+                executor=workers,
+            )  # fmt: skip
         except (RunLockedError, RunOutputError, ValueError) as err:
             _fail(err)
         except RunInterrupted as err:

@@ -5,6 +5,10 @@ Registry choices are `name` fields of their section (`data.name`, `backbone.name
 `stimulation.name`, `proposals.gallery`, `retrieval.terms`, `method.name`), validated
 against the registries with a close-match suggestion, so a grid axis over
 `backbone.name` reads the same as `--set backbone.name=resnet50`.
+
+Naming: every section is a frozen pydantic `*Config`; `RetrievalConfig` and
+`BaselineConfig` live beside the math they configure. A `*Spec` is a frozen dataclass
+that describes a thing rather than configures a run (`BackboneSpec`, `ShapesSpec`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prm_bench.backbones import BACKBONES
-from prm_bench.baselines import BaselineParams
+from prm_bench.baselines import BaselineConfig
 from prm_bench.data import DATASETS
 from prm_bench.methods import METHODS
 from prm_bench.metrics import METRICS
 from prm_bench.peaks import STIMULATIONS
 from prm_bench.proposals import GALLERIES
 from prm_bench.registry import Registry
-from prm_bench.retrieval import RetrievalParams
+from prm_bench.retrieval import RetrievalConfig
 
 
 class ConfigError(ValueError):
@@ -142,6 +146,12 @@ class TrainConfig(_Section):
     flip: bool = True
     seed: int = 0
     amp: bool = True
+    # channels-last memory for the training convolutions: 20-30% faster on CPU; it
+    # changes the order of float sums, so it is part of the training key
+    channels_last: bool = True
+    # processes decoding the next batches while one trains (0: decoded in the training
+    # process); speed only: not part of the training key
+    loader_workers: int = Field(0, ge=0)
 
 
 class InferConfig(_Section):
@@ -170,7 +180,7 @@ class MethodConfig(_Section):
     DESIGN 2.6 (`prm-bench list methods`)."""
 
     name: _registered_in(METHODS) = "prm"
-    baseline: BaselineParams = Field(default_factory=BaselineParams)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
 
 class EvalConfig(_Section):
@@ -211,7 +221,7 @@ class ExperimentConfig(_Section):
     infer: InferConfig = Field(default_factory=InferConfig)
     proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
-    retrieval: RetrievalParams = Field(default_factory=RetrievalParams)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 

@@ -57,7 +57,7 @@ for _name, _terms in {
     TERMS.add(_name, _terms)
 
 
-class RetrievalParams(BaseModel):
+class RetrievalConfig(BaseModel):
     """Retrieval options; defaults are the original demo's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -86,12 +86,12 @@ class RetrievalParams(BaseModel):
         return value
 
 
-def _params(params: RetrievalParams | dict[str, Any] | None) -> RetrievalParams:
+def _params(params: RetrievalConfig | dict[str, Any] | None) -> RetrievalConfig:
     if params is None:
-        return RetrievalParams()
-    if isinstance(params, RetrievalParams):
+        return RetrievalConfig()
+    if isinstance(params, RetrievalConfig):
         return params
-    return RetrievalParams.model_validate(params)
+    return RetrievalConfig.model_validate(params)
 
 
 def contours(masks: np.ndarray, width: int = 5) -> np.ndarray:
@@ -204,11 +204,11 @@ class PreparedGallery:
         return cls(runs["masks"], runs["contours"], arrays["valid"].astype(bool), size, key)
 
 
-def _gallery_key(params: RetrievalParams, size: tuple[int, int]) -> tuple:
+def _gallery_key(params: RetrievalConfig, size: tuple[int, int]) -> tuple:
     return (params.contour_width, params.min_area, params.max_area, params.top_n, size)
 
 
-def gallery_key(params: RetrievalParams | dict, size: tuple[int, int]) -> tuple:
+def gallery_key(params: RetrievalConfig | dict, size: tuple[int, int]) -> tuple:
     """What a prepared gallery depends on: the preparation parameters and the PRM size."""
     return _gallery_key(_params(params), (int(size[0]), int(size[1])))
 
@@ -245,7 +245,7 @@ def _cropped_masks_and_contours(
 
 
 def prepare_gallery(
-    proposals: np.ndarray, size: tuple[int, int], params: RetrievalParams | dict | None = None
+    proposals: np.ndarray, size: tuple[int, int], params: RetrievalConfig | dict | None = None
 ) -> PreparedGallery:
     """Prepare proposals (P, h, w) bool for PRMs of `size` (H, W): resize (nearest), keep
     the first `top_n`, compute contours, areas and validity once."""
@@ -317,7 +317,7 @@ def retrieval_scores(
     peaks: np.ndarray | torch.Tensor,
     class_response_maps: np.ndarray | torch.Tensor,
     gallery: PreparedGallery,
-    params: RetrievalParams | dict | None = None,
+    params: RetrievalConfig | dict | None = None,
 ) -> np.ndarray:
     """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf."""
     params = _params(params)
@@ -348,7 +348,7 @@ def retrieve(
     peaks: np.ndarray | torch.Tensor,
     class_response_maps: np.ndarray | torch.Tensor,
     proposals: np.ndarray | PreparedGallery,
-    params: RetrievalParams | dict | None = None,
+    params: RetrievalConfig | dict | None = None,
     *,
     class_scores: np.ndarray | torch.Tensor | None = None,
     upsample: int = 1,
@@ -360,7 +360,7 @@ def retrieve(
         peaks: (K, 4) rows (batch, class, y, x) as from `find_peaks`.
         class_response_maps: (1, C, h, w).
         proposals: (P, H', W') bool, or a gallery from `prepare_gallery`.
-        params: `RetrievalParams` or a dict of its fields.
+        params: `RetrievalConfig` or a dict of its fields.
         class_scores: (1, C) class scores, needed for `confidence="class"`.
         upsample: factor of the grid the peaks were found on (for `confidence="peak"`).
 
@@ -412,7 +412,7 @@ def retrieve(
 
 
 def _confidence(
-    params: RetrievalParams,
+    params: RetrievalConfig,
     peaks: np.ndarray,
     retrieval: np.ndarray,
     class_response_maps: np.ndarray | torch.Tensor,

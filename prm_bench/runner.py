@@ -375,8 +375,8 @@ def run_plan(
         try:
             with _interrupts_raise():
                 for level in plan_tasks(plan, store):
-                    _run_level(level, plan, store, executor, device, failed, seconds, summary,
-                               notify, log)  # fmt: skip
+                    _run_level(level, configs, store, executor, device, failed, seconds,
+                               summary, notify, log)  # fmt: skip
                     statuses = {c: ("failed" if c in failed else "running") for c in configs}
                     elapsed = time.perf_counter() - started
                     _write_outputs(plan, store, run_dir, statuses, seconds, device, elapsed)
@@ -396,7 +396,7 @@ def run_plan(
 
 def _run_level(
     level: list[Task],
-    plan: Plan,
+    configs: dict[int, ExperimentConfig],
     store: Store,
     executor: Executor,
     device: str,
@@ -408,7 +408,6 @@ def _run_level(
 ) -> None:
     """Run one stage's pending tasks (skipping cells that already failed upstream)."""
     stage = level[0].stage
-    configs = {cell.index: cell.config for cell in plan.cells}
     todo = [t for t in level if not t.done and not any(c in failed for c in t.cells)]
     summary.reused[stage] = sum(t.done for t in level)
     skipped = sum(not t.done for t in level) - len(todo)

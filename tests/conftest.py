@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from prm_bench.data.shapes import ShapesConfig, generate_shapes
+from prm_bench.data.shapes import ShapesSpec, generate_shapes
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def make_shapes(tmp_path_factory):
     made = {}
 
     def make(**settings):
-        config = ShapesConfig(**{"n_tune": 0, **settings})
+        config = ShapesSpec(**{"n_tune": 0, **settings})
         if config not in made:
             made[config] = generate_shapes(
                 tmp_path_factory.mktemp("data") / "shapes", config, jobs=1

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prm_bench.baselines import BASELINES, BaselineParams, cam_baseline, cam_boxes
+from prm_bench.baselines import BASELINES, BaselineConfig, cam_baseline, cam_boxes
 
 SIZE = (32, 40)
 
@@ -15,10 +15,10 @@ def two_blobs() -> np.ndarray:
 
 
 def test_cam_boxes_are_the_thresholded_components():
-    boxes = cam_boxes(two_blobs(), BaselineParams())
+    boxes = cam_boxes(two_blobs(), BaselineConfig())
     assert boxes == [((5, 4, 14, 9), 2.0), ((25, 20, 30, 27), 1.0)]
-    assert cam_boxes(two_blobs(), BaselineParams(cam_threshold=0.6)) == [((5, 4, 14, 9), 2.0)]
-    assert cam_boxes(-np.ones(SIZE), BaselineParams()) == []
+    assert cam_boxes(two_blobs(), BaselineConfig(cam_threshold=0.6)) == [((5, 4, 14, 9), 2.0)]
+    assert cam_boxes(-np.ones(SIZE), BaselineConfig()) == []
 
 
 def maps_for(cam: np.ndarray) -> np.ndarray:

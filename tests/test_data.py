@@ -13,10 +13,10 @@ from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, check_disjoint
 from prm_bench.data.coco import CocoDataset
 from prm_bench.data.palette import VOID
-from prm_bench.data.shapes import ShapesConfig, draw_image, generate_shapes, split_ids
+from prm_bench.data.shapes import ShapesSpec, draw_image, generate_shapes, split_ids
 from prm_bench.data.voc import VocDataset
 
-CONFIG = ShapesConfig(seed=7, n_train=10, n_val=6, size=64, classes=4, n_tune=3)
+CONFIG = ShapesSpec(seed=7, n_train=10, n_val=6, size=64, classes=4, n_tune=3)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_same_arguments_give_identical_trees_whatever_the_worker_count(shapes_ro
 
 
 def test_another_seed_gives_other_images(shapes_root, tmp_path):
-    other = generate_shapes(tmp_path / "other", ShapesConfig(**{**CONFIG.__dict__, "seed": 8}))
+    other = generate_shapes(tmp_path / "other", ShapesSpec(**{**CONFIG.__dict__, "seed": 8}))
     first = "JPEGImages/shapes_000000.jpg"
     assert tree_digest(other)[first] != tree_digest(shapes_root)[first]
 
@@ -46,7 +46,7 @@ def test_another_seed_gives_other_images(shapes_root, tmp_path):
 def test_an_existing_tree_is_reused_and_a_foreign_one_refused(shapes_root):
     assert generate_shapes(shapes_root, CONFIG) == shapes_root
     with pytest.raises(FileExistsError, match="not a shapes tree generated with these"):
-        generate_shapes(shapes_root, ShapesConfig(seed=1, n_train=2, n_val=2, size=64))
+        generate_shapes(shapes_root, ShapesSpec(seed=1, n_train=2, n_val=2, size=64))
 
 
 def test_voc_reader_reads_back_exactly_the_drawn_instances(shapes_root):
@@ -155,9 +155,10 @@ def test_a_damaged_layout_is_one_clear_error(shapes_root, tmp_path, damage, mess
 def test_cli_generates_the_dataset(tmp_path):
     out = tmp_path / "cli"
     args = ["data", "shapes", str(out), "--n-train", "4", "--n-val", "2", "--size", "48"]
-    result = CliRunner().invoke(app, [*args, "--jobs", "1"])
+    result = CliRunner().invoke(app, [*args, "--n-tune", "3", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert len(VocDataset(out, "val", segmentation=True)) == 2
+    assert len(VocDataset(out, "tune", segmentation=True)) == 3
     bad = CliRunner().invoke(app, ["data", "shapes", str(tmp_path / "x"), "--classes", "9"])
     assert bad.exit_code == 2 and "classes must be in 1..6" in bad.output
 
@@ -187,3 +188,27 @@ def test_cli_info_and_proposal_quality(shapes_root, tmp_path):
     assert bad.exit_code == 2 and "did you mean 'mcg'" in bad.output
     bad = runner.invoke(app, ["data", "info", str(shapes_root), "--dataset", "vooc"])
     assert bad.exit_code == 2 and "did you mean 'voc'" in bad.output
+
+
+def test_tune_split_holds_out_a_seeded_subset_and_removes_it_from_training(shapes_root, tmp_path):
+    def split(seed: int, out) -> tuple[list[str], list[str]]:
+        args = ["data", "tune-split", str(shapes_root), "--dataset", "shapes", "--from",
+                "train", "--train", "train", "--count", "4", "--seed", str(seed), "--out",
+                str(out)]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return [(out / name).read_text().split() for name in ("tune.txt", "train-minus-tune.txt")]
+
+    tune, rest = split(0, tmp_path / "a")
+    train = VocDataset(shapes_root, "train").ids
+    assert len(tune) == 4 and set(tune) <= set(train)
+    assert sorted(rest + tune) == sorted(train) and not set(rest) & set(tune)
+    assert split(0, tmp_path / "b") == [tune, rest]  # seeded
+    assert split(1, tmp_path / "c")[0] != tune
+    check_disjoint(VocDataset(shapes_root, tmp_path / "a" / "train-minus-tune.txt"),
+                   VocDataset(shapes_root, tmp_path / "a" / "tune.txt"))  # fmt: skip
+    too_many = CliRunner().invoke(
+        app, ["data", "tune-split", str(shapes_root), "--dataset", "shapes", "--train", "train",
+              "--count", "99", "--out", str(tmp_path / "d")],
+    )  # fmt: skip
+    assert too_many.exit_code == 2 and "hasonly10images" in "".join(too_many.output.split())

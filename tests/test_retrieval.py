@@ -8,7 +8,7 @@ from scipy import ndimage
 from prm_bench.registry import UnknownNameError
 from prm_bench.retrieval import (
     TERMS,
-    RetrievalParams,
+    RetrievalConfig,
     background_mask,
     contours,
     legacy_resize,
@@ -50,7 +50,7 @@ def reference_contour(mask: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def reference_scores(masks, prms, crm, peaks, params: RetrievalParams) -> np.ndarray:
+def reference_scores(masks, prms, crm, peaks, params: RetrievalConfig) -> np.ndarray:
     """One proposal at a time, straight from the formula of DESIGN 2.5."""
     terms = TERMS.get(params.terms)
     scores = np.full((len(prms), min(len(masks), params.top_n)), -np.inf)
@@ -83,7 +83,7 @@ def reference_scores(masks, prms, crm, peaks, params: RetrievalParams) -> np.nda
 @pytest.mark.parametrize("resize_mode", ["bicubic", "legacy"])
 def test_scores_and_choices_equal_the_per_proposal_loop(terms, resize_mode):
     masks, prms, crm, peaks = scene()
-    params = RetrievalParams(terms=terms, resize_mode=resize_mode, beta=0.01, top_n=10)
+    params = RetrievalConfig(terms=terms, resize_mode=resize_mode, beta=0.01, top_n=10)
     gallery = prepare_gallery(masks, (H, W), params)
     fast = retrieval_scores(prms, peaks, crm, gallery, params)
     slow = reference_scores(masks, prms, crm, peaks, params)
@@ -184,7 +184,7 @@ def test_confidence_options():
 
 def test_prepared_gallery_is_reused_and_checked():
     masks, prms, crm, peaks = scene(4)
-    params = RetrievalParams()
+    params = RetrievalConfig()
     gallery = prepare_gallery(masks, (H, W), params)
     fresh = retrieve(prms, peaks, crm, masks, params)
     reused = retrieve(prms, peaks, crm, gallery, params)
@@ -206,11 +206,11 @@ def test_proposals_of_another_size_are_resized_nearest():
 
 def test_bad_parameters_are_refused():
     with pytest.raises(ValidationError, match="unknown retrieval terms 'no-instanse'"):
-        RetrievalParams(terms="no-instanse")
+        RetrievalConfig(terms="no-instanse")
     with pytest.raises(ValidationError, match="resize_mode"):
-        RetrievalParams(resize_mode="bilinear")
+        RetrievalConfig(resize_mode="bilinear")
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        RetrievalParams(alhpa=1.0)
+        RetrievalConfig(alhpa=1.0)
     with pytest.raises(UnknownNameError):
         TERMS.get("everything")
 

@@ -1,10 +1,11 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from prm_bench.backbones import build_classifier
+from prm_bench.backbones import build_classifier, load_state_dict_file
 from prm_bench.config import load_plan
 from prm_bench.proposals.embedded import embedded_proposals
 from prm_bench.retrieval import retrieve
@@ -56,14 +57,14 @@ def test_packed_prms_are_close_and_sum_to_one():
 
 def test_retrieval_from_stored_prms_picks_what_fresh_prms_pick(tmp_path):
     from prm_bench.backprop import peak_response_maps
-    from prm_bench.data.shapes import ShapesConfig, draw_image
+    from prm_bench.data.shapes import ShapesSpec, draw_image
 
     config = (
         load_plan({"infer": {"upsample": 2, "peak_filter": "none", "max_peaks": 6}}).cells[0].config
     )
     model = build_classifier("resnet10t", 5).eval()
     for index in range(3):
-        image, *_ = draw_image(ShapesConfig(size=96), index)
+        image, *_ = draw_image(ShapesSpec(size=96), index)
         stored = infer_image(
             model, image, config.infer, config.stimulation, None, torch.device("cpu")
         )
@@ -88,13 +89,13 @@ def test_a_stage_missing_a_required_output_is_not_recorded_as_done(tmp_path):
 
 
 def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
-    from prm_bench.data.shapes import ShapesConfig, draw_image
-    from prm_bench.retrieval import RetrievalParams, prepare_gallery
+    from prm_bench.data.shapes import ShapesSpec, draw_image
+    from prm_bench.retrieval import RetrievalConfig, prepare_gallery
     from prm_bench.stages.retrieve import prepared_gallery
 
-    image, *_ = draw_image(ShapesConfig(size=64), 1)
+    image, *_ = draw_image(ShapesSpec(size=64), 1)
     proposals, _ = embedded_proposals(image)
-    params = RetrievalParams()
+    params = RetrievalConfig()
     calls = []
 
     def source():
@@ -123,3 +124,59 @@ def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
     path.write_bytes(b"garbage")  # an unreadable cache is prepared again
     assert prepared_gallery(path, source, (32, 32), params).size == (32, 32)
     assert len(calls) == 3
+
+
+def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_path, make_shapes):
+    """Decoding batch by batch in 0 or 2 loader processes trains the same model as the
+    whole split held in memory, with the same generator draws (order, then flips)."""
+    from prm_bench.stages import train
+    from prm_bench.stages.common import ImageSplit, normalise, open_training_data, stage_keys
+
+    root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
+    config = {
+        "data": {"name": "shapes", "root": str(root)},
+        "backbone": {"name": "test_resnet"},
+        "train": {"epochs": 2, "batch_size": 5},
+    }
+    digests, logs = [], []
+    for workers in (0, 2):
+        cell = load_plan(config, [f"train.loader_workers={workers}"]).cells[0].config
+        store = Store(tmp_path / f"w{workers}")
+        folder = train.run(cell, store, stage_keys(cell), torch.device("cpu"))
+        digests.append(hashlib.sha256((folder / train.CHECKPOINT).read_bytes()).hexdigest())
+        entries = json.loads((folder / "log.json").read_text())
+        logs.append([{k: v for k, v in e.items() if k != "seconds"} for e in entries])
+    assert digests[0] == digests[1] and logs[0] == logs[1]
+    assert (
+        stage_keys(load_plan(config, ["train.loader_workers=2"]).cells[0].config)["train"]
+        == stage_keys(load_plan(config).cells[0].config)["train"]
+    )
+    # the in-memory reference: every image decoded up front, the same draws
+    cell = load_plan(config).cells[0].config
+    train_set, _ = open_training_data(cell)
+    split = ImageSplit(train_set, None)
+    images = torch.stack([split[i] for i in range(len(split))])
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = build_classifier("test_resnet", 2).to(memory_format=torch.channels_last)
+    optimizer = train._optimizer(model, cell)
+    for _ in range(2):
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        for first in range(0, len(order), 5):
+            index = order[first : first + 5]
+            batch = images[index]
+            flip = torch.rand(len(index), generator=generator) < 0.5
+            batch[flip] = batch[flip].flip(3)
+            inputs = normalise(batch, model.spec).contiguous(memory_format=torch.channels_last)
+            scores = train.class_scores(model(inputs).float(), "peak")
+            loss = torch.nn.functional.multilabel_soft_margin_loss(scores, split.labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        train._scores(model, split, cell, torch.device("cpu"))
+    reference = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    folder = Store(tmp_path / "w0").path("train", stage_keys(cell)["train"])
+    trained = load_state_dict_file(folder / train.CHECKPOINT)
+    for name, value in reference.items():
+        torch.testing.assert_close(trained[name], value, rtol=0, atol=0)

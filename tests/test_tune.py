@@ -16,7 +16,7 @@ from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError
-from prm_bench.data.shapes import ShapesConfig, ensure_shapes, generate_shapes, split_ids
+from prm_bench.data.shapes import ShapesSpec, ensure_shapes, generate_shapes, split_ids
 from prm_bench.runner import RunInterrupted, preflight
 from prm_bench.stages.common import open_split, stage_keys
 from prm_bench.tune import parse_space, tune
@@ -53,8 +53,8 @@ def write_config(tmp_path, tree) -> str:
     return str(path)
 
 
-def small(**settings) -> ShapesConfig:
-    return ShapesConfig(**{"seed": 3, "n_train": 4, "n_val": 2, "size": 48, **settings})
+def small(**settings) -> ShapesSpec:
+    return ShapesSpec(**{"seed": 3, "n_train": 4, "n_val": 2, "size": 48, **settings})
 
 
 def with_data(root, **data) -> dict:

@@ -50,19 +50,27 @@ def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dat
     return VocDataset(root, split, segmentation=segmentation)
 
 
-# Dataset kinds that can be generated: kind -> make-or-update (True when it wrote anything)
-GENERATORS: dict[str, Callable[[Path], bool]] = {"shapes": ensure_shapes}
+# a generated kind says so on its entry: `opener.generate(root) -> bool` makes (or brings
+# up to date) the dataset at root, True when it wrote anything
+open_shapes.generate = ensure_shapes  # type: ignore[attr-defined]
+
+
+def generator_of(name: str) -> Callable[[Path], bool] | None:
+    """How to generate the dataset kind `name`, or None when it is read, not made."""
+    return getattr(DATASETS.get(name), "generate", None)
 
 
 def generate_missing(name: str, root: str | Path) -> bool:
     """Generate the dataset `name` at `root` if it can be generated and is not there yet
     (or bring a tree from an older generator up to date); True when anything was written.
     Only called where a config asks for it (data.generate)."""
-    if name not in GENERATORS:
+    generate = generator_of(name)
+    if generate is None:
+        made = [n for n in DATASETS.names() if generator_of(n) is not None]
         raise DataError(
-            f"dataset {name!r} cannot be generated (generated kinds: {', '.join(GENERATORS)})"
+            f"dataset {name!r} cannot be generated (generated kinds: {', '.join(made)})"
         )
-    return GENERATORS[name](Path(root))
+    return generate(Path(root))
 
 
 def open_dataset(name: str, root: str | Path, split: str, segmentation: bool = False) -> Dataset:

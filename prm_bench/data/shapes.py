@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class ShapesConfig:
+class ShapesSpec:
     """What the generated tree depends on: the same config gives byte-identical files.
 
     Attributes:
@@ -163,7 +163,7 @@ def _texture(rng: np.random.Generator, size: int, strength: float) -> np.ndarray
 class _Painter:
     """Draws one image: background, clutter, distractors, then objects on top."""
 
-    def __init__(self, config: ShapesConfig, rng: np.random.Generator) -> None:
+    def __init__(self, config: ShapesSpec, rng: np.random.Generator) -> None:
         self.config = config
         self.rng = rng
         self.size = config.size
@@ -240,7 +240,7 @@ class _Painter:
 
 
 def draw_image(
-    config: ShapesConfig, index: int
+    config: ShapesSpec, index: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[ShapeInstance]]:
     """Draw image `index` of the dataset.
 
@@ -306,7 +306,7 @@ def _label_png(values: np.ndarray, path: Path) -> None:
     png.save(path, optimize=False)
 
 
-def _write_image(config: ShapesConfig, index: int, image_id: str, root: Path) -> list[dict]:
+def _write_image(config: ShapesSpec, index: int, image_id: str, root: Path) -> list[dict]:
     image, objects, classes, instances = draw_image(config, index)
     Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
     _label_png(objects, root / "SegmentationObject" / f"{image_id}.png")
@@ -327,7 +327,7 @@ def _write_image(config: ShapesConfig, index: int, image_id: str, root: Path) ->
     return records
 
 
-def split_ids(config: ShapesConfig) -> dict[str, list[str]]:
+def split_ids(config: ShapesSpec) -> dict[str, list[str]]:
     """Image ids per split: train, val, then tune (when n_tune > 0); no two share an image."""
     sizes = {"train": config.n_train, "val": config.n_val, "tune": config.n_tune}
     splits, first = {}, 0
@@ -344,16 +344,14 @@ def _chunks(items: list, n: int) -> Iterator[list]:
         yield items[start : start + step]
 
 
-def _write_chunk(config: ShapesConfig, ids: list[str], root: Path) -> dict[str, list[dict]]:
+def _write_chunk(config: ShapesSpec, ids: list[str], root: Path) -> dict[str, list[dict]]:
     return {
         image_id: _write_image(config, int(image_id.split("_")[1]), image_id, root)
         for image_id in ids
     }
 
 
-def generate_shapes(
-    out_dir: str | Path, config: ShapesConfig | None = None, jobs: int = -1
-) -> Path:
+def generate_shapes(out_dir: str | Path, config: ShapesSpec | None = None, jobs: int = -1) -> Path:
     """Write the shapes dataset to `out_dir` in the VOC 2012 layout plus COCO json.
 
     The tree is built under a temporary name and renamed into place when complete. If
@@ -361,13 +359,13 @@ def generate_shapes(
 
     Args:
         out_dir: the dataset root to create.
-        config: what to generate (defaults: ShapesConfig()).
+        config: what to generate (defaults: ShapesSpec()).
         jobs: worker processes (joblib; -1 = all cores). The output does not depend on it.
 
     Returns:
         `out_dir` as a Path.
     """
-    config = config or ShapesConfig()
+    config = config or ShapesSpec()
     out = Path(out_dir)
     stamp = _stamp(config)
     if out.exists():
@@ -408,8 +406,8 @@ def generate_shapes(
     return out
 
 
-def ensure_shapes(root: str | Path, config: ShapesConfig | None = None, jobs: int = -1) -> bool:
-    """A shapes tree at `root`: generated from `config` (default ShapesConfig()) when
+def ensure_shapes(root: str | Path, config: ShapesSpec | None = None, jobs: int = -1) -> bool:
+    """A shapes tree at `root`: generated from `config` (default ShapesSpec()) when
     absent; a tree from before the tune split gets one (train and val untouched). True
     when anything was written."""
     root = Path(root)
@@ -420,12 +418,12 @@ def ensure_shapes(root: str | Path, config: ShapesConfig | None = None, jobs: in
     found = json.loads(stamp_file.read_text())
     if "n_tune" in found:
         return False
-    fields = {k: found[k] for k in asdict(ShapesConfig()) if k in found}
-    _add_tune_split(root, ShapesConfig(**fields), jobs)
+    fields = {k: found[k] for k in asdict(ShapesSpec()) if k in found}
+    _add_tune_split(root, ShapesSpec(**fields), jobs)
     return True
 
 
-def _stamp(config: ShapesConfig, without_tune: bool = False) -> dict:
+def _stamp(config: ShapesSpec, without_tune: bool = False) -> dict:
     """What shapes.json records; `without_tune`: as written before the tune split existed."""
     stamp = {"generator": "prm-bench shapes", "version": FORMAT_VERSION, **asdict(config)}
     if without_tune:
@@ -433,7 +431,7 @@ def _stamp(config: ShapesConfig, without_tune: bool = False) -> dict:
     return stamp
 
 
-def _write_images(config: ShapesConfig, ids: list[str], root: Path, jobs: int) -> dict:
+def _write_images(config: ShapesSpec, ids: list[str], root: Path, jobs: int) -> dict:
     from joblib import Parallel, delayed
 
     workers = (os.cpu_count() or 1) if jobs == -1 else jobs
@@ -443,7 +441,7 @@ def _write_images(config: ShapesConfig, ids: list[str], root: Path, jobs: int) -
     return {k: v for part in parts for k, v in part.items()}
 
 
-def _add_tune_split(root: Path, config: ShapesConfig, jobs: int) -> None:
+def _add_tune_split(root: Path, config: ShapesSpec, jobs: int) -> None:
     """Add the tune split to a tree generated before it existed. Only new files are
     written (train and val are untouched) and shapes.json is rewritten last, so an
     interrupted upgrade is redone by the next call."""
@@ -456,7 +454,7 @@ def _add_tune_split(root: Path, config: ShapesConfig, jobs: int) -> None:
 
 
 def _write_image_sets(
-    root: Path, config: ShapesConfig, splits: dict, records: dict, trainval: bool = True
+    root: Path, config: ShapesSpec, splits: dict, records: dict, trainval: bool = True
 ) -> None:
     if trainval:
         splits = {**splits, "trainval": splits["train"] + splits["val"]}
@@ -472,7 +470,7 @@ def _write_image_sets(
             (root / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text("".join(lines))
 
 
-def _write_coco(root: Path, config: ShapesConfig, splits: dict, records: dict) -> None:
+def _write_coco(root: Path, config: ShapesSpec, splits: dict, records: dict) -> None:
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"}
         for i, name in enumerate(config.class_names)

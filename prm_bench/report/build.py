@@ -105,6 +105,7 @@ def _header(run: _Run) -> list[str]:
         f"{_describe({c.backbone.name for c in run.configs.values()})}; seeds: "
         f"{_describe({c.train.seed for c in run.configs.values()})}.",
         _environment_line(run.plan, run.run_dir),
+        *_command_line(manifest),
         f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
         + (f"; whole run {wall / 60:.1f} min." if wall is not None else "."),
         "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "
@@ -198,6 +199,15 @@ def _tuning(run: _Run, resamples: int) -> list[str]:
     from prm_bench.report.tuning import has_tuning, tuning_section
 
     return tuning_section(run.run_dir, run.out, resamples) if has_tuning(run.run_dir) else []
+
+
+def _command_line(manifest: dict) -> list[str]:
+    """The command behind the numbers (with its --set overrides), where recorded."""
+    argv = manifest.get("command")
+    if not argv:
+        return []
+    shown = " ".join([Path(argv[0]).name, *argv[1:]])
+    return [f"- Command: `{shown}`."]
 
 
 def _stage_time(manifest: dict) -> str:

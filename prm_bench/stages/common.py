@@ -40,8 +40,9 @@ def _evaluated_data(config: ExperimentConfig) -> dict:
 
 def stage_keys(config: ExperimentConfig) -> dict[str, str]:
     """The key of every stage of a cell; each hashes only what the stage depends on."""
+    training = config.train.model_dump(mode="json", exclude={"loader_workers"})
     train = config_hash(
-        "train", _training_data(config), config.backbone, config.stimulation, config.train
+        "train", _training_data(config), config.backbone, config.stimulation, training
     )
     # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
     infer_part = config.infer.model_dump(mode="json", exclude={"strategy"})
@@ -124,9 +125,31 @@ def image_tensor(
     return normalise(_uint8_tensor(image, size), spec)
 
 
-def load_images(dataset: Dataset, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (N, 3, S, S) as uint8 (a quarter of float32's memory: 6.4 GB for VOC
-    train_aug at 448 px) and labels (N, C) of a split; `normalise` each batch."""
-    images = torch.cat([_uint8_tensor(dataset.image(i), size) for i in dataset.ids])
-    labels = torch.from_numpy(np.stack([dataset.labels(i) for i in dataset.ids]))
-    return images, labels
+class ImageSplit(torch.utils.data.Dataset):
+    """The images of a split as uint8 tensors (3, S, S), decoded when asked for: training
+    streams them batch by batch instead of holding the split in memory (VOC train_aug at
+    448 px would be 6.4 GB, COCO train2014 about 50 GB)."""
+
+    def __init__(self, dataset: Dataset, size: int | None) -> None:
+        self.dataset, self.size = dataset, size
+        self.labels = torch.from_numpy(np.stack([dataset.labels(i) for i in dataset.ids]))
+
+    def __len__(self) -> int:
+        return len(self.dataset.ids)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return _uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
+
+
+def batches(
+    images: ImageSplit, order: list[list[int]], workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """uint8 batches (B, 3, S, S) of `images` in the given order of index lists, decoded
+    by `workers` processes ahead of use (0: in this process); `normalise` each batch."""
+    return torch.utils.data.DataLoader(
+        images,
+        batch_sampler=order,
+        num_workers=workers,
+        collate_fn=torch.stack,
+        persistent_workers=False,
+    )

@@ -26,7 +26,7 @@ from prm_bench.methods import METHODS
 from prm_bench.proposals import gallery_traits, open_gallery
 from prm_bench.retrieval import (
     PreparedGallery,
-    RetrievalParams,
+    RetrievalConfig,
     gallery_key,
     prepare_gallery,
     resize_nearest,
@@ -44,7 +44,7 @@ def prepared_gallery(
     path: Path,
     proposals: Callable[[], np.ndarray],
     size: tuple[int, int],
-    params: RetrievalParams,
+    params: RetrievalConfig,
 ) -> PreparedGallery:
     """An image's gallery prepared for PRMs of `size`: read from `path` when it was
     prepared with the same parameters, else prepared from `proposals()` and saved there.

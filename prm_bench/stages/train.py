@@ -15,7 +15,13 @@ from prm_bench.backbones import build_classifier, save_checkpoint
 from prm_bench.config import ExperimentConfig
 from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.peaks import class_scores
-from prm_bench.stages.common import StageError, load_images, normalise, open_training_data
+from prm_bench.stages.common import (
+    ImageSplit,
+    StageError,
+    batches,
+    normalise,
+    open_training_data,
+)
 from prm_bench.stages.store import Store, write_json
 
 CHECKPOINT = "model.safetensors"
@@ -41,14 +47,20 @@ def _optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.
     return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
 
 
+def _memory_format(config: ExperimentConfig) -> torch.memory_format:
+    return torch.channels_last if config.train.channels_last else torch.contiguous_format
+
+
 def _scores(
-    model: torch.nn.Module, images: torch.Tensor, config: ExperimentConfig, device: torch.device
+    model: torch.nn.Module, images: ImageSplit, config: ExperimentConfig, device: torch.device
 ) -> np.ndarray:
+    """Class scores of every image of a split (streamed 64 at a time)."""
     model.eval()
+    order = [list(range(s, min(s + 64, len(images)))) for s in range(0, len(images), 64)]
     out = []
     with torch.no_grad():
-        for start in range(0, len(images), 64):
-            maps = model(normalise(images[start : start + 64].to(device), model.spec))
+        for batch in batches(images, order, config.train.loader_workers):
+            maps = model(normalise(batch.to(device), model.spec))
             out.append(
                 class_scores(maps, config.stimulation.name, **config.stimulation.options)
                 .float()
@@ -57,14 +69,56 @@ def _scores(
     return torch.cat(out).numpy()
 
 
+def _epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: ImageSplit,
+    generator: torch.Generator,
+    config: ExperimentConfig,
+    device: torch.device,
+    epoch: int,
+) -> float:
+    """One pass over the shuffled training images; the mean loss."""
+    train = config.train
+    model.train()
+    order = torch.randperm(len(images), generator=generator).tolist()
+    plan = [
+        order[first : first + train.batch_size] for first in range(0, len(order), train.batch_size)
+    ]
+    autocast = device.type == "cuda" and train.amp
+    losses = []
+    loader = batches(images, plan, train.loader_workers)
+    for step, (index, batch) in enumerate(zip(plan, loader, strict=True)):
+        if train.flip:
+            flip = torch.rand(len(index), generator=generator) < 0.5
+            batch[flip] = batch[flip].flip(3)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            inputs = normalise(batch.to(device), model.spec)
+            maps = model(inputs.contiguous(memory_format=_memory_format(config)))
+            scores = class_scores(
+                maps.float(), config.stimulation.name, **config.stimulation.options
+            )
+        loss = F.multilabel_soft_margin_loss(scores, images.labels[index].to(device))
+        if not math.isfinite(loss.item()):
+            raise StageError(
+                f"training diverged: the loss is {loss.item()} at epoch {epoch}, step {step} "
+                f"(lr {train.lr}); lower train.lr or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
-    """Train one cell's classifier; writes `model.safetensors` and `log.json`."""
+    """Train one cell's classifier; writes `model.safetensors` and `log.json`. Images are
+    decoded batch by batch (`train.loader_workers` processes ahead), never held whole."""
     key = keys["train"]
     folder = store.reset("train", key)
     train_set, eval_set = open_training_data(config)
-    size = config.data.image_size
-    images, labels = load_images(train_set, size)
-    eval_images, eval_labels = load_images(eval_set, size)
+    images = ImageSplit(train_set, config.data.image_size)
+    eval_images = ImageSplit(eval_set, config.data.image_size)
     torch.manual_seed(config.train.seed)
     generator = torch.Generator().manual_seed(config.train.seed)
     model = build_classifier(
@@ -73,45 +127,21 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
         pretrained=config.backbone.pretrained,
         weights=config.backbone.weights,
         output_stride=config.backbone.output_stride,
-    ).to(device, memory_format=torch.channels_last)  # 20-30% faster convs on CPU
+    ).to(device, memory_format=_memory_format(config))
     optimizer = _optimizer(model, config)
-    autocast = device.type == "cuda" and config.train.amp
+    labels = eval_images.labels.numpy()
     log = []
     start = time.perf_counter()
     for epoch in range(1, config.train.epochs + 1):
         store.check()
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        losses = []
-        for step, first in enumerate(range(0, len(order), config.train.batch_size)):
-            index = order[first : first + config.train.batch_size]
-            batch = images[index]
-            if config.train.flip:
-                flip = torch.rand(len(index), generator=generator) < 0.5
-                batch[flip] = batch[flip].flip(3)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                inputs = normalise(batch.to(device), model.spec)
-                maps = model(inputs.contiguous(memory_format=torch.channels_last))
-                scores = class_scores(
-                    maps.float(), config.stimulation.name, **config.stimulation.options
-                )
-            loss = F.multilabel_soft_margin_loss(scores, labels[index].to(device))
-            if not math.isfinite(loss.item()):
-                raise StageError(
-                    f"training diverged: the loss is {loss.item()} at epoch {epoch}, step {step} "
-                    f"(lr {config.train.lr}); lower train.lr or check the data"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        loss = _epoch(model, optimizer, images, generator, config, device, epoch)
         val = _scores(model, eval_images, config, device)
         log.append(
             {
                 "epoch": epoch,
-                "loss": float(np.mean(losses)),
-                "eval_classification_mAP": classification_map(val, eval_labels.numpy()),
-                "eval_label_accuracy": float(((val > 0) == (eval_labels.numpy() > 0)).mean()),
+                "loss": loss,
+                "eval_classification_mAP": classification_map(val, labels),
+                "eval_label_accuracy": float(((val > 0) == (labels > 0)).mean()),
                 "seconds": time.perf_counter() - start,
             }
         )
