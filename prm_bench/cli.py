@@ -164,7 +164,7 @@ DATASET_OPTION = typer.Option("voc", "--dataset", help="Dataset kind: voc, coco 
 
 @data_app.command("tune-split")
 def data_tune_split(
-    root: Path = typer.Argument(..., help="Dataset root (VOC layout: voc or shapes)."),
+    root: Path = typer.Argument(..., help="Dataset root."),
     source: str = typer.Option(
         "train", "--from", help="Split with instance masks the tuning images are drawn from."
     ),
@@ -173,34 +173,49 @@ def data_tune_split(
     ),
     count: int = typer.Option(300, min=1, help="Tuning images."),
     seed: int = typer.Option(0, help="Seed of the draw."),
-    out: Path = typer.Option(..., help="Folder for tune.txt and train-minus-tune.txt."),
+    out: Path = typer.Option(
+        None, help="voc, shapes: folder for tune.txt and train-minus-tune.txt."
+    ),
     kind: str = DATASET_OPTION,
 ) -> None:
     """Hold out a seeded subset of a split with masks as the tuning split (data.tune_split)
-    and write the training list without it (data.train_split), so the classifier never
-    sees a tuning image."""
+    and write the training split without it (data.train_split), so the classifier never
+    sees a tuning image. VOC layouts get two list files in OUT; COCO gets
+    annotations/instances_<train>@rest.json and instances_<from>@tune.json."""
     try:
-        if kind not in ("voc", "shapes"):
-            raise DataError(
-                f"--dataset {kind}: tune-split writes VOC list files (voc, shapes); for coco "
-                "write an instances_<split>.json subset"
-            )
+        if kind in ("voc", "shapes") and out is None:
+            raise DataError(f"--dataset {kind} writes list files: give --out FOLDER")
         pool = _open(kind, root, source, True).ids
         if count >= len(pool):
             raise DataError(f"--count {count}: the {source} split has only {len(pool)} images")
-        training = _open(kind, root, train, False).ids
+        training = _open(kind, root, train, False)
     except DataError as err:
         _fail(err)
     order = np.random.default_rng(seed).permutation(len(pool))
     held = sorted(pool[i] for i in order[:count])
-    rest = [i for i in training if i not in set(held)]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tune.txt").write_text("".join(f"{i}\n" for i in held))
-    (out / "train-minus-tune.txt").write_text("".join(f"{i}\n" for i in rest))
+    rest = [i for i in training.ids if i not in set(held)]
+    if kind == "coco":
+        source_set = _open(kind, root, source, False)
+        written = [
+            _coco_subset(source_set, held, root / "annotations" / f"instances_{source}@tune.json"),
+            _coco_subset(training, rest, root / "annotations" / f"instances_{train}@rest.json"),
+        ]
+        splits = f"data.tune_split={source}@tune data.train_split={train}@rest"
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "tune.txt", out / "train-minus-tune.txt"]
+        written[0].write_text("".join(f"{i}\n" for i in held))
+        written[1].write_text("".join(f"{i}\n" for i in rest))
+        splits = f"data.tune_split={written[0]} data.train_split={written[1]}"
     console.print(
-        f"{out / 'tune.txt'}: {len(held)} images of {source} (seed {seed}); "
-        f"{out / 'train-minus-tune.txt'}: {len(rest)} of {len(training)} training images"
+        f"{written[0]}: {len(held)} images of {source} (seed {seed}); {written[1]}: "
+        f"{len(rest)} of {len(training.ids)} training images. Use --set {splits}"
     )
+
+
+def _coco_subset(dataset: Dataset, ids: list[str], path: Path) -> Path:
+    path.write_text(json.dumps(dataset.subset(ids)))
+    return path
 
 
 def _open(kind: str, root: Path, split: str, segmentation: bool) -> Dataset:

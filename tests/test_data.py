@@ -212,3 +212,21 @@ def test_tune_split_holds_out_a_seeded_subset_and_removes_it_from_training(shape
               "--count", "99", "--out", str(tmp_path / "d")],
     )  # fmt: skip
     assert too_many.exit_code == 2 and "hasonly10images" in "".join(too_many.output.split())
+
+
+def test_tune_split_of_a_coco_layout_writes_instances_subsets(shapes_root, tmp_path):
+    copy = tmp_path / "coco"
+    shutil.copytree(shapes_root, copy)
+    args = ["data", "tune-split", str(copy), "--dataset", "coco", "--from", "train", "--train",
+            "train", "--count", "3"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    tune = open_dataset("coco", copy, "train@tune", segmentation=True)
+    rest = open_dataset("coco", copy, "train@rest")
+    full = open_dataset("coco", copy, "train", segmentation=True)
+    assert len(tune.ids) == 3 and sorted(tune.ids + rest.ids) == full.ids
+    check_disjoint(rest, tune)
+    for image_id in tune.ids:  # the held-out images keep their instances
+        masks = [i.mask for i in tune.instances(image_id)]
+        expected = [i.mask for i in full.instances(image_id)]
+        assert all(np.array_equal(a, b) for a, b in zip(masks, expected, strict=True))

@@ -29,10 +29,12 @@ def open_voc(root: str | Path, split: str, segmentation: bool = False) -> Datase
 
 @DATASETS.register("coco")
 def open_coco(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
-    """COCO: ROOT/annotations/instances_<split>.json with images in ROOT/<split>."""
+    """COCO: ROOT/annotations/instances_<split>.json with images in ROOT/<split>; a split
+    `X@part` (from `prm-bench data tune-split`) holds images of ROOT/X."""
     root = Path(root)
     annotation = root / "annotations" / f"instances_{split}.json"
-    images = root / split if (root / split).is_dir() else root / "JPEGImages"
+    folder = str(split).split("@")[0]
+    images = root / folder if (root / folder).is_dir() else root / "JPEGImages"
     if not annotation.is_file():
         raise DataError(f"COCO annotation file {annotation} does not exist")
     return CocoDataset(annotation, images)

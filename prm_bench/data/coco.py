@@ -78,6 +78,17 @@ class CocoDataset:
     def _annotations(self, image_id: str) -> list[dict]:
         return self.coco.loadAnns(self.coco.getAnnIds(imgIds=[self._by_name[image_id]]))
 
+    def subset(self, ids: list[str]) -> dict:
+        """The instances file's content restricted to the images `ids` (e.g. a tuning
+        split held out of train2014)."""
+        wanted = {self._by_name[i] for i in ids}
+        full = self.coco.dataset
+        return {
+            **{k: v for k, v in full.items() if k not in ("images", "annotations")},
+            "images": [image for image in full["images"] if image["id"] in wanted],
+            "annotations": [a for a in full["annotations"] if a["image_id"] in wanted],
+        }
+
     def labels(self, image_id: str) -> np.ndarray:
         """Image-level labels (C,) float32 from the non-crowd annotations."""
         labels = np.zeros(len(self.class_names), dtype=np.float32)
