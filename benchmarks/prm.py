@@ -115,12 +115,15 @@ def bench_prm_against_original(
             model, image, chosen, upsample=upsample, strategy="sequential"
         ),
         "batched": lambda: peak_response_maps(model, image, chosen, upsample=upsample),
+        "backward-batched": lambda: peak_response_maps(
+            model, image, chosen, upsample=upsample, strategy="backward-batched"
+        ),
     }
     seconds = {name: timed(fn, repeats, device) for name, fn in variants.items()}
     reference = variants["original"]()
     differences = {
         name: float((variants[name]() - reference).abs().max())
-        for name in ("sequential", "batched")
+        for name in ("sequential", "batched", "backward-batched")
     }
     return {
         "backbone": backbone,
@@ -131,5 +134,7 @@ def bench_prm_against_original(
         "speedup_sequential_over_original": seconds["original"] / seconds["sequential"],
         "speedup_batched_over_original": seconds["original"] / seconds["batched"],
         "speedup_batched_over_sequential": seconds["sequential"] / seconds["batched"],
+        "speedup_backward_batched_over_sequential": seconds["sequential"]
+        / seconds["backward-batched"],
         "max_abs_difference_to_original": differences,
     }

@@ -30,11 +30,13 @@ from torch.overrides import TorchFunctionMode
 
 from prm_bench.peaks import upsample_maps
 
-Strategy = Literal["batched", "sequential", "auto"]
+Strategy = Literal["batched", "backward-batched", "sequential", "auto"]
 
-# On a CPU the batched backward is memory-bound at large sizes: measured on 2 cores
-# (ResNet50, 8 peaks, x8), batched is 1.14x sequential at 128 px but 0.6-1.0x at 448 px
-# (benchmarks/prm.py). `auto` takes sequential on a CPU above this many pixels.
+# Measured on 2 CPU cores (benchmarks/prm.py): `batched` (K copies through one forward
+# that shares every convolution) is 1.5-2x `sequential` at 128 px but memory-bound at
+# 448 px; `backward-batched` (one forward, K signals through one vmapped backward) is
+# within 10% of sequential at every size. `auto` takes sequential on a CPU above this
+# many pixels, batched otherwise.
 AUTO_CPU_BATCHED_PIXELS = 256 * 256
 
 _Z_EPSILON = 1e-10
@@ -61,21 +63,26 @@ def _explicit_padding(
 
 
 class _ExcitationConv2d(torch.autograd.Function):
-    """conv2d whose backward is the excitation rule (vmap-able, so a batch of signals
-    can cross it in one backward)."""
+    """conv2d whose backward is the excitation rule.
+
+    The input is one image, or identical copies of it along the batch (`batched`): the
+    forward convolves the first copy only and shares the result. The backward carries
+    one signal per copy, and is vmap-able (`backward-batched`: K signals cross a
+    batch-1 forward as one batched backward)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        out = F.conv2d(x[:1], weight, bias, stride, padding, dilation, groups)
+        return out if x.shape[0] == 1 else out.expand(x.shape[0], -1, -1, -1).contiguous()
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[override]
         x, weight, _, stride, padding, dilation, groups = inputs
         dilation = _pair(dilation)
         pads = _explicit_padding(padding, weight, dilation)
-        shifted = x - x.min()
+        shifted = x[:1] - x[:1].min()
         positive = weight.clamp(min=0)
         z = F.conv2d(F.pad(shifted, pads), positive, None, stride, 0, dilation, groups)
         inv_z = torch.where(z < _Z_EPSILON, torch.zeros_like(z), 1.0 / z.clamp(min=_Z_EPSILON))
@@ -250,10 +257,12 @@ def peak_response_maps(
         peaks: (K, 4) rows (batch, class, y, x) from `find_peaks`; y, x index the model's
             maps upsampled by `upsample`.
         upsample: the sub-pixel factor the peaks were found with.
-        strategy: `batched` (default): one forward, then one backward carrying a chunk
-            of peaks' signals as a batch; `sequential`: one forward, then one backward
-            per peak, as the original code did; `auto`: batched on GPUs and on CPUs for
-            images up to 256 x 256 pixels, else sequential.
+        strategy: `batched` (default): the image copied once per peak of a chunk, one
+            forward sharing every convolution, one backward; `backward-batched`: one
+            forward of the image, then one backward carrying a chunk of signals as a
+            batch; `sequential`: one forward, then one backward per peak, as the
+            original code did; `auto`: batched on GPUs and on CPUs for images up to
+            256 x 256 pixels, else sequential.
         chunk_size: peaks per batched backward (bounds the backward's memory).
 
     Returns:
@@ -263,8 +272,10 @@ def peak_response_maps(
         raise ValueError(f"expected one image of shape (1, 3, H, W), got {tuple(image.shape)}")
     if peaks.dim() != 2 or peaks.shape[1] != 4:
         raise ValueError(f"expected peaks of shape (K, 4), got {tuple(peaks.shape)}")
-    if strategy not in ("batched", "sequential", "auto"):
-        raise ValueError(f"unknown strategy {strategy!r} (choose batched, sequential or auto)")
+    if strategy not in ("batched", "backward-batched", "sequential", "auto"):
+        raise ValueError(
+            f"unknown strategy {strategy!r} (choose batched, backward-batched, sequential or auto)"
+        )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     height, width = image.shape[-2:]
@@ -276,6 +287,9 @@ def peak_response_maps(
     peaks = peaks.to(image.device)
     image = image.detach()
     with torch.enable_grad(), _evaluation(model), excitation_backprop(model):
+        if strategy == "batched":
+            signals = [_replicated(model, image, c, upsample) for c in peaks.split(chunk_size)]
+            return _normalise(torch.cat(signals))
         single = image.clone().requires_grad_(True)
         maps = upsample_maps(model(single), upsample)
         seeds = _one_hot(maps, peaks)
@@ -294,3 +308,13 @@ def peak_response_maps(
                 for i, chunk in enumerate(chunks)
             ]  # fmt: skip
     return _normalise(torch.cat(signals))
+
+
+def _replicated(
+    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
+) -> torch.Tensor:
+    """The signals of `peaks` from one pass over copies of the image (one per peak)."""
+    replicas = image.expand(len(peaks), -1, -1, -1).clone().requires_grad_(True)
+    maps = upsample_maps(model(replicas), upsample)
+    (signal,) = torch.autograd.grad(maps, replicas, _one_hot(maps, peaks))
+    return signal

@@ -165,7 +165,7 @@ class InferConfig(_Section):
     # absolute: a response value (the original: 30); relative: a share of each map's max
     peak_threshold_mode: Literal["absolute", "relative"] = "absolute"
     max_peaks: int = Field(20, ge=1)
-    strategy: Literal["batched", "sequential", "auto"] = "auto"
+    strategy: Literal["batched", "backward-batched", "sequential", "auto"] = "auto"
 
 
 class ProposalsConfig(_Section):

@@ -103,7 +103,7 @@ def depthwise_net() -> nn.Sequential:
     ).double()
 
 
-@pytest.mark.parametrize("strategy", ["batched", "sequential"])
+@pytest.mark.parametrize("strategy", ["batched", "backward-batched", "sequential"])
 @pytest.mark.parametrize("make_net", [mixed_net, depthwise_net])
 def test_prms_equal_the_dense_reference_of_the_rule(strategy, make_net):
     net = make_net()
@@ -164,6 +164,10 @@ def test_batched_equals_one_peak_at_a_time(name, upsample):
     chunked = peak_response_maps(model, image, peaks, upsample=upsample, chunk_size=2)
     sequential = peak_response_maps(model, image, peaks, upsample=upsample, strategy="sequential")
     auto = peak_response_maps(model, image, peaks, upsample=upsample, strategy="auto")
+    one_forward = peak_response_maps(
+        model, image, peaks, upsample=upsample, strategy="backward-batched", chunk_size=3
+    )
+    torch.testing.assert_close(one_forward, batched, rtol=0, atol=1e-6)
     torch.testing.assert_close(auto, batched, rtol=0, atol=1e-6)
     assert batched.shape == (len(peaks), 64, 64)
     torch.testing.assert_close(batched, sequential, rtol=0, atol=1e-6)

@@ -69,6 +69,10 @@ def tuning_section(run_dir: Path, out: Path, resamples: int = 1000) -> list[str]
             to_markdown(test),
             "",
         ]
+        if test.attrs.get("untouched"):
+            shown = ", ".join(f"`{n}`" for n in test.attrs["untouched"])
+            lines += [f"Identical on every image, so left out: {shown} (the search did not "
+                      "change the stages they read).", ""]  # fmt: skip
     else:
         lines += ["Not tested on the evaluation split yet (`prm-bench tune ... --evaluate`).", ""]
     for name in study_figures(tuning, out / "figures"):
@@ -97,7 +101,7 @@ def _test_table(test_dir: Path, metric: str, resamples: int) -> pd.DataFrame | N
     options = variants["default"].config.eval
     names = headline_metrics(options.metrics, options)
     names = [metric, *[n for n in names if n != metric and n != "pointing_tolerance_px"]]
-    rows = []
+    rows, untouched = [], []
     for name in names:
         values = results[results["metric"] == name].set_index("cell")["value"]
         if len(values) != 2:
@@ -108,13 +112,18 @@ def _test_table(test_dir: Path, metric: str, resamples: int) -> pd.DataFrame | N
         if not all(s is not None and supports(s, name) for s in stats.values()):
             continue  # a verdict needs a CI, and a CI needs per-image statistics
         interval = paired_bootstrap([stats["tuned"]], [stats["default"]], name, resamples)
+        if interval.low == interval.high == 0.0:
+            untouched.append(name)  # a metric the searched keys cannot move
+            continue
         row |= {
             "effect [95% CI]": f"{100 * interval.effect:+.1f} "
             f"[{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]",
             "verdict (tuned better)": interval.verdict(),
         }
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["untouched"] = untouched
+    return frame
 
 
 def build_tuning_report(
