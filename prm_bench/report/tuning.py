@@ -69,6 +69,8 @@ def tuning_section(run_dir: Path, out: Path, resamples: int = 1000) -> list[str]
             to_markdown(test),
             "",
         ]
+        if test.empty:
+            lines += ["Tuned and default give the same values on every image.", ""]
         if test.attrs.get("untouched"):
             shown = ", ".join(f"`{n}`" for n in test.attrs["untouched"])
             lines += [f"Identical on every image, so left out: {shown} (the search did not "
@@ -121,7 +123,8 @@ def _test_table(test_dir: Path, metric: str, resamples: int) -> pd.DataFrame | N
             "verdict (tuned better)": interval.verdict(),
         }
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    columns = ["metric", "default", "tuned", "effect [95% CI]", "verdict (tuned better)"]
+    frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["untouched"] = untouched
     return frame
 
