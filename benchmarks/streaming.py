@@ -1,7 +1,8 @@
 """Training data memory: the split held whole (the former `load_images`) against the
 batches streamed by `prm_bench.stages.common.batches`, on a synthetic VOC-size split.
 
-Each variant runs in a fresh process so its peak RSS is its own."""
+Each variant runs in a fresh process so its peak RSS is its own (loader workers are
+reported apart: their peak is the largest of them)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ class _Synthetic:
         return np.array([1.0, 0.0], dtype=np.float32)
 
 
+def _peak_rss_gb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, it is not inherited from the
+    process that forked this one before exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _measure(mode: str, count: int, size: int, batch: int, workers: int) -> dict:
     dataset = _Synthetic(count)
     start = time.perf_counter()
@@ -45,7 +56,7 @@ def _measure(mode: str, count: int, size: int, batch: int, workers: int) -> dict
         order = [list(range(f, min(f + batch, count))) for f in range(0, count, batch)]
         for chunk in batches(split, order, workers):
             chunk.float().mean()
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    own = _peak_rss_gb()
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     return {
         "mode": mode,

@@ -311,6 +311,39 @@ def tune(
         ConfigError: no tuning split, a bad search space or metric, a mismatched study.
     """
     optuna = _import_optuna()
+    base = plan.cells[0].config
+    space = _check_request(plan, trials, metric, direction)
+    run_dir = Path(runs_dir) / plan.name
+    tuning = run_dir / TUNING
+    tuning.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(tuning / 'study.db').resolve()}"
+    started = time.perf_counter()
+    with run_lock(run_dir):
+        study = _open_study(optuna, plan, storage, metric, direction, space)
+        _fail_stale(study, optuna)
+        trial = _TrialRunner(plan, run_dir, jobs, device, executor)
+        executed = _run_trials(study, optuna, space, trials, seed, metric, trial, on_trial)
+        best = study.best_trial
+        summary = TuneSummary(
+            run_dir,
+            best.value,
+            dict(best.params),
+            best.number,
+            _finished(study, optuna),
+            len(study.get_trials(states=(optuna.trial.TrialState.FAIL,))),
+            executed,
+        )
+        summary.best_config = write_best(plan, summary, run_dir, metric)
+        _write_study_files(study, plan, summary, storage, metric, direction, space, tuning)
+        if evaluate:
+            summary.test_dir = _test_once(plan, base, summary, tuning, jobs, device, executor)
+    summary.seconds = time.perf_counter() - started
+    _record_seconds(tuning, summary.seconds)
+    return summary
+
+
+def _check_request(plan: Plan, trials: int, metric: str, direction: str) -> list[Dimension]:
+    """The search space, once the tuning split, metric, direction and count are valid."""
     where = str(plan.source) if plan.source else "config"
     base = plan.cells[0].config
     if base.data.tune_split is None:
@@ -329,66 +362,73 @@ def tune(
         raise ConfigError(f"--direction must be maximize or minimize, got {direction!r}")
     if trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
-    run_dir = Path(runs_dir) / plan.name
-    tuning = run_dir / TUNING
-    tuning.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(tuning / 'study.db').resolve()}"
-    started = time.perf_counter()
+    return space
+
+
+@dataclass
+class _TrialRunner:
+    """Runs a batch of trials as the cells of one plan through the runner, on the store
+    of the tuned run (`runs/<name>/store`), evaluating on the tune split."""
+
+    plan: Plan
+    run_dir: Path
+    jobs: int
+    device: str | None
+    executor: Executor | None
+
+    def __call__(self, batch: list[tuple[Any, dict[str, Any]]]) -> Any:
+        base = self.plan.cells[0].config
+        cells = [
+            Cell(
+                index=i,
+                axes={"trial": t.number, **values},
+                config=with_values(base, {**values, "data.evaluate_on": "tune"}),
+            )
+            for i, (t, values) in enumerate(batch)
+        ]
+        trial_plan = Plan(source=self.plan.source, name="trials", axes=["trial"], cells=cells)
+        return run_plan(
+            trial_plan, self.run_dir / TUNING, jobs=self.jobs, device=self.device,
+            executor=self.executor, store_dir=self.run_dir / "store",
+        )  # fmt: skip
+
+
+def _run_trials(
+    study: Any,
+    optuna: Any,
+    space: list[Dimension],
+    trials: int,
+    seed: int,
+    metric: str,
+    run_batch: _TrialRunner,
+    on_trial: Callable | None,
+) -> dict[str, int]:
+    """Ask, run and tell batches until `trials` trials finished; the stage runs made."""
     token = uuid.uuid4().hex
-    summary_executed = dict.fromkeys(STAGES, 0)
-    with run_lock(run_dir):
-        study = _open_study(optuna, plan, storage, metric, direction, space)
-        _fail_stale(study, optuna)
-        _ACTIVE.add(token)
-        failures = 0
-        try:
-            while (done := _finished(study, optuna)) < trials:
-                if failures >= max(trials, 3) and done == 0:
-                    reasons = {t.user_attrs.get("failure", "?") for t in study.trials}
-                    raise TuneFailed(
-                        f"{failures} trials failed and none finished: {'; '.join(reasons)}"
-                    )
-                batch = _ask(study, optuna, space, seed, done, min(jobs, trials - done), token)
-                cells = [
-                    Cell(
-                        index=i,
-                        axes={"trial": t.number, **values},
-                        config=with_values(base, {**values, "data.evaluate_on": "tune"}),
-                    )
-                    for i, (t, values) in enumerate(batch)
-                ]
-                trial_plan = Plan(source=plan.source, name="trials", axes=["trial"], cells=cells)
-                try:
-                    result = run_plan(
-                        trial_plan, tuning, jobs=jobs, device=device, executor=executor,
-                        store_dir=run_dir / "store",
-                    )  # fmt: skip
-                except BaseException:
-                    for trial, _ in batch:
-                        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-                    raise
-                for stage, count in result.executed.items():
-                    summary_executed[stage] += count
-                failures += _tell(study, optuna, batch, result, metric, on_trial)
-        finally:
-            _ACTIVE.discard(token)
-        best = study.best_trial
-        summary = TuneSummary(
-            run_dir,
-            best.value,
-            dict(best.params),
-            best.number,
-            _finished(study, optuna),
-            len(study.get_trials(states=(optuna.trial.TrialState.FAIL,))),
-            summary_executed,
-        )
-        summary.best_config = write_best(plan, summary, run_dir, metric)
-        _write_study_files(study, plan, summary, storage, metric, direction, space, tuning)
-        if evaluate:
-            summary.test_dir = _test_once(plan, base, summary, tuning, jobs, device, executor)
-    summary.seconds = time.perf_counter() - started
-    _record_seconds(tuning, summary.seconds)
-    return summary
+    executed = dict.fromkeys(STAGES, 0)
+    failures = 0
+    _ACTIVE.add(token)
+    try:
+        while (done := _finished(study, optuna)) < trials:
+            if failures >= max(trials, 3) and done == 0:
+                reasons = {t.user_attrs.get("failure", "?") for t in study.trials}
+                raise TuneFailed(
+                    f"{failures} trials failed and none finished: {'; '.join(reasons)}"
+                )
+            count = min(run_batch.jobs, trials - done)
+            batch = _ask(study, optuna, space, seed, done, count, token)
+            try:
+                result = run_batch(batch)
+            except BaseException:
+                for trial, _ in batch:
+                    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                raise
+            for stage, runs in result.executed.items():
+                executed[stage] += runs
+            failures += _tell(study, optuna, batch, result, metric, on_trial)
+    finally:
+        _ACTIVE.discard(token)
+    return executed
 
 
 def _finished(study: Any, optuna: Any) -> int:
