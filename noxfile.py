@@ -1,5 +1,5 @@
 """Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s demo`, `nox -s claims`,
-`nox -s tuning`, `nox -s bench`."""
+`nox -s tuning`, `nox -s bench`, `nox -s gpu`."""
 
 import nox
 
@@ -52,3 +52,24 @@ def bench(session: nox.Session) -> None:
     """Speed benchmarks; each writes a JSON file under benchmarks/results/."""
     session.install(*TORCH, "-e", ".")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The prepared GPU check, for one call on a lent GPU: the CUDA tests (PRMs of every
+    strategy equal to the CPU's), then the PRM benchmark against the original's algorithm
+    on CUDA (JSON under benchmarks/results/)."""
+    session.install(*TORCH, "-e", ".[test]")
+    session.run("python", "-c", "import torch; assert torch.cuda.is_available(), 'no CUDA'")
+    session.run("pytest", "-q", "-m", "cuda", "tests/test_backprop.py")
+    session.run(
+        "python",
+        "-m",
+        "benchmarks.run",
+        "--device",
+        "cuda",
+        "--only",
+        "prm_batched",
+        "--repeats",
+        "5",
+    )

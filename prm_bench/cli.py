@@ -324,6 +324,14 @@ def _fail(err: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+# options shared by `run` and `tune`
+OVERRIDES_OPTION = typer.Option([], "--set", help="Override a key: section.key=value.")
+DEVICE_OPTION = typer.Option(None, help="auto, cpu or cuda (default: run.device).")
+RUNS_DIR_OPTION = typer.Option(Path("runs"), help="Where run directories are made.")
+EXECUTOR_OPTION = typer.Option("local", help="local (joblib processes), dask or slurm (submitit).")
+SCHEDULER_OPTION = typer.Option(None, help="dask scheduler address, e.g. tcp://host:8786.")
+
+
 PROGRESS_COLUMNS = (
     TextColumn("{task.description:<9}"),
     BarColumn(),
@@ -380,15 +388,13 @@ def _progress_events(progress: Progress) -> Callable[[str, dict], None]:
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Experiment YAML, e.g. ablations/quick.yaml."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key: section.key=value."),
+    overrides: list[str] = OVERRIDES_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
     jobs: int = typer.Option(None, help="Parallel tasks per stage (default: run.jobs)."),
-    device: str = typer.Option(None, help="auto, cpu or cuda (default: run.device)."),
-    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are made."),
-    executor: str = typer.Option(
-        "local", help="local (joblib processes), dask or slurm (submitit)."
-    ),
-    scheduler: str = typer.Option(None, help="dask scheduler address, e.g. tcp://host:8786."),
+    device: str = DEVICE_OPTION,
+    runs_dir: Path = RUNS_DIR_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages."""
     try:
@@ -447,15 +453,13 @@ def tune(
     evaluate: bool = typer.Option(
         False, "--evaluate", help="Then test default and tuned once on the evaluation split."
     ),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key: section.key=value."),
+    overrides: list[str] = OVERRIDES_OPTION,
     jobs: int = typer.Option(1, help="Trials run together (one batch through the executor)."),
     seed: int = typer.Option(0, help="The sampler's base seed."),
-    device: str = typer.Option(None, help="auto, cpu or cuda (default: run.device)."),
-    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are made."),
-    executor: str = typer.Option(
-        "local", help="local (joblib processes), dask or slurm (submitit)."
-    ),
-    scheduler: str = typer.Option(None, help="dask scheduler address, e.g. tcp://host:8786."),
+    device: str = DEVICE_OPTION,
+    runs_dir: Path = RUNS_DIR_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Tune the config's search: keys on data.tune_split with Optuna, then (--evaluate)
     test default and tuned once on the evaluation split. Stages are shared with `run`."""

@@ -269,5 +269,7 @@ def test_cuda_prms_equal_cpu_prms():
     image = torch.randn(1, 3, 64, 64)
     peaks = some_peaks(model, image, 4)
     cpu = peak_response_maps(model, image, peaks)
-    gpu = peak_response_maps(model.cuda(), image.cuda(), peaks.cuda())
-    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-5)
+    for strategy in ("batched", "backward-batched", "sequential"):
+        gpu = peak_response_maps(model.cuda(), image.cuda(), peaks.cuda(), strategy=strategy)
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-5)
+        model.cpu()
