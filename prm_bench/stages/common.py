@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from PIL import Image
@@ -141,11 +143,11 @@ class ImageSplit(torch.utils.data.Dataset):
         return _uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
 
 
-def batches(
-    images: ImageSplit, order: list[list[int]], workers: int = 0
-) -> torch.utils.data.DataLoader:
+def batches(images: ImageSplit, order: list[list[int]], workers: int = 0) -> Iterable[torch.Tensor]:
     """uint8 batches (B, 3, S, S) of `images` in the given order of index lists, decoded
     by `workers` processes ahead of use (0: in this process); `normalise` each batch."""
+    if workers == 0:
+        return (torch.stack([images[i] for i in batch]) for batch in order)
     return torch.utils.data.DataLoader(
         images,
         batch_sampler=order,

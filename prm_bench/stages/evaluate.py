@@ -22,12 +22,7 @@ METRICS_FILE = "metrics.json"
 STATISTICS_FILE = "per_image.npz"
 
 
-def run(
-    config: ExperimentConfig,
-    store: Store,
-    keys: dict[str, str],
-    device: torch.device | None = None,
-) -> Path:
+def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
     """Compute the configured metrics from the stored inference and instances (on the
     CPU: `device` is part of the stage contract only)."""
     folder = store.reset("evaluate", keys["evaluate"])

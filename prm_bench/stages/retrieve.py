@@ -65,12 +65,7 @@ def prepared_gallery(
     return gallery
 
 
-def run(
-    config: ExperimentConfig,
-    store: Store,
-    keys: dict[str, str],
-    device: torch.device | None = None,
-) -> Path:
+def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
     """Retrieve the instances of every evaluation image of a cell (on the CPU: `device`
     is part of the stage contract only)."""
     folder = store.reset("retrieve", keys["retrieve"])
