@@ -84,19 +84,36 @@ class _ExcitationConv2d(torch.autograd.Function):
         pads = _explicit_padding(padding, weight, dilation)
         shifted = x[:1] - x[:1].min()
         positive = weight.clamp(min=0)
-        z = F.conv2d(F.pad(shifted, pads), positive, None, stride, 0, dilation, groups)
+        if isinstance(padding, str):  # 'same' may pad unevenly: pad explicitly
+            z = F.conv2d(F.pad(shifted, pads), positive, None, stride, 0, dilation, groups)
+        else:  # the conv pads itself (no padded copy of the input)
+            z = F.conv2d(shifted, positive, None, stride, padding, dilation, groups)
         inv_z = torch.where(z < _Z_EPSILON, torch.zeros_like(z), 1.0 / z.clamp(min=_Z_EPSILON))
-        ctx.save_for_backward(shifted, positive, inv_z)
+        # the kernel of the stride-1 backward, made once per forward (not once per peak)
+        flipped = _flipped(positive, groups) if _pair(stride) == (1, 1) else positive
+        ctx.save_for_backward(shifted, positive, inv_z, flipped)
         ctx.conv = (_pair(stride), dilation, groups, pads)
 
     @staticmethod
     def backward(ctx, signal):  # type: ignore[override]
-        shifted, positive, inv_z = ctx.saved_tensors
+        shifted, positive, inv_z, flipped = ctx.saved_tensors
         stride, dilation, groups, pads = ctx.conv
         spread = _transposed_conv(
-            signal * inv_z, positive, shifted.shape, stride, dilation, groups, pads
+            signal * inv_z, positive, shifted.shape, stride, dilation, groups, pads, flipped
         )
         return shifted * spread, None, None, None, None, None, None
+
+
+def _flipped(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A conv kernel (O, C/g, kh, kw) flipped in space with its in/out channels swapped
+    per group: (C, O/g, kh, kw), the kernel of the transposed conv as a plain conv."""
+    out_channels, in_per_group, k_h, k_w = weight.shape
+    return (
+        weight.flip(2, 3)
+        .reshape(groups, out_channels // groups, in_per_group, k_h, k_w)
+        .transpose(1, 2)
+        .reshape(in_per_group * groups, out_channels // groups, k_h, k_w)
+    )
 
 
 def _transposed_conv(
@@ -107,9 +124,11 @@ def _transposed_conv(
     dilation: tuple[int, int],
     groups: int,
     pads: tuple[int, int, int, int],
+    flipped: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The transposed convolution of `signal` by `weight`, cropped to the unpadded input
-    (N, C, H, W) of a conv with explicit `pads` (left, right, top, bottom).
+    (N, C, H, W) of a conv with explicit `pads` (left, right, top, bottom); `flipped` is
+    `_flipped(weight, groups)` where the caller has it already.
 
     At stride 1 it is a plain convolution of the signal, padded by the kernel's reach
     less the forward padding, with the kernel flipped and its in/out channels swapped
@@ -117,17 +136,13 @@ def _transposed_conv(
     (depthwise convolutions especially). Strided convolutions use `conv_transpose2d`.
     """
     left, right, top, bottom = pads
-    (c, h, w), (k_h, k_w) = input_shape[1:], weight.shape[2:]
+    (h, w), (k_h, k_w) = input_shape[2:], weight.shape[2:]
     reach_y, reach_x = dilation[0] * (k_h - 1), dilation[1] * (k_w - 1)
     grow = (reach_x - left, reach_x - right, reach_y - top, reach_y - bottom)
     if stride == (1, 1) and min(grow) >= 0:
-        out_channels = weight.shape[0]
-        flipped = (
-            weight.flip(2, 3)
-            .reshape(groups, out_channels // groups, c // groups, k_h, k_w)
-            .transpose(1, 2)
-            .reshape(c, out_channels // groups, k_h, k_w)
-        )
+        flipped = _flipped(weight, groups) if flipped is None else flipped
+        if grow[0] == grow[1] and grow[2] == grow[3]:  # the conv pads itself, no copy
+            return F.conv2d(signal, flipped, None, 1, (grow[2], grow[0]), dilation, groups)
         return F.conv2d(F.pad(signal, grow), flipped, None, 1, 0, dilation, groups)
     # strided: the transposed conv onto the padded input's size (output_padding makes up
     # the rows and columns the forward's stride skipped), then cropped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -319,6 +320,15 @@ def _cells_not_in_plan(run_dir: Path, plan) -> int:
     return sum(json.dumps(c.get("config"), sort_keys=True) not in keys for c in cells)
 
 
+def _exit_interrupted() -> NoReturn:
+    """Exit 130 now. Everything finished is on disk (atomic writes, manifest, log); a
+    normal interpreter exit after a handled SIGINT sometimes ends in -2 instead (CPython
+    re-raises an interrupt it saw at shutdown), which scripts would read as a crash."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def _fail(err: Exception) -> NoReturn:
     console.print(f"[red]error:[/] {err}")
     raise typer.Exit(2)
@@ -429,8 +439,9 @@ def run(
         except (RunLockedError, RunOutputError, ValueError) as err:
             _fail(err)
         except RunInterrupted as err:
+            progress.stop()  # restores the terminal (cursor) before the hard exit
             console.print(f"[yellow]{err}[/]")
-            raise typer.Exit(130) from None
+            _exit_interrupted()
     console.print(
         f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "
         f"{time.perf_counter() - start:.1f} s; results in {run_dir / 'results.csv'}"
@@ -492,7 +503,7 @@ def tune(
         _fail(err)
     except RunInterrupted as err:
         console.print(f"[yellow]{err}[/] (finished trials are kept in the study)")
-        raise typer.Exit(130) from None
+        _exit_interrupted()
     except TuneFailed as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from None
