@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from prm_bench.atomic import write_atomic
 from prm_bench.config import Cell, ConfigError, ExperimentConfig, Plan, parse_override, set_path
 from prm_bench.executors import Executor
 from prm_bench.metrics import headline_metrics
@@ -519,8 +520,6 @@ def _write_study_files(
     space: list[Dimension],
     tuning: Path,
 ) -> None:
-    from prm_bench.atomic import write_atomic
-
     frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
     write_atomic(tuning / "trials.csv", frame.to_csv(index=False).encode())
     base = plan.cells[0].config
@@ -557,8 +556,6 @@ def _read_study_record(tuning: Path) -> dict:
 
 
 def _record_seconds(tuning: Path, seconds: float) -> None:
-    from prm_bench.atomic import write_atomic
-
     record = _read_study_record(tuning)
     if record:
         record["seconds"] = record.get("seconds", 0.0) + seconds
@@ -588,13 +585,6 @@ def _test_once(
     for stage, count in result.executed.items():
         summary.executed[f"test {stage}"] = count
     return tuning / "test"
-
-
-def load_study_frame(tuning: Path) -> Any:
-    """The study's trials as a DataFrame (from trials.csv)."""
-    import pandas as pd
-
-    return pd.read_csv(tuning / "trials.csv")
 
 
 def study_figures(tuning: Path, out: Path) -> list[str]:
@@ -634,7 +624,6 @@ __all__ = [
     "Dimension",
     "TuneFailed",
     "TuneSummary",
-    "load_study_frame",
     "parse_space",
     "study_figures",
     "tune",
