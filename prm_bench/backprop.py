@@ -10,10 +10,10 @@ U' = U - m and W+ = relu(W),
 with g / Z taken as 0 where Z < 1e-10.
 
 All other layers keep their ordinary gradient. The rule is linear in the starting
-signal, so the PRMs of all peaks of an image come from one forward pass of the image and
-one backward pass that carries the K one-hot signals as a batch (`torch.autograd.grad`
-with `is_grads_batched`): nothing of the forward is replicated, and every convolution of
-the backward runs once on a batch of K signals.
+signal, so the PRMs of all peaks of an image come from one forward pass of the image,
+then backwards that carry the one-hot signals as a batch (`torch.autograd.grad` with
+`is_grads_batched`): nothing of the forward is replicated. relu(W) and the backward's
+kernels are made once per weight, not once per image.
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 from prm_bench.peaks import upsample_maps
 
-Strategy = Literal["batched", "backward-batched", "sequential", "auto"]
+Strategy = Literal["batched", "sequential"]
 
-# Measured on 2 CPU cores (benchmarks/prm.py): `batched` (K copies through one forward
-# that shares every convolution) is 1.5-2x `sequential` at 128 px but memory-bound at
-# 448 px; `backward-batched` (one forward, K signals through one vmapped backward) is
-# within 10% of sequential at every size. `auto` takes sequential on a CPU above this
-# many pixels, batched otherwise.
-AUTO_CPU_BATCHED_PIXELS = 256 * 256
+# Signals per backward of `batched` when the caller gives none. On 2 CPU cores
+# (benchmarks/prm.py) a batched backward never beat one backward per signal: ResNet50 and
+# VGG16 at 128-448 px, chunks of 2, 4 and 8 were 0.9-1.0x as fast (the convolutions do the
+# same work either way, and the per-op overhead a batch saves is small next to them). GPUs
+# are the other way round: per-launch overhead dominates a batch-1 backward.
+DEFAULT_CHUNK = {"cpu": 1, "cuda": 32}
 
 _Z_EPSILON = 1e-10
 
@@ -63,36 +64,29 @@ def _explicit_padding(
 
 
 class _ExcitationConv2d(torch.autograd.Function):
-    """conv2d whose backward is the excitation rule.
-
-    The input is one image, or identical copies of it along the batch (`batched`): the
-    forward convolves the first copy only and shares the result. The backward carries
-    one signal per copy, and is vmap-able (`backward-batched`: K signals cross a
-    batch-1 forward as one batched backward)."""
+    """conv2d of one image whose backward is the excitation rule. The backward is
+    vmap-able, so K signals can cross the batch-1 forward as one batched backward."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
-        out = F.conv2d(x[:1], weight, bias, stride, padding, dilation, groups)
-        return out if x.shape[0] == 1 else out.expand(x.shape[0], -1, -1, -1).contiguous()
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[override]
         x, weight, _, stride, padding, dilation, groups = inputs
-        dilation = _pair(dilation)
+        stride, dilation = _pair(stride), _pair(dilation)
         pads = _explicit_padding(padding, weight, dilation)
-        shifted = x[:1] - x[:1].min()
-        positive = weight.clamp(min=0)
+        positive, flipped = _kernels(weight, groups, stride)
+        shifted = x - x.min()
         if isinstance(padding, str):  # 'same' may pad unevenly: pad explicitly
             z = F.conv2d(F.pad(shifted, pads), positive, None, stride, 0, dilation, groups)
         else:  # the conv pads itself (no padded copy of the input)
             z = F.conv2d(shifted, positive, None, stride, padding, dilation, groups)
-        inv_z = torch.where(z < _Z_EPSILON, torch.zeros_like(z), 1.0 / z.clamp(min=_Z_EPSILON))
-        # the kernel of the stride-1 backward, made once per forward (not once per peak)
-        flipped = _flipped(positive, groups) if _pair(stride) == (1, 1) else positive
+        inv_z = z.reciprocal().masked_fill_(z < _Z_EPSILON, 0.0)  # z >= 0: 0 where z ~ 0
         ctx.save_for_backward(shifted, positive, inv_z, flipped)
-        ctx.conv = (_pair(stride), dilation, groups, pads)
+        ctx.conv = (stride, dilation, groups, pads)
 
     @staticmethod
     def backward(ctx, signal):  # type: ignore[override]
@@ -104,6 +98,26 @@ class _ExcitationConv2d(torch.autograd.Function):
         return shifted * spread, None, None, None, None, None, None
 
 
+# relu(W) and its flipped kernel per conv weight, made once per weight version (not once
+# per image): the same forward of every image reuses them
+_KERNELS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _kernels(
+    weight: torch.Tensor, groups: int, stride: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relu(W), the kernel of its stride-1 backward, or relu(W) again when strided),
+    cached until the weight changes (in-place updates bump its version)."""
+    stamp = (weight._version, weight.data_ptr(), weight.device, weight.dtype, groups, stride)
+    cached = _KERNELS.get(weight)
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            positive = weight.detach().clamp(min=0)
+            flipped = _flipped(positive, groups) if stride == (1, 1) else positive
+        cached = _KERNELS[weight] = (stamp, positive, flipped)
+    return cached[1], cached[2]
+
+
 def _flipped(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """A conv kernel (O, C/g, kh, kw) flipped in space with its in/out channels swapped
     per group: (C, O/g, kh, kw), the kernel of the transposed conv as a plain conv."""
@@ -113,6 +127,7 @@ def _flipped(weight: torch.Tensor, groups: int) -> torch.Tensor:
         .reshape(groups, out_channels // groups, in_per_group, k_h, k_w)
         .transpose(1, 2)
         .reshape(in_per_group * groups, out_channels // groups, k_h, k_w)
+        .contiguous()  # a strided kernel would be copied again by every conv call
     )
 
 
@@ -144,16 +159,20 @@ def _transposed_conv(
         if grow[0] == grow[1] and grow[2] == grow[3]:  # the conv pads itself, no copy
             return F.conv2d(signal, flipped, None, 1, (grow[2], grow[0]), dilation, groups)
         return F.conv2d(F.pad(signal, grow), flipped, None, 1, 0, dilation, groups)
-    # strided: the transposed conv onto the padded input's size (output_padding makes up
-    # the rows and columns the forward's stride skipped), then cropped
-    padded = (h + top + bottom, w + left + right)
+    # strided: the transposed conv onto the input's size (output_padding makes up the rows
+    # and columns the forward's stride skipped); the conv's own padding where it is even
+    # on both sides (a padding-0 transposed conv cropped after can be 4x slower on CPU),
+    # else onto the explicitly padded size, then cropped
+    even = left == right and top == bottom
+    target = (h, w) if even else (h + top + bottom, w + left + right)
+    crop = (top, left) if even else (0, 0)
     reach = (reach_y + 1, reach_x + 1)
     extra = [
-        padded[axis] - ((signal.shape[2 + axis] - 1) * stride[axis] + reach[axis])
+        target[axis] + 2 * crop[axis] - ((signal.shape[2 + axis] - 1) * stride[axis] + reach[axis])
         for axis in (0, 1)
     ]
-    spread = F.conv_transpose2d(signal, weight, None, stride, 0, extra, groups, dilation)
-    if not any(pads):
+    spread = F.conv_transpose2d(signal, weight, None, stride, crop, extra, groups, dilation)
+    if even or not any(pads):
         return spread
     return F.pad(spread, (-left, -right, -top, -bottom))  # a crop (and vmap-able)
 
@@ -261,7 +280,7 @@ def peak_response_maps(
     *,
     upsample: int = 1,
     strategy: Strategy = "batched",
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Back-propagate each peak of one image into a peak response map.
 
@@ -272,13 +291,11 @@ def peak_response_maps(
         peaks: (K, 4) rows (batch, class, y, x) from `find_peaks`; y, x index the model's
             maps upsampled by `upsample`.
         upsample: the sub-pixel factor the peaks were found with.
-        strategy: `batched` (default): the image copied once per peak of a chunk, one
-            forward sharing every convolution, one backward; `backward-batched`: one
-            forward of the image, then one backward carrying a chunk of signals as a
-            batch; `sequential`: one forward, then one backward per peak, as the
-            original code did; `auto`: batched on GPUs and on CPUs for images up to
-            256 x 256 pixels, else sequential.
-        chunk_size: peaks per batched backward (bounds the backward's memory).
+        strategy: `batched` (default): one forward of the image, then backwards that
+            carry `chunk_size` one-hot signals each as a batch; `sequential`: one
+            forward, then one backward per peak, as the original code did.
+        chunk_size: signals per backward of `batched`; by default `DEFAULT_CHUNK` of the
+            device (1 on CPU, where `batched` is then the sequential loop; 32 on GPU).
 
     Returns:
         (K, H, W) maps, each >= 0 and summing to 1 (all zero if no signal arrives).
@@ -287,49 +304,36 @@ def peak_response_maps(
         raise ValueError(f"expected one image of shape (1, 3, H, W), got {tuple(image.shape)}")
     if peaks.dim() != 2 or peaks.shape[1] != 4:
         raise ValueError(f"expected peaks of shape (K, 4), got {tuple(peaks.shape)}")
-    if strategy not in ("batched", "backward-batched", "sequential", "auto"):
-        raise ValueError(
-            f"unknown strategy {strategy!r} (choose batched, backward-batched, sequential or auto)"
-        )
-    if chunk_size < 1:
+    if strategy not in ("batched", "sequential"):
+        raise ValueError(f"unknown strategy {strategy!r} (choose batched or sequential)")
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    height, width = image.shape[-2:]
-    if strategy == "auto":
-        large = height * width > AUTO_CPU_BATCHED_PIXELS
-        strategy = "sequential" if image.device.type == "cpu" and large else "batched"
+    if strategy == "sequential":
+        chunk_size = 1
+    elif chunk_size is None:
+        chunk_size = DEFAULT_CHUNK.get(image.device.type, DEFAULT_CHUNK["cuda"])
     if len(peaks) == 0:
-        return image.new_zeros((0, height, width))
-    peaks = peaks.to(image.device)
+        return image.new_zeros((0, *image.shape[-2:]))
     image = image.detach()
     with torch.enable_grad(), _evaluation(model), excitation_backprop(model):
-        if strategy == "batched":
-            signals = [_replicated(model, image, c, upsample) for c in peaks.split(chunk_size)]
-            return _normalise(torch.cat(signals))
         single = image.clone().requires_grad_(True)
         maps = upsample_maps(model(single), upsample)
-        seeds = _one_hot(maps, peaks)
-        if strategy == "sequential":
-            signals = [
-                torch.autograd.grad(maps, single, seed[None], retain_graph=True)[0]
-                for seed in seeds
-            ]
-        else:
-            chunks = seeds.split(chunk_size)
-            signals = [
-                torch.autograd.grad(
-                    maps, single, chunk[:, None], retain_graph=i < len(chunks) - 1,
-                    is_grads_batched=True,
-                )[0][:, 0]
-                for i, chunk in enumerate(chunks)
-            ]  # fmt: skip
+        chunks = _one_hot(maps, peaks.to(image.device)).split(chunk_size)
+        signals = [
+            _signal(maps, single, chunk, retain=i < len(chunks) - 1)
+            for i, chunk in enumerate(chunks)
+        ]
     return _normalise(torch.cat(signals))
 
 
-def _replicated(
-    model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
+def _signal(
+    maps: torch.Tensor, image: torch.Tensor, seeds: torch.Tensor, retain: bool
 ) -> torch.Tensor:
-    """The signals of `peaks` from one pass over copies of the image (one per peak)."""
-    replicas = image.expand(len(peaks), -1, -1, -1).clone().requires_grad_(True)
-    maps = upsample_maps(model(replicas), upsample)
-    (signal,) = torch.autograd.grad(maps, replicas, _one_hot(maps, peaks))
-    return signal
+    """The image signals (K, 3, H, W) of K one-hot seeds (K, C, h, w): one backward,
+    batched over the seeds when there are several."""
+    if len(seeds) == 1:
+        return torch.autograd.grad(maps, image, seeds, retain_graph=retain)[0]
+    batched = torch.autograd.grad(
+        maps, image, seeds[:, None], retain_graph=retain, is_grads_batched=True
+    )[0]
+    return batched[:, 0]

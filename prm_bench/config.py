@@ -165,7 +165,10 @@ class InferConfig(_Section):
     # absolute: a response value (the original: 30); relative: a share of each map's max
     peak_threshold_mode: Literal["absolute", "relative"] = "absolute"
     max_peaks: int = Field(20, ge=1)
-    strategy: Literal["batched", "backward-batched", "sequential", "auto"] = "auto"
+    # how PRMs are computed (speed only, equal results; not keyed): `batched` carries
+    # chunk_size signals per backward (default: 1 on CPU, 32 on GPU), `sequential` one
+    strategy: Literal["batched", "sequential"] = "batched"
+    chunk_size: int | None = Field(None, ge=1)
 
 
 class ProposalsConfig(_Section):

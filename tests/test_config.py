@@ -180,7 +180,13 @@ def test_every_shipped_ablation_config_validates(name):
 
 def test_the_prm_strategy_does_not_change_the_inference_key():
     plan = load_plan(
-        {"grid": {"infer.strategy": ["batched", "sequential", "auto"], "infer.upsample": [1, 2]}}
+        {
+            "grid": {
+                "infer.strategy": ["batched", "sequential"],
+                "infer.chunk_size": [None, 4],
+                "infer.upsample": [1, 2],
+            }
+        }
     )
     keys = {(c.config.infer.upsample, stage_keys(c.config)["infer"]) for c in plan.cells}
     assert len(keys) == 2  # one key per upsample factor, whatever the strategy

@@ -47,7 +47,7 @@ def stage_keys(config: ExperimentConfig) -> dict[str, str]:
         "train", _training_data(config), config.backbone, config.stimulation, training
     )
     # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
-    infer_part = config.infer.model_dump(mode="json", exclude={"strategy"})
+    infer_part = config.infer.model_dump(mode="json", exclude={"strategy", "chunk_size"})
     if config.data.evaluate_on == "eval":  # the train key already names the eval split
         infer = config_hash("infer", train, infer_part)
     else:

@@ -85,7 +85,14 @@ def infer_image(
         relative=options.peak_threshold_mode == "relative",
     )
     peaks = strongest_peaks(peaks, crm, options.max_peaks, options.upsample)
-    prms = peak_response_maps(model, x, peaks, upsample=options.upsample, strategy=options.strategy)
+    prms = peak_response_maps(
+        model,
+        x,
+        peaks,
+        upsample=options.upsample,
+        strategy=options.strategy,
+        chunk_size=options.chunk_size,
+    )
     values, scale = pack_prms(prms)
     return {
         "crm": crm.float().cpu().numpy(),
