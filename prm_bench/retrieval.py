@@ -312,31 +312,73 @@ def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(values)
 
 
+class SharedSums:
+    """The sums one image's retrievals share, computed on first use and kept: the PRMs'
+    sums over every proposal and contour, per prepared gallery, and the background masks'
+    overlaps, per (gallery, bg_factor, resize_mode, classes). Every grid cell that scores
+    the same PRMs (term subsets, alpha, beta, confidences, NMS) reuses them; a cell's
+    scores are the same numbers whether it shares them or not."""
+
+    def __init__(
+        self,
+        peak_response_maps: np.ndarray | torch.Tensor,
+        class_response_maps: np.ndarray | torch.Tensor,
+    ) -> None:
+        prms = _as_numpy(peak_response_maps)
+        self.prms = prms.astype(np.float64, copy=False).reshape(len(prms), -1)
+        self.class_response_maps = class_response_maps
+        self._sums: dict[tuple, np.ndarray] = {}
+
+    def _cached(self, key: tuple, make: Any) -> np.ndarray:
+        if key not in self._sums:
+            self._sums[key] = make()
+        return self._sums[key]
+
+    def prm_sums(self, gallery: PreparedGallery, which: str) -> np.ndarray:
+        """(K, P) sums of each PRM over each proposal's `masks` or `contours`."""
+        prefix = self._cached(("prefix",), lambda: prefix_sums(self.prms))
+        return self._cached((which, gallery.key), lambda: getattr(gallery, which).sums(prefix))
+
+    def background_overlap(
+        self, gallery: PreparedGallery, present: np.ndarray, params: RetrievalConfig
+    ) -> np.ndarray:
+        """(len(present), P) pixels of each proposal in the background mask Q_c of each
+        class of `present`."""
+
+        def make() -> np.ndarray:
+            crm = _as_numpy(self.class_response_maps)[0][present]
+            q = background_masks(crm, gallery.size, params.bg_factor, params.resize_mode)
+            flat = q.reshape(len(present), -1).astype(np.float64)
+            return gallery.masks.sums(prefix_sums(flat))
+
+        key = ("background", gallery.key, params.bg_factor, params.resize_mode, *present)
+        return self._cached(key, make)
+
+
 def retrieval_scores(
     peak_response_maps: np.ndarray | torch.Tensor,
     peaks: np.ndarray | torch.Tensor,
     class_response_maps: np.ndarray | torch.Tensor,
     gallery: PreparedGallery,
     params: RetrievalConfig | dict | None = None,
+    shared: SharedSums | None = None,
 ) -> np.ndarray:
-    """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf."""
+    """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf.
+    `shared` holds sums already computed for these PRMs (by other settings)."""
     params = _params(params)
     terms = TERMS.get(params.terms)
-    prms = _as_numpy(peak_response_maps).astype(np.float64, copy=False).reshape(len(peaks), -1)
+    shared = shared or SharedSums(peak_response_maps, class_response_maps)
     classes = _as_numpy(peaks)[:, 1].astype(int)
-    scores = np.zeros((len(prms), len(gallery.masks)))
+    scores = np.zeros((len(shared.prms), len(gallery.masks)))
     if len(gallery.masks) == 0:
         return scores
-    prefix = prefix_sums(prms) if terms.instance or terms.boundary else None
     if terms.instance:
-        scores += params.alpha * gallery.masks.sums(prefix)
+        scores += params.alpha * shared.prm_sums(gallery, "masks")
     if terms.boundary:
-        scores += gallery.contours.sums(prefix)
+        scores += shared.prm_sums(gallery, "contours")
     if terms.klass:
         present = np.unique(classes)
-        crm = _as_numpy(class_response_maps)[0][present]
-        q = background_masks(crm, gallery.size, params.bg_factor, params.resize_mode)
-        overlap = gallery.masks.sums(prefix_sums(q.reshape(len(present), -1).astype(np.float64)))
+        overlap = shared.background_overlap(gallery, present, params)
         for row, c in enumerate(present):
             scores[classes == c] -= params.beta * overlap[row]
     scores[:, ~gallery.valid] = -np.inf
@@ -352,6 +394,7 @@ def retrieve(
     *,
     class_scores: np.ndarray | torch.Tensor | None = None,
     upsample: int = 1,
+    shared: SharedSums | None = None,
 ) -> list[dict[str, Any]]:
     """Instances of one image from its PRMs and a proposal gallery.
 
@@ -363,6 +406,7 @@ def retrieve(
         params: `RetrievalConfig` or a dict of its fields.
         class_scores: (1, C) class scores, needed for `confidence="class"`.
         upsample: factor of the grid the peaks were found on (for `confidence="peak"`).
+        shared: sums of these PRMs kept from other retrievals of the image (`SharedSums`).
 
     Returns:
         Instances in descending retrieval-score order, each a dict with `mask` (H, W)
@@ -380,7 +424,9 @@ def retrieve(
     peaks_np = _as_numpy(peaks).astype(int)
     if len(peaks_np) == 0 or len(gallery.masks) == 0:
         return []
-    scores = retrieval_scores(peak_response_maps, peaks_np, class_response_maps, gallery, params)
+    scores = retrieval_scores(
+        peak_response_maps, peaks_np, class_response_maps, gallery, params, shared
+    )
     best = scores.argmax(axis=1)
     best_score = scores[np.arange(len(best)), best]
     order = [k for k in np.argsort(-best_score, kind="stable") if np.isfinite(best_score[k])]

@@ -36,7 +36,7 @@ from prm_bench.data.base import DataError, check_split
 from prm_bench.executors import Executor, LocalExecutor
 from prm_bench.metrics import protocol_of
 from prm_bench.proposals import gallery_traits
-from prm_bench.stages import RUNNERS, evaluate
+from prm_bench.stages import GROUPED, RUNNERS, evaluate
 from prm_bench.stages.common import (
     STAGES,
     StageError,
@@ -109,35 +109,66 @@ def plan_tasks(plan: Plan, store: Store) -> list[list[Task]]:
     return levels
 
 
-def execute_task(
+def execute_tasks(
     stage: str,
-    config: ExperimentConfig,
+    configs: list[ExperimentConfig],
     store_root: str,
     device_name: str,
     slot: int,
     parent: int | None = None,
-) -> Outcome:
-    """Run one stage for one config (in a worker process); raises only on an interrupt.
+) -> list[Outcome]:
+    """Run one stage for a group of configs (in a worker process), one outcome each;
+    raises only on an interrupt. Several configs are run together through the stage's
+    `GROUPED` entry; a lone config through its `RUNNERS` entry.
 
     `parent` is the pid of the process holding the run's lock: a worker orphaned by its
     death (kill -9) stops instead of recording a stage after the lock is gone."""
-    keys = stage_keys(config)
+    keys = [stage_keys(config) for config in configs]
     store = Store(store_root, guard=_parent_alive(parent) if parent is not None else None)
     start = time.perf_counter()
-    torch.set_num_threads(config.run.threads)  # fixed whatever --jobs is: see RunConfig
+    torch.set_num_threads(configs[0].run.threads)  # fixed whatever --jobs is: see RunConfig
     try:
         device = resolve_device(device_name)
         if device.type == "cuda":
             device = torch.device("cuda", slot % max(torch.cuda.device_count(), 1))
-        RUNNERS[stage](config, store, keys, device)
-        return Outcome(stage, keys[stage], True, time.perf_counter() - start)
+        if len(configs) == 1:
+            RUNNERS[stage](configs[0], store, keys[0], device)
+            errors: list[str | None] = [None]
+        else:
+            errors = GROUPED[stage].run_cells(configs, store, keys, device)
     except StageError as err:
-        return Outcome(stage, keys[stage], False, time.perf_counter() - start, str(err))
+        errors = [str(err)] * len(configs)
     except Exception as err:  # a failing cell must not stop the others
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt from err  # an interrupt another library re-raised
-        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        return Outcome(stage, keys[stage], False, time.perf_counter() - start, detail)
+        errors = ["".join(traceback.format_exception_only(type(err), err)).strip()] * len(configs)
+    share = (time.perf_counter() - start) / len(configs)  # a group's time, split evenly
+    return [
+        Outcome(stage, k[stage], error is None, share, error or "")
+        for k, error in zip(keys, errors, strict=True)
+    ]
+
+
+def group_tasks(
+    tasks: list[Task], configs: dict[int, ExperimentConfig], width: int
+) -> list[list[Task]]:
+    """The tasks of a stage level in groups run as one: tasks that share what the stage's
+    `GROUPED` entry names go together, and the largest groups are halved until there are
+    `width` groups (so parallel workers stay busy); other stages run a task per group."""
+    if not tasks or tasks[0].stage not in GROUPED:
+        return [[task] for task in tasks]
+    shared_by = GROUPED[tasks[0].stage].shared_by
+    groups: dict[tuple, list[Task]] = {}
+    for task in tasks:
+        keys = stage_keys(configs[task.cells[0]])
+        groups.setdefault(shared_by(keys), []).append(task)
+    split = list(groups.values())
+    while len(split) < width and max(len(g) for g in split) > 1:
+        largest = max(split, key=len)
+        split.remove(largest)
+        half = (len(largest) + 1) // 2
+        split += [largest[:half], largest[half:]]
+    return split
 
 
 def _parent_alive(pid: int) -> Callable[[], None]:
@@ -418,23 +449,25 @@ def _run_level(
     log(f"{stage}: {len(todo)} to run, {summary.reused[stage]} reused, {skipped} skipped")
     # local workers watch this process (on other machines its pid means nothing)
     parent = os.getpid() if isinstance(executor, LocalExecutor) else None
+    groups = group_tasks(todo, configs, getattr(executor, "jobs", 1))
     arguments = [
-        (stage, configs[t.cells[0]], str(store.root), device, slot, parent)
-        for slot, t in enumerate(todo)
+        (stage, [configs[t.cells[0]] for t in group], str(store.root), device, slot, parent)
+        for slot, group in enumerate(groups)
     ]
-    outcomes = executor.map(execute_task, arguments)
+    batches = executor.map(execute_tasks, arguments)
     try:
-        for outcome in outcomes:
-            task = next(t for t in todo if t.key == outcome.key)
-            seconds[f"{stage}/{outcome.key}"] = outcome.seconds
-            if not outcome.ok:
-                for cell in task.cells:
-                    failed.setdefault(cell, f"{stage} failed: {outcome.error}")
-            notify("task", {"task": outcome, "cells": task.cells})
-            state = "done" if outcome.ok else f"FAILED: {outcome.error}"
-            log(f"{stage} {outcome.key} cells {task.cells} ({outcome.seconds:.1f} s) {state}")
+        for batch in batches:
+            for outcome in batch:
+                task = next(t for t in todo if t.key == outcome.key)
+                seconds[f"{stage}/{outcome.key}"] = outcome.seconds
+                if not outcome.ok:
+                    for cell in task.cells:
+                        failed.setdefault(cell, f"{stage} failed: {outcome.error}")
+                notify("task", {"task": outcome, "cells": task.cells})
+                state = "done" if outcome.ok else f"FAILED: {outcome.error}"
+                log(f"{stage} {outcome.key} cells {task.cells} ({outcome.seconds:.1f} s) {state}")
     finally:
-        close = getattr(outcomes, "close", None)
+        close = getattr(batches, "close", None)
         if close is not None:
             close()  # on an interrupt, joblib cancels the pending tasks and ends its workers
     summary.executed[stage] = len(todo)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
 from prm_bench.data.base import DataError
-from prm_bench.runner import execute_task, preflight
+from prm_bench.runner import execute_tasks, preflight
 from prm_bench.stages.common import StageError, stage_keys
 from prm_bench.stages.store import Store, save_npz, write_atomic
 
@@ -185,7 +185,7 @@ def test_an_orphaned_task_records_nothing(shapes, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs
     config = load_plan(tiny(shapes)).cells[0].config
-    outcome = execute_task("train", config, str(tmp_path / "store"), "cpu", 0, dead.pid)
+    (outcome,) = execute_tasks("train", [config], str(tmp_path / "store"), "cpu", 0, dead.pid)
     assert not outcome.ok and "orphaned" in outcome.error
     assert not Store(tmp_path / "store").is_done("train", stage_keys(config)["train"])
 

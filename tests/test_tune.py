@@ -152,13 +152,13 @@ def test_a_bad_search_space_exits_2_without_a_traceback(root, tmp_path):
 
 def counting_stages(monkeypatch) -> dict:
     counts: dict[str, int] = {}
-    original = runner_module.execute_task
+    original = runner_module.execute_tasks
 
-    def counted(stage, *args, **kwargs):
-        counts[stage] = counts.get(stage, 0) + 1
-        return original(stage, *args, **kwargs)
+    def counted(stage, configs, *args, **kwargs):  # stages run, whether grouped or not
+        counts[stage] = counts.get(stage, 0) + len(configs)
+        return original(stage, configs, *args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "execute_task", counted)
+    monkeypatch.setattr(runner_module, "execute_tasks", counted)
     return counts
 
 

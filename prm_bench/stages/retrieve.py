@@ -2,42 +2,58 @@
 
 For a method that uses retrieval (`prm`) each image's PRMs pick proposals
 (`prm_bench.retrieval`); for a CAM baseline the stored class response maps give boxes
-(`prm_bench.baselines`). Embedded
-proposals are cached in the store under the proposals key, shared by every cell that uses
-the same data and gallery.
+(`prm_bench.baselines`).
+
+The cells of a grid that share an inference and a gallery (term subsets, alpha, beta,
+confidences, NMS, baselines) are retrieved together (`run_cells`): each image's stored
+inference is read once, its prepared gallery is read (or prepared) once per preparation,
+the PRMs' sums over the proposals are computed once (`SharedSums`), and each cell's
+results file is written as if it had run alone. Prepared galleries are kept in the store
+with the proposals, one file per image and preparation, shared by every run and cell.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import traceback
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
 from prm_bench.baselines import cam_baseline
-from prm_bench.config import ExperimentConfig
+from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.masks import encode_rle
 from prm_bench.methods import METHODS
 from prm_bench.proposals import gallery_traits, open_gallery
 from prm_bench.retrieval import (
     PreparedGallery,
     RetrievalConfig,
+    SharedSums,
     gallery_key,
     prepare_gallery,
     resize_nearest,
     retrieve,
 )
-from prm_bench.stages.common import open_split
+from prm_bench.stages.common import StageError, open_split
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
 RESULTS = "results.json"
-PREPARED = "prepared"  # per image, the gallery prepared for scoring (shared by cells)
+PREPARED = "prepared"  # per image and preparation, the gallery ready for scoring
+
+
+def prepared_path(folder: Path, image_id: str, params: RetrievalConfig, size: tuple) -> Path:
+    """Where an image's gallery prepared with `params` for PRMs of `size` is kept:
+    `<proposals>/prepared/<preparation hash>/<image id>.npz`."""
+    preparation = config_hash("prepared", json.dumps(gallery_key(params, size)))
+    return folder / PREPARED / preparation / f"{image_id}.npz"
 
 
 def prepared_gallery(
@@ -65,68 +81,164 @@ def prepared_gallery(
     return gallery
 
 
+def shared_by(keys: dict[str, str]) -> tuple[str, str]:
+    """What cells retrieved together share: their inference and their proposals."""
+    return keys["infer"], keys["proposals"]
+
+
+@dataclass
+class _Cell:
+    """One cell of a retrieval group and what it has produced so far."""
+
+    config: ExperimentConfig
+    key: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class _Image:
+    """One evaluation image as the cells of a group see it: each input read or computed
+    once, on first use, and shared."""
+
+    def __init__(self, image_id: str, inferred: Path, gallery: Any, proposals: Path) -> None:
+        self.image_id, self.inferred, self.gallery = image_id, inferred, gallery
+        self.proposals = proposals
+        self._inputs: dict[tuple, Any] = {}
+
+    def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
+        if key not in self._inputs:
+            self._inputs[key] = make()
+        return self._inputs[key]
+
+    def stored(self, at_image_size: bool) -> dict[str, np.ndarray]:
+        """The image's inference, PRMs at the image's or the network's input size."""
+        return self._once(
+            ("stored", at_image_size),
+            lambda: read_image(self.inferred, self.image_id, at_image_size=at_image_size),
+        )
+
+    def raw_proposals(self) -> np.ndarray:
+        """The gallery's proposals of the image, as stored."""
+        return self._once(("raw",), lambda: self.gallery(self.image_id))
+
+    def prepared(self, size: tuple[int, int], params: RetrievalConfig) -> PreparedGallery:
+        """The gallery prepared for PRMs of `size` with `params`."""
+        path = prepared_path(self.proposals, self.image_id, params, size)
+        return self._once(
+            ("prepared", path),
+            lambda: prepared_gallery(path, self.raw_proposals, size, params),
+        )
+
+    def shared_sums(self, at_image_size: bool) -> SharedSums:
+        """The PRM sums the retrieval settings of the group share."""
+        stored = self.stored(at_image_size)
+        return self._once(
+            ("sums", at_image_size), lambda: SharedSums(stored["prms"], stored["crm"])
+        )
+
+    def encoded(self, key: tuple, mask: Callable[[], np.ndarray]) -> dict[str, Any]:
+        """A chosen proposal at the image's size, COCO-RLE encoded once per image."""
+        return self._once(("rle", *key), lambda: encode_rle(mask()))
+
+
+def _instances(cell: _Cell, image: _Image) -> list[dict[str, Any]]:
+    """The results-file entries of one cell for one image."""
+    config = cell.config
+    at_image_size = config.retrieval.resolution == "image"
+    stored = image.stored(at_image_size)
+    size = tuple(int(v) for v in stored["image_size"])
+    if METHODS.get(config.method.name).uses_retrieval:
+        gallery = image.prepared(stored["prms"].shape[1:], config.retrieval)
+        found = retrieve(
+            stored["prms"],
+            stored["peaks"],
+            stored["crm"],
+            gallery,
+            config.retrieval,
+            class_scores=stored["scores"],
+            upsample=config.infer.upsample,
+            shared=image.shared_sums(at_image_size),
+        )
+        masks = [
+            image.encoded(
+                (gallery.key, i["proposal"]),
+                lambda m=i["mask"]: resize_nearest(m[None], size)[0],
+            )
+            for i in found
+        ]
+    else:
+        proposals = image.raw_proposals() if image.gallery is not None else None
+        found = cam_baseline(
+            config.method.name,
+            stored["crm"],
+            stored["scores"],
+            size,
+            proposals,
+            config.method.baseline,
+        )
+        masks = [encode_rle(resize_nearest(i["mask"][None], size)[0]) for i in found]
+    return [
+        {
+            "image_id": image.image_id,
+            "category_id": i["class"],
+            "score": float(i["score"]),
+            "segmentation": mask,
+            "peaks": i["peaks"],
+            "proposal": i["proposal"],
+        }
+        for i, mask in zip(found, masks, strict=True)
+    ]
+
+
+def _described(err: Exception) -> str:
+    if isinstance(err, StageError):
+        return str(err)
+    return "".join(traceback.format_exception_only(type(err), err)).strip()
+
+
+def run_cells(
+    configs: list[ExperimentConfig], store: Store, keys: list[dict[str, str]], device: torch.device
+) -> list[str | None]:
+    """Retrieve the instances of several cells that share an inference and a gallery
+    (`shared_by`) in one pass over the images; per cell, None or why it failed (a
+    failing cell does not stop the others, and its stage is not recorded)."""
+    if len({shared_by(k) for k in keys}) != 1:
+        raise ValueError("cells retrieved together must share their inference and proposals")
+    first, ids = configs[0], keys[0]
+    traits = gallery_traits(first.proposals.gallery)
+    dataset = open_split(first, "evaluated", segmentation=traits.needs_truth)
+    root = store.path("proposals", ids["proposals"]) if traits.store_cache else first.proposals.root
+    needs_gallery = any(METHODS.get(c.method.name).needs_proposals for c in configs)
+    gallery = open_gallery(first.proposals.gallery, root, dataset) if needs_gallery else None
+    inferred = store.path("infer", ids["infer"])
+    proposals = store.path("proposals", ids["proposals"])
+    cells = [_Cell(c, k["retrieve"]) for c, k in zip(configs, keys, strict=True)]
+    folders = {cell.key: store.reset("retrieve", cell.key) for cell in cells}
+    for image_id in dataset.ids:
+        image = _Image(image_id, inferred, gallery, proposals)
+        for cell in (c for c in cells if c.error is None):
+            start = time.perf_counter()
+            try:
+                cell.results += _instances(cell, image)
+            except Exception as err:  # one cell's failure must not stop the others
+                cell.error = _described(err)
+            cell.seconds += time.perf_counter() - start
+    for cell in cells:
+        if cell.error is None:
+            write_json(folders[cell.key] / RESULTS, cell.results)
+            info = {"instances": len(cell.results), "seconds": cell.seconds, "group": len(cells)}
+            store.complete("retrieve", cell.key, info, [RESULTS])
+    return [cell.error for cell in cells]
+
+
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
     """Retrieve the instances of every evaluation image of a cell (on the CPU: `device`
     is part of the stage contract only)."""
-    folder = store.reset("retrieve", keys["retrieve"])
-    traits = gallery_traits(config.proposals.gallery)
-    method = METHODS.get(config.method.name)
-    dataset = open_split(config, "evaluated", segmentation=traits.needs_truth)
-    root = (
-        store.path("proposals", keys["proposals"]) if traits.store_cache else config.proposals.root
-    )
-    gallery = (
-        open_gallery(config.proposals.gallery, root, dataset) if method.needs_proposals else None
-    )
-    inferred = store.path("infer", keys["infer"])
-    start = time.perf_counter()
-    results = []
-    at_image_size = config.retrieval.resolution == "image"
-    prepared = store.path("proposals", keys["proposals"]) / PREPARED
-    for image_id in dataset.ids:
-        stored = read_image(inferred, image_id, at_image_size=at_image_size)
-        size = tuple(int(v) for v in stored["image_size"])
-        if method.uses_retrieval:
-            proposals = prepared_gallery(
-                prepared / f"{image_id}.npz",
-                lambda i=image_id: gallery(i),
-                stored["prms"].shape[1:],
-                config.retrieval,
-            )
-            instances = retrieve(
-                stored["prms"],
-                stored["peaks"],
-                stored["crm"],
-                proposals,
-                config.retrieval,
-                class_scores=stored["scores"],
-                upsample=config.infer.upsample,
-            )
-        else:
-            instances = cam_baseline(
-                config.method.name,
-                stored["crm"],
-                stored["scores"],
-                size,
-                gallery(image_id) if gallery is not None else None,
-                config.method.baseline,
-            )
-        instances = [{**i, "mask": resize_nearest(i["mask"][None], size)[0]} for i in instances]
-        for instance in instances:
-            results.append(
-                {
-                    "image_id": image_id,
-                    "category_id": instance["class"],
-                    "score": float(instance["score"]),
-                    "segmentation": encode_rle(instance["mask"]),
-                    "peaks": instance["peaks"],
-                    "proposal": instance["proposal"],
-                }
-            )
-    write_json(folder / RESULTS, results)
-    info = {"instances": len(results), "seconds": time.perf_counter() - start}
-    store.complete("retrieve", keys["retrieve"], info, [RESULTS])
-    return folder
+    (error,) = run_cells([config], store, [keys], device)
+    if error is not None:
+        raise StageError(error)
+    return store.path("retrieve", keys["retrieve"])
 
 
 def read_results(folder: Path, image_ids: list[str]) -> list[list[dict]]:
