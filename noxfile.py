@@ -50,26 +50,17 @@ def tuning(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed benchmarks; each writes a JSON file under benchmarks/results/."""
-    session.install(*TORCH, "-e", ".")
+    session.install(*TORCH, "-e", ".[bench]")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 
 @nox.session
 def gpu(session: nox.Session) -> None:
-    """The prepared GPU check, for one call on a lent GPU: the CUDA tests (PRMs of every
-    strategy equal to the CPU's), then the PRM benchmark against the original's algorithm
-    on CUDA (JSON under benchmarks/results/)."""
-    session.install(*TORCH, "-e", ".[test]")
+    """The prepared GPU check, for one call on a lent GPU (under 5 minutes): the CUDA
+    tests, then benchmarks/gpu_check.py (a tiny grid on CUDA vs CPU from one checkpoint,
+    and the PRM, retrieval and training-step benchmarks on CUDA, written as JSON under
+    benchmarks/results/). `python -m benchmarks.gpu_check --dry` is its CPU path (CI)."""
+    session.install(*TORCH, "-e", ".[test,bench]")
     session.run("python", "-c", "import torch; assert torch.cuda.is_available(), 'no CUDA'")
-    session.run("pytest", "-q", "-m", "cuda", "tests/test_backprop.py")
-    session.run(
-        "python",
-        "-m",
-        "benchmarks.run",
-        "--device",
-        "cuda",
-        "--only",
-        "prm_batched",
-        "--repeats",
-        "5",
-    )
+    session.run("pytest", "-q", "-m", "cuda")
+    session.run("python", "-m", "benchmarks.gpu_check")

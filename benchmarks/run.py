@@ -20,6 +20,7 @@ import torch
 from benchmarks.integrity import bench_integrity
 from benchmarks.prm import bench_prm_against_original
 from benchmarks.retrieval import bench_evaluation, bench_retrieval
+from benchmarks.retrieve_level import bench_retrieve_level
 from benchmarks.runner import bench_rerun
 from benchmarks.streaming import bench_streaming
 from prm_bench.backbones import build_classifier
@@ -117,8 +118,14 @@ def main() -> None:
             ],
         ),
         "retrieval": (
+            "against the original's algorithm (its instance_seg, OpenCV contours): "
             "speedup >= 20 with gallery preparation, >= 100 with a prepared gallery",
             lambda: [bench_retrieval(448, 8, 100, r)],
+        ),
+        "retrieve_level": (
+            "full.yaml's retrieve level (9 term subsets x 3 confidences, 400 images): "
+            "one pass for all cells against a task per cell, identical results",
+            lambda: [bench_retrieve_level()],
         ),
         "evaluation": ("report (1,449 images, 20 predictions each)", lambda: [bench_evaluation()]),
         "training_data": (

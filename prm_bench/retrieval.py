@@ -119,9 +119,12 @@ def resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def prefix_sums(maps: np.ndarray) -> np.ndarray:
-    """(K, H * W + 1) running sums of flattened maps (K, H * W), starting at 0."""
-    prefix = np.zeros((len(maps), maps.shape[1] + 1))
-    np.cumsum(maps, axis=1, out=prefix[:, 1:])
+    """(H * W + 1, K) running sums of flattened maps (K, H * W), starting at 0; pixel-major,
+    so the K sums at one run end are one contiguous read. Boolean maps sum as integers
+    (exact, and cheaper)."""
+    dtype = np.int32 if maps.dtype == bool else np.float64
+    prefix = np.zeros((maps.shape[1] + 1, len(maps)), dtype=dtype)
+    np.cumsum(maps.T, axis=0, out=prefix[1:])
     return prefix
 
 
@@ -154,10 +157,10 @@ class Runs:
 
     def sums(self, prefix: np.ndarray) -> np.ndarray:
         """Sum of each map over each mask, (K, P), given the maps' `prefix_sums`."""
-        per_run = prefix[:, self.ends] - prefix[:, self.starts]
-        running = np.zeros((len(prefix), len(self.starts) + 1))
-        np.cumsum(per_run, axis=1, out=running[:, 1:])
-        return running[:, self.offsets[1:]] - running[:, self.offsets[:-1]]
+        per_run = prefix[self.ends] - prefix[self.starts]  # (runs, K)
+        running = np.zeros((len(self.starts) + 1, prefix.shape[1]), dtype=prefix.dtype)
+        np.cumsum(per_run, axis=0, out=running[1:])
+        return (running[self.offsets[1:]] - running[self.offsets[:-1]]).T
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -325,7 +328,8 @@ class SharedSums:
         class_response_maps: np.ndarray | torch.Tensor,
     ) -> None:
         prms = _as_numpy(peak_response_maps)
-        self.prms = prms.astype(np.float64, copy=False).reshape(len(prms), -1)
+        pixels = int(np.prod(prms.shape[1:]))  # (0, H, W) when the image has no peak
+        self.prms = prms.astype(np.float64, copy=False).reshape(len(prms), pixels)
         self.class_response_maps = class_response_maps
         self._sums: dict[tuple, np.ndarray] = {}
 
@@ -348,8 +352,7 @@ class SharedSums:
         def make() -> np.ndarray:
             crm = _as_numpy(self.class_response_maps)[0][present]
             q = background_masks(crm, gallery.size, params.bg_factor, params.resize_mode)
-            flat = q.reshape(len(present), -1).astype(np.float64)
-            return gallery.masks.sums(prefix_sums(flat))
+            return gallery.masks.sums(prefix_sums(q.reshape(len(present), -1)))
 
         key = ("background", gallery.key, params.bg_factor, params.resize_mode, *present)
         return self._cached(key, make)

@@ -9,6 +9,7 @@ from prm_bench.registry import UnknownNameError
 from prm_bench.retrieval import (
     TERMS,
     RetrievalConfig,
+    SharedSums,
     background_mask,
     contours,
     legacy_resize,
@@ -229,3 +230,18 @@ def test_runs_sum_like_dense_masks_and_round_trip():
     scores = retrieval_scores(prms, np.zeros((len(prms), 4), int), np.zeros((1, 1, 2, 2)), gallery,
                               {"min_area": 0.0, "terms": "instance-only"})  # fmt: skip
     assert (scores[:, 2] == 0).all()
+
+
+def test_shared_sums_give_each_setting_the_scores_it_computes_alone():
+    masks, prms, crm, peaks = scene(6, proposals=9)
+    gallery = prepare_gallery(masks, (H, W))
+    shared = SharedSums(prms, crm)
+    for terms in ("full", "no-class", "class-only", "boundary-only"):
+        for alpha, beta, bg in ((0.8, 1e-5, 0.95), (2.0, 0.3, 0.5)):
+            params = {"terms": terms, "alpha": alpha, "beta": beta, "bg_factor": bg}
+            alone = retrieval_scores(prms, peaks, crm, gallery, params)
+            np.testing.assert_array_equal(
+                retrieval_scores(prms, peaks, crm, gallery, params, shared), alone
+            )
+    nothing = SharedSums(np.zeros((0, H, W)), crm)  # an image without peaks
+    assert retrieve(np.zeros((0, H, W)), np.zeros((0, 4), int), crm, gallery, shared=nothing) == []

@@ -143,15 +143,23 @@ class ImageSplit(torch.utils.data.Dataset):
         return _uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
 
 
-def batches(images: ImageSplit, order: list[list[int]], workers: int = 0) -> Iterable[torch.Tensor]:
+def batches(
+    images: ImageSplit, order: list[list[int]], workers: int = 0, pin: bool = False
+) -> Iterable[torch.Tensor]:
     """uint8 batches (B, 3, S, S) of `images` in the given order of index lists, decoded
-    by `workers` processes ahead of use (0: in this process); `normalise` each batch."""
+    by `workers` processes ahead of use (0: in this process), in pinned memory when `pin`
+    (a CUDA device: the copy to it can then overlap); `normalise` each batch.
+
+    A loader serves one epoch: the next epoch's order is drawn after this epoch's flips
+    from the same seeded generator, so workers cannot run ahead into it (persistent
+    workers would change the draws and so the results)."""
     if workers == 0:
-        return (torch.stack([images[i] for i in batch]) for batch in order)
+        stacked = (torch.stack([images[i] for i in batch]) for batch in order)
+        return (b.pin_memory() for b in stacked) if pin else stacked
     return torch.utils.data.DataLoader(
         images,
         batch_sampler=order,
         num_workers=workers,
         collate_fn=torch.stack,
-        persistent_workers=False,
+        pin_memory=pin,
     )

@@ -59,8 +59,9 @@ def _scores(
     order = [list(range(s, min(s + 64, len(images)))) for s in range(0, len(images), 64)]
     out = []
     with torch.no_grad():
-        for batch in batches(images, order, config.train.loader_workers):
-            maps = model(normalise(batch.to(device), model.spec))
+        pin = device.type == "cuda"
+        for batch in batches(images, order, config.train.loader_workers, pin):
+            maps = model(normalise(batch.to(device, non_blocking=pin), model.spec))
             out.append(
                 class_scores(maps, config.stimulation.name, **config.stimulation.options)
                 .float()
@@ -87,13 +88,13 @@ def _epoch(
     ]
     autocast = device.type == "cuda" and train.amp
     losses = []
-    loader = batches(images, plan, train.loader_workers)
+    loader = batches(images, plan, train.loader_workers, pin=device.type == "cuda")
     for step, (index, batch) in enumerate(zip(plan, loader, strict=True)):
         if train.flip:
             flip = torch.rand(len(index), generator=generator) < 0.5
             batch[flip] = batch[flip].flip(3)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            inputs = normalise(batch.to(device), model.spec)
+            inputs = normalise(batch.to(device, non_blocking=True), model.spec)
             maps = model(inputs.contiguous(memory_format=_memory_format(config)))
             scores = class_scores(
                 maps.float(), config.stimulation.name, **config.stimulation.options
