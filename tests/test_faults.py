@@ -207,11 +207,11 @@ def test_a_full_disk_while_writing_results_exits_2_naming_the_run(clean, tmp_pat
 
 
 # caches beside the proposals: the embedded gallery (RLE json) and the prepared galleries
-CACHES = [("embedded-*", "*.json"), ("prepared", "*.npz")]
+CACHES = [("embedded-*", "*.json"), ("prepared/*", "*.npz")]
 
 
 @pytest.mark.parametrize("fault", ["truncate", "zero", "garbage", "delete"])
-@pytest.mark.parametrize(("folder", "pattern"), CACHES, ids=[c[0] for c in CACHES])
+@pytest.mark.parametrize(("folder", "pattern"), CACHES, ids=["embedded", "prepared"])
 def test_a_damaged_proposal_cache_is_recomputed(clean, tmp_path, folder, pattern, fault):
     plan, runs = clean
     shutil.copytree(runs / plan.name, tmp_path / plan.name)
