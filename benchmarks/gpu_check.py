@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.prm import bench_prm_against_original
 from benchmarks.retrieval import bench_retrieval
-from benchmarks.run import RESULTS, bench_train_step, machine, timed
+from benchmarks.run import RESULTS, bench_train_step, machine
 from prm_bench.config import load_plan
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
 from prm_bench.runner import run_plan
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "machine": machine(),
         "grid": grid,
-        "prm": [bench_prm_against_original(timed, device, b, s, 8, 8, repeats) for b, s in cases],
+        "prm": [bench_prm_against_original(device, b, s, 8, 8, repeats) for b, s in cases],
     }
     if not args.dry:
         report["retrieval"] = bench_retrieval(448, 8, 100, 3)

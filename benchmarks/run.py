@@ -105,7 +105,7 @@ def main() -> None:
             "sequential and batched >= 1.1x the original's algorithm at 448 px (ResNet50); "
             "batched >= sequential everywhere; PRMs equal to the original's",
             lambda: [
-                bench_prm_against_original(timed, device, backbone, size, 8, 8, r)
+                bench_prm_against_original(device, backbone, size, 8, 8, r)
                 for backbone in ("resnet50", "vgg16")
                 for size in (128, 256, 448)
             ],
