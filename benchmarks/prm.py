@@ -11,7 +11,6 @@ One forward, then one backward per peak with `retain_graph`, reading the input's
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from types import MethodType
 
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.timing import interleaved
 from prm_bench.backbones import build_classifier
 from prm_bench.backprop import peak_response_maps
 from prm_bench.peaks import find_peaks, upsample_maps
@@ -96,25 +96,6 @@ def original_prms(
             prms.append(x.grad.detach().sum(1).clamp(min=0))
     out = torch.cat(prms)
     return out / out.sum(dim=(1, 2), keepdim=True).clamp(min=torch.finfo(out.dtype).tiny)
-
-
-def interleaved(variants: dict, repeats: int, device: torch.device) -> dict[str, float]:
-    """Best-of-`repeats` seconds of each variant, the variants taking turns in every
-    round (after one warm-up call each), so a slow spell of a shared machine hits them
-    alike instead of whichever ran during it."""
-    best = dict.fromkeys(variants, float("inf"))
-    for fn in variants.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def bench_prm_against_original(

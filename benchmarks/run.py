@@ -11,8 +11,6 @@ import argparse
 import json
 import os
 import platform
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from benchmarks.retrieval import bench_evaluation, bench_retrieval
 from benchmarks.retrieve_level import bench_retrieve_level
 from benchmarks.runner import bench_rerun
 from benchmarks.streaming import bench_streaming
+from benchmarks.timing import timed
 from prm_bench.backbones import build_classifier
 from prm_bench.peaks import class_scores
 
@@ -41,21 +40,6 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
-
-
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def bench_train_step(
