@@ -216,8 +216,8 @@ def test_a_damaged_proposal_cache_is_recomputed(clean, tmp_path, folder, pattern
     plan, runs = clean
     shutil.copytree(runs / plan.name, tmp_path / plan.name)
     store = tmp_path / plan.name / "store"
-    proposals = store / "proposals" / stage_keys(plan.cells[0].config)["proposals"]
-    damage(sorted(proposals.glob(f"{folder}/{pattern}"))[0], fault)
+    # the embedded proposals are kept per dataset, the prepared galleries per gallery
+    damage(sorted((store / "proposals").glob(f"*/{folder}/{pattern}"))[0], fault)
     for record in (store / "retrieve").glob("*/done.json"):
         record.unlink()  # retrieval reruns and reads the damaged cache
     summary = run_plan(plan, tmp_path, jobs=1)

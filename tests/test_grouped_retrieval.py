@@ -93,3 +93,22 @@ def test_groups_follow_what_cells_share_and_split_to_keep_workers_busy(shapes_ro
     assert sorted(t.key for g in groups for t in g) == sorted(t.key for t in tasks)
     trains = [Task("train", "k", [0], False), Task("train", "j", [1], False)]
     assert group_tasks(trains, configs, 1) == [[trains[0]], [trains[1]]]
+
+
+def test_galleries_built_on_the_embedded_proposals_compute_them_once(
+    shapes_root, tmp_path, monkeypatch
+):
+    import prm_bench.proposals as proposals
+
+    calls = []
+    original = proposals.embedded_proposals
+
+    def counted(image, params):
+        calls.append(image.shape)
+        return original(image, params)
+
+    monkeypatch.setattr(proposals, "embedded_proposals", counted)
+    grid = {"proposals.gallery": ["embedded", "gt+embedded"]}
+    summary = run_plan(load_plan(tiny(shapes_root, grid=grid)), tmp_path, jobs=1)
+    assert not summary.failed_cells and summary.executed["retrieve"] == 2
+    assert len(calls) == 6  # the 6 val images, once, for both galleries

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +15,9 @@ from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError, Dataset, check_disjoint
 from prm_bench.methods import METHODS
+
+if TYPE_CHECKING:
+    from prm_bench.stages.store import Store
 
 STAGES = ("train", "infer", "retrieve", "evaluate")
 
@@ -38,6 +43,15 @@ def _evaluated_data(config: ExperimentConfig) -> dict:
     split, limit = config.data.evaluated
     data = config.data
     return {"name": data.name, "root": str(data.root), "eval_split": split, "limit_eval": limit}
+
+
+def computed_proposals(config: ExperimentConfig, store: Store) -> Path:
+    """Where galleries computed from the images (`store_cache`, e.g. `embedded`) keep
+    their proposals: one folder per dataset, shared by every gallery built on them
+    (`embedded` and `gt+embedded` compute the embedded proposals once), every split and
+    every limit; each gallery names its own subfolder after its parameters."""
+    data = {"name": config.data.name, "root": str(config.data.root)}
+    return store.path("proposals", config_hash("computed", data))
 
 
 def stage_keys(config: ExperimentConfig) -> dict[str, str]:

@@ -41,7 +41,7 @@ from prm_bench.retrieval import (
     resize_nearest,
     retrieve,
 )
-from prm_bench.stages.common import StageError, open_split
+from prm_bench.stages.common import StageError, computed_proposals, open_split
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
@@ -208,7 +208,7 @@ def run_cells(
     first, ids = configs[0], keys[0]
     traits = gallery_traits(first.proposals.gallery)
     dataset = open_split(first, "evaluated", segmentation=traits.needs_truth)
-    root = store.path("proposals", ids["proposals"]) if traits.store_cache else first.proposals.root
+    root = computed_proposals(first, store) if traits.store_cache else first.proposals.root
     needs_gallery = any(METHODS.get(c.method.name).needs_proposals for c in configs)
     gallery = open_gallery(first.proposals.gallery, root, dataset) if needs_gallery else None
     inferred = store.path("infer", ids["infer"])
