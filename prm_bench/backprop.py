@@ -93,7 +93,7 @@ class _ExcitationConv2d(torch.autograd.Function):
         shifted, positive, inv_z, flipped = ctx.saved_tensors
         stride, dilation, groups, pads = ctx.conv
         spread = _transposed_conv(
-            signal * inv_z, positive, shifted.shape, stride, dilation, groups, pads, flipped
+            signal * inv_z, positive, flipped, shifted.shape, stride, dilation, groups, pads
         )
         return shifted * spread, None, None, None, None, None, None
 
@@ -105,15 +105,15 @@ _KERNELS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 def _kernels(
     weight: torch.Tensor, groups: int, stride: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(relu(W), the kernel of its stride-1 backward, or relu(W) again when strided),
-    cached until the weight changes (in-place updates bump its version)."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(relu(W), the kernel of its stride-1 backward, None when strided), cached until
+    the weight changes (in-place updates bump its version)."""
     stamp = (weight._version, weight.data_ptr(), weight.device, weight.dtype, groups, stride)
     cached = _KERNELS.get(weight)
     if cached is None or cached[0] != stamp:
         with torch.no_grad():
             positive = weight.detach().clamp(min=0)
-            flipped = _flipped(positive, groups) if stride == (1, 1) else positive
+            flipped = _flipped(positive, groups) if stride == (1, 1) else None
         cached = _KERNELS[weight] = (stamp, positive, flipped)
     return cached[1], cached[2]
 
@@ -134,16 +134,16 @@ def _flipped(weight: torch.Tensor, groups: int) -> torch.Tensor:
 def _transposed_conv(
     signal: torch.Tensor,
     weight: torch.Tensor,
+    flipped: torch.Tensor | None,
     input_shape: torch.Size,
     stride: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
     pads: tuple[int, int, int, int],
-    flipped: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The transposed convolution of `signal` by `weight`, cropped to the unpadded input
     (N, C, H, W) of a conv with explicit `pads` (left, right, top, bottom); `flipped` is
-    `_flipped(weight, groups)` where the caller has it already.
+    `_flipped(weight, groups)` at stride 1 (None when strided).
 
     At stride 1 it is a plain convolution of the signal, padded by the kernel's reach
     less the forward padding, with the kernel flipped and its in/out channels swapped
@@ -154,8 +154,7 @@ def _transposed_conv(
     (h, w), (k_h, k_w) = input_shape[2:], weight.shape[2:]
     reach_y, reach_x = dilation[0] * (k_h - 1), dilation[1] * (k_w - 1)
     grow = (reach_x - left, reach_x - right, reach_y - top, reach_y - bottom)
-    if stride == (1, 1) and min(grow) >= 0:
-        flipped = _flipped(weight, groups) if flipped is None else flipped
+    if flipped is not None and min(grow) >= 0:
         if grow[0] == grow[1] and grow[2] == grow[3]:  # the conv pads itself, no copy
             return F.conv2d(signal, flipped, None, 1, (grow[2], grow[0]), dilation, groups)
         return F.conv2d(F.pad(signal, grow), flipped, None, 1, 0, dilation, groups)

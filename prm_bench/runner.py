@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from prm_bench.stages import GROUPED, RUNNERS, evaluate
 from prm_bench.stages.common import (
     STAGES,
     StageError,
+    describe_failure,
     open_split,
     open_training_data,
     resolve_device,
@@ -137,11 +137,11 @@ def execute_tasks(
         else:
             errors = GROUPED[stage].run_cells(configs, store, keys, device)
     except StageError as err:
-        errors = [str(err)] * len(configs)
+        errors = [describe_failure(err)] * len(configs)
     except Exception as err:  # a failing cell must not stop the others
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt from err  # an interrupt another library re-raised
-        errors = ["".join(traceback.format_exception_only(type(err), err)).strip()] * len(configs)
+        errors = [describe_failure(err)] * len(configs)
     share = (time.perf_counter() - start) / len(configs)  # a group's time, split evenly
     return [
         Outcome(stage, k[stage], error is None, share, error or "")

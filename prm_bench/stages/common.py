@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,14 @@ STAGES = ("train", "infer", "retrieve", "evaluate")
 
 class StageError(RuntimeError):
     """A stage that cannot finish for a reason the user should read (e.g. a NaN loss)."""
+
+
+def describe_failure(err: Exception) -> str:
+    """Why a stage failed, in one line: a `StageError`'s own message, else the
+    exception's type and message (no traceback)."""
+    if isinstance(err, StageError):
+        return str(err)
+    return "".join(traceback.format_exception_only(type(err), err)).strip()
 
 
 # data fields no trained model depends on: a new DataConfig field is part of the training

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,12 @@ from prm_bench.retrieval import (
     resize_nearest,
     retrieve,
 )
-from prm_bench.stages.common import StageError, computed_proposals, open_split
+from prm_bench.stages.common import (
+    StageError,
+    computed_proposals,
+    describe_failure,
+    open_split,
+)
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
@@ -191,12 +195,6 @@ def _instances(cell: _Cell, image: _Image) -> list[dict[str, Any]]:
     ]
 
 
-def _described(err: Exception) -> str:
-    if isinstance(err, StageError):
-        return str(err)
-    return "".join(traceback.format_exception_only(type(err), err)).strip()
-
-
 def run_cells(
     configs: list[ExperimentConfig], store: Store, keys: list[dict[str, str]], device: torch.device
 ) -> list[str | None]:
@@ -222,7 +220,7 @@ def run_cells(
             try:
                 cell.results += _instances(cell, image)
             except Exception as err:  # one cell's failure must not stop the others
-                cell.error = _described(err)
+                cell.error = describe_failure(err)
             cell.seconds += time.perf_counter() - start
     for cell in cells:
         if cell.error is None:
