@@ -26,6 +26,7 @@ from scipy import ndimage
 from prm_bench.masks import mask_iou
 from prm_bench.peaks import upsample_maps
 from prm_bench.registry import Registry
+from prm_bench.runs import Runs, contour_bits, pack_rows, prefix_sums
 
 
 @dataclass(frozen=True)
@@ -118,54 +119,6 @@ def resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     ).reshape(len(masks), *size)
 
 
-def prefix_sums(maps: np.ndarray) -> np.ndarray:
-    """(H * W + 1, K) running sums of flattened maps (K, H * W), starting at 0; pixel-major,
-    so the K sums at one run end are one contiguous read. Boolean maps sum as integers
-    (exact, and cheaper)."""
-    dtype = np.int32 if maps.dtype == bool else np.float64
-    prefix = np.zeros((maps.shape[1] + 1, len(maps)), dtype=dtype)
-    np.cumsum(maps.T, axis=0, out=prefix[1:])
-    return prefix
-
-
-def _run_bounds(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) of the runs of consecutive values in sorted `flat`."""
-    if len(flat) == 0:
-        return flat, flat
-    breaks = np.flatnonzero(np.diff(flat) != 1) + 1
-    return flat[np.r_[0, breaks]], flat[np.r_[breaks - 1, len(flat) - 1]] + 1
-
-
-@dataclass(frozen=True)
-class Runs:
-    """Masks as runs of consecutive pixels in row-major order: run j covers flat pixels
-    [starts[j], ends[j]); mask i owns runs offsets[i] to offsets[i + 1]."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    offsets: np.ndarray
-
-    @classmethod
-    def from_pixels(cls, pixels: list[np.ndarray]) -> Runs:
-        """Runs of each mask's sorted flat pixel indices."""
-        bounds = [_run_bounds(flat) for flat in pixels]
-        counts = [len(starts) for starts, _ in bounds]
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        starts = np.concatenate([b[0] for b in bounds] or [np.zeros(0)]).astype(np.int64)
-        ends = np.concatenate([b[1] for b in bounds] or [np.zeros(0)]).astype(np.int64)
-        return cls(starts, ends, offsets)
-
-    def sums(self, prefix: np.ndarray) -> np.ndarray:
-        """Sum of each map over each mask, (K, P), given the maps' `prefix_sums`."""
-        per_run = prefix[self.ends] - prefix[self.starts]  # (runs, K)
-        running = np.zeros((len(self.starts) + 1, prefix.shape[1]), dtype=prefix.dtype)
-        np.cumsum(per_run, axis=0, out=running[1:])
-        return (running[self.offsets[1:]] - running[self.offsets[:-1]]).T
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-
 @dataclass
 class PreparedGallery:
     """An image's proposals ready for scoring: first `top_n`, at PRM size (H, W)."""
@@ -216,37 +169,6 @@ def gallery_key(params: RetrievalConfig | dict, size: tuple[int, int]) -> tuple:
     return _gallery_key(_params(params), (int(size[0]), int(size[1])))
 
 
-def _cropped_masks_and_contours(
-    masks: np.ndarray, width: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Flat pixel indices of each mask and of its contour.
-
-    Each contour is computed on the mask's bounding box grown by the kernel radius:
-    dilation cannot reach further, and erosion only matters on the mask itself, so the
-    crop gives exactly the full-image result (the image border still counts as
-    foreground for the erosion and background for the dilation).
-    """
-    height, full_width = masks.shape[1:]
-    r = width // 2
-    rows_any, cols_any = masks.any(axis=2), masks.any(axis=1)
-    pixels, edges = [], []
-    for mask, rows, cols in zip(masks, rows_any, cols_any, strict=True):
-        if not rows.any():
-            pixels.append(np.zeros(0, np.int64))
-            edges.append(np.zeros(0, np.int64))
-            continue
-        y0, y1 = np.flatnonzero(rows)[[0, -1]]
-        x0, x1 = np.flatnonzero(cols)[[0, -1]]
-        y0, x0 = max(y0 - r, 0), max(x0 - r, 0)
-        y1, x1 = min(y1 + r + 1, height), min(x1 + r + 1, full_width)
-        crop = mask[y0:y1, x0:x1]
-        edge = contours(crop[None], width)[0]
-        for store, local in ((pixels, crop), (edges, edge)):
-            ys, xs = np.nonzero(local)
-            store.append((ys + y0) * full_width + (xs + x0))
-    return pixels, edges
-
-
 def prepare_gallery(
     proposals: np.ndarray, size: tuple[int, int], params: RetrievalConfig | dict | None = None
 ) -> PreparedGallery:
@@ -255,12 +177,14 @@ def prepare_gallery(
     params = _params(params)
     size = (int(size[0]), int(size[1]))
     masks = resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
-    pixels, edges = _cropped_masks_and_contours(masks, params.contour_width)
-    area = np.array([len(p) for p in pixels], dtype=np.float64) / (size[0] * size[1])
+    bits = pack_rows(masks, margin=params.contour_width)
+    runs = Runs.from_packed(bits, size[1])
+    edges = Runs.from_packed(contour_bits(bits, size[1], params.contour_width), size[1])
+    area = runs.areas() / (size[0] * size[1])
     valid = (area >= params.min_area) & (area < params.max_area)
     return PreparedGallery(
-        masks=Runs.from_pixels(pixels),
-        contours=Runs.from_pixels(edges),
+        masks=runs,
+        contours=edges,
         valid=valid,
         size=size,
         key=_gallery_key(params, size),

@@ -1,0 +1,208 @@
+"""Masks as runs of consecutive pixels, and the sums of maps over them.
+
+A gallery is scored through runs: a mask is the set of maximal runs of consecutive
+row-major flat pixel indices it covers, and a map's sum over a run is a difference of the
+map's prefix sums. Runs and contours are made from bit-packed rows (8 pixels a byte), so
+preparing a gallery touches each mask's pixels once, in bulk, with no per-mask loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def prefix_sums(maps: np.ndarray) -> np.ndarray:
+    """(H * W + 1, K) running sums of flattened maps (K, H * W), starting at 0; pixel-major,
+    so the K sums at one run end are one contiguous read. Boolean maps sum as integers
+    (exact, and cheaper). Each map is summed in pixel order, one addition at a time, as
+    numpy's `cumsum` adds; torch's CPU scan along a contiguous row does the same additions
+    several times faster."""
+    rows = np.zeros((len(maps), maps.shape[1] + 1), np.int32 if maps.dtype == bool else np.float64)
+    _cumsum(maps, dim=1, out=rows[:, 1:])
+    return np.ascontiguousarray(rows.T)
+
+
+def _cumsum(values: np.ndarray, dim: int, out: np.ndarray) -> None:
+    """numpy's `cumsum(values, axis=dim, out=out)`, the same additions in the same order,
+    by torch's faster CPU scan."""
+    target = torch.from_numpy(out)
+    if not values.flags.writeable:  # torch warns on read-only arrays; a copy is exact
+        values = values.copy()
+    torch.cumsum(torch.from_numpy(values), dim=dim, dtype=target.dtype, out=target)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Masks as runs of consecutive pixels in row-major order: run j covers flat pixels
+    [starts[j], ends[j]); mask i owns runs offsets[i] to offsets[i + 1]."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray) -> Runs:
+        """The runs of boolean masks (P, H, W)."""
+        return cls.from_packed(pack_rows(masks), masks.shape[2])
+
+    @classmethod
+    def from_packed(cls, bits: np.ndarray, width: int) -> Runs:
+        """The runs of masks packed by `pack_rows` (rows of `width` pixels)."""
+        count, height, words = bits.shape
+        # set where a pixel differs from the one on its left
+        edges = combine_shifted(bits.copy(), bits, -1, np.bitwise_xor).reshape(-1)
+        line, x = np.divmod(set_bits(edges), words * 64)  # line: mask * height + row
+        owner, row = np.divmod(line, height)
+        flat = row * width + x
+        # every row starts and ends outside a run, so its edges alternate start, end
+        starts, ends, owner = flat[0::2], flat[1::2], owner[0::2]
+        # a run that reaches the end of a row and goes on at the next is one run
+        joined = (ends[:-1] == starts[1:]) & (owner[:-1] == owner[1:])
+        first, last = np.ones((2, len(starts)), dtype=bool)
+        first[1:], last[:-1] = ~joined, ~joined
+        offsets = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner[first], minlength=count), out=offsets[1:])
+        return cls(starts[first], ends[last], offsets)
+
+    def areas(self) -> np.ndarray:
+        """(P,) pixels in each mask."""
+        owner = np.repeat(np.arange(len(self)), np.diff(self.offsets))
+        return np.bincount(owner, weights=self.ends - self.starts, minlength=len(self))
+
+    def sums(self, prefix: np.ndarray) -> np.ndarray:
+        """Sum of each map over each mask, (K, P), given the maps' `prefix_sums`."""
+        per_run = np.take(prefix, self.ends, axis=0) - np.take(prefix, self.starts, axis=0)
+        running = np.zeros((len(self.starts) + 1, prefix.shape[1]), dtype=prefix.dtype)
+        _cumsum(per_run, dim=0, out=running[1:])
+        last, first = self.offsets[1:], self.offsets[:-1]
+        return (np.take(running, last, axis=0) - np.take(running, first, axis=0)).T
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+WORD = np.dtype("<u8")  # 64 pixels, the leftmost in the lowest bit
+
+
+def set_bits(words: np.ndarray) -> np.ndarray:
+    """Sorted positions (word * 64 + bit) of the set bits of 1-d packed `words`: each
+    round takes every word's lowest set bit (w & -w, a power of two whose exponent
+    `frexp` reads exactly), so the rounds number the most bits in one word, not the bits."""
+    index = np.flatnonzero(words)
+    remaining = words[index]
+    found = []
+    while len(index):
+        lowest = remaining & (~remaining + np.uint64(1))
+        _, exponent = np.frexp(lowest.astype(np.float64))
+        found.append(index * 64 + (exponent - 1))
+        remaining ^= lowest
+        left = remaining != 0
+        index, remaining = index[left], remaining[left]
+    return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+
+def pack_rows(masks: np.ndarray, margin: int = 1) -> np.ndarray:
+    """Boolean masks (P, H, W) as (P, H, words) 64-bit words, 64 pixels a word, the
+    leftmost in the lowest bit. Each row ends in at least `margin` zero bits (padding), so
+    it ends outside any run, and shifts of up to `margin` pixels stay in the padding."""
+    count, height, width = masks.shape
+    words = -(-(width + max(margin, 1)) // 64)
+    packed = np.zeros((count, height, words * 8), dtype=np.uint8)
+    packed[..., : (width + 7) // 8] = np.packbits(masks, axis=2, bitorder="little")
+    return packed.view(WORD)
+
+
+def combine_shifted(
+    dst: np.ndarray,
+    src: np.ndarray,
+    offset: int,
+    combine: np.ufunc = np.bitwise_or,
+    scratch: np.ndarray | None = None,
+) -> np.ndarray:
+    """dst[x] = combine(dst[x], src[x + offset]) in place, for packed rows (`pack_rows`)
+    and a bitwise `combine` that 0 leaves alone (or, xor); src pixels past either end
+    count as 0. The rows shift as one bit string, so a row's first or last `|offset|`
+    pixels meet its neighbour's padding: keep that padding zero, and clear it
+    (`& inside`) after. `scratch`, working space of src's size, saves an allocation."""
+    flat, bits = dst.reshape(-1), src.reshape(-1)
+    scratch = np.empty_like(bits) if scratch is None else scratch.reshape(-1)
+    whole, part = divmod(abs(offset), 64)
+    n = len(bits) - whole
+    if n <= 0:
+        return dst
+    if offset >= 0:  # pixels move left: towards the low bits and the lower words
+        bits, flat = bits[whole:], flat[:n]
+        combine(flat, np.right_shift(bits, np.uint64(part), out=scratch[:n]), out=flat)
+        if part:
+            high = np.left_shift(bits[1:], np.uint64(64 - part), out=scratch[: n - 1])
+            combine(flat[:-1], high, out=flat[:-1])
+    else:  # pixels move right
+        bits, flat = bits[:n], flat[whole:]
+        combine(flat, np.left_shift(bits, np.uint64(part), out=scratch[:n]), out=flat)
+        if part:
+            low = np.right_shift(bits[:-1], np.uint64(64 - part), out=scratch[: n - 1])
+            combine(flat[1:], low, out=flat[1:])
+    return dst
+
+
+def _window(width: int) -> range:
+    """Offsets a `width` x `width` filter covers around its pixel (scipy's origin 0)."""
+    return range(-(width // 2), width - width // 2)
+
+
+def _dilate(
+    bits: np.ndarray,
+    width: int,
+    inside: np.ndarray,
+    out: np.ndarray,
+    across: np.ndarray,
+    scratch: np.ndarray,
+) -> None:
+    """`out` = packed masks dilated by a `width` x `width` square (outside the image is
+    0); `across` and `scratch` are working space of the same shape."""
+    across.fill(0)
+    for offset in _window(width):
+        combine_shifted(across, bits, offset, scratch=scratch)
+    across &= inside
+    out[...] = across
+    height = bits.shape[1]
+    for offset in _window(width):
+        lo, hi = max(0, -offset), min(height, height - offset)
+        if offset and lo < hi:
+            out[:, lo:hi] |= across[:, lo + offset : hi + offset]
+
+
+def _inside(width: int, words: int) -> np.ndarray:
+    """(words,) packed row with the bits of the first `width` pixels set."""
+    return np.packbits(np.arange(words * 64) < width, bitorder="little").view(WORD)
+
+
+def contour_bits(
+    bits: np.ndarray, width: int, contour_width: int, chunk_bytes: int = 1 << 19
+) -> np.ndarray:
+    """Morphological gradient (dilation and not erosion, `contour_width` square) of
+    masks packed by `pack_rows` with rows of `width` pixels and a margin of at least
+    `contour_width`. Outside the image counts as background for the dilation and as
+    foreground for the erosion, so the border is not a contour: not eroded is the
+    dilation of the complement, whose outside is 0.
+
+    Masks go through in groups of about `chunk_bytes` each, so the working arrays stay
+    in cache and are reused (fresh pages cost more than the bit operations)."""
+    if bits.shape[-1] * 64 - width < contour_width:
+        raise ValueError(f"rows need a margin of {contour_width} bits (pack_rows margin=)")
+    inside = _inside(width, bits.shape[-1])
+    chunk = max(1, chunk_bytes // max(1, bits[:1].nbytes))
+    result = np.empty_like(bits)
+    work = np.empty((4, min(chunk, len(bits)), *bits.shape[1:]), dtype=WORD)
+    for start in range(0, len(bits), chunk):
+        masks, grown = bits[start : start + chunk], result[start : start + chunk]
+        complement, not_eroded, across, scratch = work[:, : len(masks)]
+        np.invert(masks, out=complement)
+        complement &= inside
+        _dilate(masks, contour_width, inside, grown, across, scratch)
+        _dilate(complement, contour_width, inside, not_eroded, across, scratch)
+        grown &= not_eroded
+    return result

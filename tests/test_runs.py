@@ -1,0 +1,124 @@
+"""Bit-packed runs and contours against plain numpy and scipy on unpacked masks."""
+
+import numpy as np
+import pytest
+
+from prm_bench.retrieval import contours
+from prm_bench.runs import Runs, combine_shifted, contour_bits, pack_rows, prefix_sums
+
+# widths around the 64-pixel word: one short, exact, one over, and two words
+SHAPES = [(1, 1), (3, 7), (9, 63), (5, 64), (6, 65), (4, 128), (17, 30), (2, 200)]
+
+
+def masks_of(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
+    """Noise, blocks, full and empty masks, and rows that run into the next row."""
+    masks = rng.random((count, height, width)) < rng.random((count, 1, 1))
+    masks[0] = False
+    if count > 1:
+        masks[1] = True
+    if count > 2:
+        masks[2] = False
+        masks[2, : max(1, height // 2)] = True  # whole rows: one run across them
+    return masks
+
+
+def unpack(bits: np.ndarray, width: int) -> np.ndarray:
+    """Packed rows back to bool (P, H, W)."""
+    return np.unpackbits(bits.view(np.uint8), axis=-1, bitorder="little")[..., :width] > 0
+
+
+def reference_runs(masks: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Per mask, the maximal runs of consecutive row-major flat indices, written out."""
+    found = []
+    for mask in masks:
+        flat = np.flatnonzero(mask.ravel())
+        runs: list[tuple[int, int]] = []
+        for index in flat:
+            if runs and runs[-1][1] == index:
+                runs[-1] = (runs[-1][0], index + 1)
+            else:
+                runs.append((index, index + 1))
+        found.append(runs)
+    return found
+
+
+@pytest.mark.parametrize(("height", "width"), SHAPES)
+def test_runs_are_the_maximal_runs_of_flat_pixels(height, width):
+    masks = masks_of(np.random.default_rng(height * width), 5, height, width)
+    runs = Runs.from_masks(masks)
+    for index, expected in enumerate(reference_runs(masks)):
+        first, last = runs.offsets[index], runs.offsets[index + 1]
+        starts, ends = runs.starts[first:last].tolist(), runs.ends[first:last].tolist()
+        got = list(zip(starts, ends, strict=True))
+        assert got == expected
+    np.testing.assert_array_equal(runs.areas(), masks.sum(axis=(1, 2)))
+    assert runs.starts.dtype == runs.ends.dtype == runs.offsets.dtype == np.int64
+
+
+def test_no_masks_give_no_runs():
+    runs = Runs.from_masks(np.zeros((0, 4, 5), dtype=bool))
+    assert len(runs) == 0 and len(runs.starts) == 0 and runs.offsets.tolist() == [0]
+
+
+@pytest.mark.parametrize(("height", "width"), SHAPES)
+@pytest.mark.parametrize("contour_width", [1, 2, 3, 4, 5, 8, 9])
+def test_contour_bits_equal_the_scipy_gradient(height, width, contour_width):
+    masks = masks_of(np.random.default_rng(height + width), 4, height, width)
+    bits = pack_rows(masks, margin=contour_width)
+    # small chunks too: groups of masks must not see each other
+    for chunk_bytes in (1, 1 << 19):
+        got = unpack(contour_bits(bits, width, contour_width, chunk_bytes), width)
+        np.testing.assert_array_equal(got, contours(masks, contour_width))
+
+
+def test_contour_bits_refuse_rows_without_room_to_shift():
+    bits = pack_rows(np.ones((1, 3, 62), dtype=bool), margin=1)  # 2 spare bits
+    with pytest.raises(ValueError, match="margin"):
+        contour_bits(bits, 62, 5)
+
+
+@pytest.mark.parametrize("offset", [-130, -64, -63, -5, -1, 0, 1, 7, 64, 65, 200])
+@pytest.mark.parametrize("combine", [np.bitwise_or, np.bitwise_xor])
+def test_combine_shifted_moves_the_bit_string(offset, combine):
+    rng = np.random.default_rng(abs(offset))
+    src = rng.integers(0, 2**63, (2, 3, 3), dtype=np.uint64)
+    dst = rng.integers(0, 2**63, (2, 3, 3), dtype=np.uint64)
+    string = np.unpackbits(src.view(np.uint8), bitorder="little")
+    moved = np.zeros_like(string)
+    positions = np.arange(len(string)) + offset
+    inside = (positions >= 0) & (positions < len(string))
+    moved[inside] = string[positions[inside]]
+    before = np.unpackbits(dst.view(np.uint8), bitorder="little")
+    expected = combine(before, moved)
+    got = combine_shifted(dst.copy(), src, offset, combine)
+    np.testing.assert_array_equal(np.unpackbits(got.view(np.uint8), bitorder="little"), expected)
+
+
+def test_prefix_sums_add_in_numpys_order():
+    rng = np.random.default_rng(3)
+    maps = rng.random((4, 5000)) ** 8
+    expected = np.zeros((5001, 4))
+    np.cumsum(maps.T, axis=0, out=expected[1:])
+    np.testing.assert_array_equal(prefix_sums(maps), expected)  # bit for bit
+    frozen = maps.copy()
+    frozen.flags.writeable = False  # as a stored array may be
+    np.testing.assert_array_equal(prefix_sums(frozen), expected)
+    flags = rng.random((2, 300)) < 0.5
+    counts = prefix_sums(flags)
+    assert counts.dtype == np.int32
+    np.testing.assert_array_equal(counts[1:], np.cumsum(flags.T, axis=0))
+
+
+def test_run_sums_equal_sequential_numpy_sums():
+    """The sums over runs are the same float64 additions as before they moved to torch."""
+    rng = np.random.default_rng(4)
+    masks = masks_of(rng, 6, 20, 70)
+    maps = rng.random((3, 20 * 70))
+    runs = Runs.from_masks(masks)
+    prefix = prefix_sums(maps)
+    per_run = prefix[runs.ends] - prefix[runs.starts]
+    running = np.zeros((len(per_run) + 1, 3))
+    np.cumsum(per_run, axis=0, out=running[1:])
+    expected = (running[runs.offsets[1:]] - running[runs.offsets[:-1]]).T
+    np.testing.assert_array_equal(runs.sums(prefix), expected)
+    np.testing.assert_allclose(expected, maps @ masks.reshape(6, -1).T, rtol=1e-12)
