@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from prm_bench.stages.common import ImageSplit, _uint8_tensor, batches
+from prm_bench.stages.common import ImageSplit, Plan, _uint8_tensor, batches
 
 
 class _Synthetic:
@@ -54,7 +54,7 @@ def _measure(mode: str, count: int, size: int, batch: int, workers: int) -> dict
     else:
         split = ImageSplit(dataset, size)
         order = [list(range(f, min(f + batch, count))) for f in range(0, count, batch)]
-        for chunk in batches(split, order, workers):
+        for chunk in batches(split, Plan(order), workers):
             chunk.float().mean()
     own = _peak_rss_gb()
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20

@@ -126,11 +126,65 @@ def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
     assert len(calls) == 3
 
 
+class _PidImages:
+    """A split whose image i holds i in its red channel, a mark in the top-left pixel's
+    green, and the pid of the process that decoded it in rows 1 and 2 of its blue."""
+
+    def __init__(self) -> None:
+        self.ids = [f"im{i}" for i in range(7)]
+
+    def labels(self, image_id: str) -> np.ndarray:
+        return np.zeros(2, dtype=np.float32)
+
+    def image(self, image_id: str) -> np.ndarray:
+        import os
+
+        image = np.zeros((4, 6, 3), dtype=np.uint8)
+        image[..., 0] = int(image_id[2:])
+        image[0, 0, 1] = 255
+        image[1, :, 2], image[2, :, 2] = divmod(os.getpid() % 65536, 256)
+        return image
+
+
+def test_one_loader_follows_its_plan_each_pass_with_the_same_workers():
+    """The training loader is made once: each pass serves the plan set before it
+    (flips included), the same as decoding in this process, and its worker processes
+    persist from one epoch to the next."""
+    from prm_bench.stages.common import ImageSplit, Plan, batches
+
+    images = ImageSplit(_PidImages(), None)
+    plan = Plan()
+    loaders = {workers: batches(images, plan, workers) for workers in (0, 2)}
+    passes = ([[(3, False), (1, True)], [(0, False), (4, True)]], [[(6, True), (2, False)]])
+    pids = []
+    for batches_of_pass in passes:
+        plan.batches = batches_of_pass
+        for workers, loader in loaders.items():
+            served = list(loader)
+            assert [b[:, 0, 0, 0].tolist() for b in served] == [
+                [i for i, _ in batch] for batch in batches_of_pass
+            ]
+            assert [(b[:, 1, 0, -1] == 255).tolist() for b in served] == [
+                [f for _, f in batch] for batch in batches_of_pass
+            ]
+            if workers:
+                pids.append({int(b[k, 2, 1, 0]) + 256 * int(b[k, 2, 2, 0])
+                             for b in served for k in range(len(b))})  # fmt: skip
+    assert pids[1] <= pids[0] and len(pids[0]) == 2  # two workers, kept for the next pass
+
+
 def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_path, make_shapes):
     """Decoding batch by batch in 0 or 2 loader processes trains the same model as the
     whole split held in memory, with the same generator draws (order, then flips)."""
     from prm_bench.stages import train
-    from prm_bench.stages.common import ImageSplit, normalise, open_training_data, stage_keys
+    from prm_bench.stages.common import (
+        ImageSplit,
+        Plan,
+        batches,
+        normalise,
+        open_training_data,
+        stage_keys,
+    )
 
     root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
     config = {
@@ -174,7 +228,9 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        train._scores(model, split, cell, torch.device("cpu"))
+        train._scores(
+            model, batches(split, Plan([list(range(len(split)))])), cell, torch.device("cpu")
+        )
     reference = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     folder = Store(tmp_path / "w0").path("train", stage_keys(cell)["train"])
     trained = load_state_dict_file(folder / train.CHECKPOINT)

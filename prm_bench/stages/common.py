@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,7 +153,8 @@ def image_tensor(
 class ImageSplit(torch.utils.data.Dataset):
     """The images of a split as uint8 tensors (3, S, S), decoded when asked for: training
     streams them batch by batch instead of holding the split in memory (VOC train_aug at
-    448 px would be 6.4 GB, COCO train2014 about 50 GB)."""
+    448 px would be 6.4 GB, COCO train2014 about 50 GB). An item is an index, or an
+    (index, flip) pair: flipped left-right when `flip`, where the image is decoded."""
 
     def __init__(self, dataset: Dataset, size: int | None) -> None:
         self.dataset, self.size = dataset, size
@@ -162,27 +163,57 @@ class ImageSplit(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset.ids)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return _uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
+    def __getitem__(self, item: int | tuple[int, bool]) -> torch.Tensor:
+        index, flip = item if isinstance(item, tuple) else (item, False)
+        image = _uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
+        return image.flip(2) if flip else image
+
+
+class Plan:
+    """The batches of the next pass over a split, as lists of `ImageSplit` items. A
+    loader reads the plan each time a pass starts, so one loader (and its worker
+    processes) serves every epoch: set `batches`, then iterate the loader."""
+
+    def __init__(self, batches: list[list] | None = None) -> None:
+        self.batches = batches or []
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _InProcess:
+    """A loader without worker processes: each pass stacks the plan's batches here."""
+
+    def __init__(self, images: ImageSplit, plan: Plan, pin: bool) -> None:
+        self.images, self.plan, self.pin = images, plan, pin
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batch in self.plan:
+            stacked = torch.stack([self.images[item] for item in batch])
+            yield stacked.pin_memory() if self.pin else stacked
 
 
 def batches(
-    images: ImageSplit, order: list[list[int]], workers: int = 0, pin: bool = False
+    images: ImageSplit, plan: Plan, workers: int = 0, pin: bool = False
 ) -> Iterable[torch.Tensor]:
-    """uint8 batches (B, 3, S, S) of `images` in the given order of index lists, decoded
-    by `workers` processes ahead of use (0: in this process), in pinned memory when `pin`
-    (a CUDA device: the copy to it can then overlap); `normalise` each batch.
+    """A loader of uint8 batches (B, 3, S, S) of `images` in the order of `plan`, which
+    may change between passes; decoded (and flipped) by `workers` persistent processes
+    ahead of use (0: in this process), in pinned memory when `pin` (a CUDA device: the
+    copy to it can then overlap); `normalise` each batch.
 
-    A loader serves one epoch: the next epoch's order is drawn after this epoch's flips
-    from the same seeded generator, so workers cannot run ahead into it (persistent
-    workers would change the draws and so the results)."""
+    Workers only decode what the plan names, and the plan of an epoch is drawn in this
+    process before its pass starts, so the draws, and the results, are the same whatever
+    the number of workers."""
     if workers == 0:
-        stacked = (torch.stack([images[i] for i in batch]) for batch in order)
-        return (b.pin_memory() for b in stacked) if pin else stacked
+        return _InProcess(images, plan, pin)
     return torch.utils.data.DataLoader(
         images,
-        batch_sampler=order,
+        batch_sampler=plan,
         num_workers=workers,
         collate_fn=torch.stack,
         pin_memory=pin,
+        persistent_workers=True,
     )

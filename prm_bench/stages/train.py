@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.peaks import class_scores
 from prm_bench.stages.common import (
     ImageSplit,
+    Plan,
     StageError,
     batches,
     normalise,
@@ -25,6 +27,7 @@ from prm_bench.stages.common import (
 from prm_bench.stages.store import Store, write_json
 
 CHECKPOINT = "model.safetensors"
+EVAL_BATCH = 64  # images per batch when scoring the evaluation split
 
 
 def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -52,16 +55,17 @@ def _memory_format(config: ExperimentConfig) -> torch.memory_format:
 
 
 def _scores(
-    model: torch.nn.Module, images: ImageSplit, config: ExperimentConfig, device: torch.device
+    model: torch.nn.Module,
+    loader: Iterable[torch.Tensor],
+    config: ExperimentConfig,
+    device: torch.device,
 ) -> np.ndarray:
-    """Class scores of every image of a split (streamed 64 at a time)."""
+    """Class scores of every image a loader serves, in its plan's order."""
     model.eval()
-    order = [list(range(s, min(s + 64, len(images)))) for s in range(0, len(images), 64)]
     out = []
     with torch.no_grad():
-        pin = device.type == "cuda"
-        for batch in batches(images, order, config.train.loader_workers, pin):
-            maps = model(normalise(batch.to(device, non_blocking=pin), model.spec))
+        for batch in loader:
+            maps = model(normalise(batch.to(device, non_blocking=True), model.spec))
             out.append(
                 class_scores(maps, config.stimulation.name, **config.stimulation.options)
                 .float()
@@ -70,36 +74,44 @@ def _scores(
     return torch.cat(out).numpy()
 
 
+def draw_plan(
+    count: int, generator: torch.Generator, batch_size: int, flip: bool
+) -> list[list[tuple[int, bool]]]:
+    """An epoch's batches of (image index, flip): the order is drawn first, then each
+    batch's flips in turn, from the one seeded generator."""
+    order = torch.randperm(count, generator=generator).tolist()
+    plan = []
+    for first in range(0, count, batch_size):
+        index = order[first : first + batch_size]
+        flips = (torch.rand(len(index), generator=generator) < 0.5).tolist() if flip else None
+        plan.append(list(zip(index, flips or [False] * len(index), strict=True)))
+    return plan
+
+
 def _epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    images: ImageSplit,
-    generator: torch.Generator,
+    labels: torch.Tensor,
+    loader: Iterable[torch.Tensor],
+    plan: Plan,
     config: ExperimentConfig,
     device: torch.device,
     epoch: int,
 ) -> float:
-    """One pass over the shuffled training images; the mean loss."""
+    """One pass over the training images in the order of `plan`; the mean loss."""
     train = config.train
     model.train()
-    order = torch.randperm(len(images), generator=generator).tolist()
-    plan = [
-        order[first : first + train.batch_size] for first in range(0, len(order), train.batch_size)
-    ]
     autocast = device.type == "cuda" and train.amp
     losses = []
-    loader = batches(images, plan, train.loader_workers, pin=device.type == "cuda")
-    for step, (index, batch) in enumerate(zip(plan, loader, strict=True)):
-        if train.flip:
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            batch[flip] = batch[flip].flip(3)
+    for step, (items, batch) in enumerate(zip(plan.batches, loader, strict=True)):
+        index = [i for i, _ in items]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             inputs = normalise(batch.to(device, non_blocking=True), model.spec)
             maps = model(inputs.contiguous(memory_format=_memory_format(config)))
             scores = class_scores(
                 maps.float(), config.stimulation.name, **config.stimulation.options
             )
-        loss = F.multilabel_soft_margin_loss(scores, images.labels[index].to(device))
+        loss = F.multilabel_soft_margin_loss(scores, labels[index].to(device))
         if not math.isfinite(loss.item()):
             raise StageError(
                 f"training diverged: the loss is {loss.item()} at epoch {epoch}, step {step} "
@@ -131,12 +143,24 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     ).to(device, memory_format=_memory_format(config))
     optimizer = _optimizer(model, config)
     labels = eval_images.labels.numpy()
+    # one loader per split for the whole run: its workers (if any) persist across epochs
+    workers, pin = config.train.loader_workers, device.type == "cuda"
+    plan = Plan()
+    loader = batches(images, plan, workers, pin)
+    eval_plan = Plan(
+        [
+            list(range(s, min(s + EVAL_BATCH, len(eval_images))))
+            for s in range(0, len(eval_images), EVAL_BATCH)
+        ]
+    )
+    eval_loader = batches(eval_images, eval_plan, workers, pin)
     log = []
     start = time.perf_counter()
     for epoch in range(1, config.train.epochs + 1):
         store.check()
-        loss = _epoch(model, optimizer, images, generator, config, device, epoch)
-        val = _scores(model, eval_images, config, device)
+        plan.batches = draw_plan(len(images), generator, config.train.batch_size, config.train.flip)
+        loss = _epoch(model, optimizer, images.labels, loader, plan, config, device, epoch)
+        val = _scores(model, eval_loader, config, device)
         log.append(
             {
                 "epoch": epoch,
