@@ -131,13 +131,7 @@ class PreparedGallery:
 
     def dense(self, index: int) -> np.ndarray:
         """Proposal `index` as an (H, W) bool mask."""
-        flat = np.zeros(self.size[0] * self.size[1], dtype=bool)
-        first, last = self.masks.offsets[index], self.masks.offsets[index + 1]
-        for start, end in zip(
-            self.masks.starts[first:last], self.masks.ends[first:last], strict=True
-        ):
-            flat[start:end] = True
-        return flat.reshape(self.size)
+        return self.masks.dense(index, self.size)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The gallery as named arrays (for an npz cache); `from_arrays` inverts it."""

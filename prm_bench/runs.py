@@ -67,6 +67,18 @@ class Runs:
         np.cumsum(np.bincount(owner[first], minlength=count), out=offsets[1:])
         return cls(starts[first], ends[last], offsets)
 
+    def dense(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        """Mask `index` as an (H, W) bool array."""
+        first, last = self.offsets[index], self.offsets[index + 1]
+        starts, ends = self.starts[first:last], self.ends[first:last]
+        lengths = ends - starts
+        # pixel k of the mask's runs, in order: its run's start plus its place in the run
+        before = np.cumsum(lengths) - lengths
+        pixels = np.arange(lengths.sum()) + np.repeat(starts - before, lengths)
+        flat = np.zeros(size[0] * size[1], dtype=bool)
+        flat[pixels] = True
+        return flat.reshape(size)
+
     def areas(self) -> np.ndarray:
         """(P,) pixels in each mask."""
         owner = np.repeat(np.arange(len(self)), np.diff(self.offsets))

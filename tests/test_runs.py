@@ -52,6 +52,8 @@ def test_runs_are_the_maximal_runs_of_flat_pixels(height, width):
         got = list(zip(starts, ends, strict=True))
         assert got == expected
     np.testing.assert_array_equal(runs.areas(), masks.sum(axis=(1, 2)))
+    for index, mask in enumerate(masks):
+        np.testing.assert_array_equal(runs.dense(index, (height, width)), mask)
     assert runs.starts.dtype == runs.ends.dtype == runs.offsets.dtype == np.int64
 
 
