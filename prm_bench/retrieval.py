@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy import ndimage
 
 from prm_bench.masks import mask_iou
 from prm_bench.peaks import upsample_maps
@@ -93,18 +92,6 @@ def _params(params: RetrievalConfig | dict[str, Any] | None) -> RetrievalConfig:
     if isinstance(params, RetrievalConfig):
         return params
     return RetrievalConfig.model_validate(params)
-
-
-def contours(masks: np.ndarray, width: int = 5) -> np.ndarray:
-    """Morphological gradient (dilation minus erosion) of masks (P, H, W) with a w x w square.
-
-    Outside the image counts as background for the dilation and as foreground for the
-    erosion (OpenCV's default border), so the image border is not a contour.
-    """
-    size = (1, width, width)
-    dilated = ndimage.maximum_filter(masks, size=size, mode="constant", cval=False)
-    eroded = ndimage.minimum_filter(masks, size=size, mode="constant", cval=True)
-    return dilated & ~eroded
 
 
 def resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:

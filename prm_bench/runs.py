@@ -127,6 +127,11 @@ def pack_rows(masks: np.ndarray, margin: int = 1) -> np.ndarray:
     return packed.view(WORD)
 
 
+def unpack_rows(bits: np.ndarray, width: int) -> np.ndarray:
+    """Masks packed by `pack_rows` back to bool (P, H, `width`)."""
+    return np.unpackbits(bits.view(np.uint8), axis=-1, bitorder="little")[..., :width] > 0
+
+
 def combine_shifted(
     dst: np.ndarray,
     src: np.ndarray,

@@ -11,13 +11,13 @@ from prm_bench.retrieval import (
     RetrievalConfig,
     SharedSums,
     background_mask,
-    contours,
     legacy_resize,
     prefix_sums,
     prepare_gallery,
     retrieval_scores,
     retrieve,
 )
+from prm_bench.runs import contour_bits, pack_rows, unpack_rows
 
 H, W = 24, 20
 
@@ -35,6 +35,12 @@ def scene(seed: int = 0, proposals: int = 12, peaks: int = 5):
     peak_rows = np.stack([np.zeros(peaks), rng.integers(0, 3, peaks), rng.integers(0, 6, peaks),
                           rng.integers(0, 5, peaks)], axis=1).astype(int)  # fmt: skip
     return masks, prms, crm, peak_rows
+
+
+def dense_contours(masks: np.ndarray, width: int) -> np.ndarray:
+    """The contours a prepared gallery uses, as bool masks (P, H, W)."""
+    bits = contour_bits(pack_rows(masks, margin=width), masks.shape[2], width)
+    return unpack_rows(bits, masks.shape[2])
 
 
 def reference_contour(mask: np.ndarray, width: int) -> np.ndarray:
@@ -98,11 +104,11 @@ def test_scores_and_choices_equal_the_per_proposal_loop(terms, resize_mode):
 def test_contours_match_the_written_out_gradient():
     masks, *_ = scene(3)
     for width in (1, 3, 5):
-        got = contours(masks, width)
+        got = dense_contours(masks, width)
         for m, g in zip(masks, got, strict=True):
             assert np.array_equal(g, reference_contour(m, width))
     # the image border is not a contour: a full mask has none
-    assert not contours(np.ones((1, 8, 8), bool), 5).any()
+    assert not dense_contours(np.ones((1, 8, 8), bool), 5).any()
 
 
 def test_background_mask_modes_differ_and_follow_the_mean_rule():

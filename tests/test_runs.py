@@ -2,9 +2,16 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from prm_bench.retrieval import contours
-from prm_bench.runs import Runs, combine_shifted, contour_bits, pack_rows, prefix_sums
+from prm_bench.runs import (
+    Runs,
+    combine_shifted,
+    contour_bits,
+    pack_rows,
+    prefix_sums,
+    unpack_rows,
+)
 
 # widths around the 64-pixel word: one short, exact, one over, and two words
 SHAPES = [(1, 1), (3, 7), (9, 63), (5, 64), (6, 65), (4, 128), (17, 30), (2, 200)]
@@ -22,9 +29,13 @@ def masks_of(rng: np.random.Generator, count: int, height: int, width: int) -> n
     return masks
 
 
-def unpack(bits: np.ndarray, width: int) -> np.ndarray:
-    """Packed rows back to bool (P, H, W)."""
-    return np.unpackbits(bits.view(np.uint8), axis=-1, bitorder="little")[..., :width] > 0
+def scipy_gradient(masks: np.ndarray, width: int) -> np.ndarray:
+    """Dilation and not erosion by scipy's filters (a width x width box at origin 0);
+    outside is background for the dilation and foreground for the erosion."""
+    size = (1, width, width)
+    dilated = ndimage.maximum_filter(masks, size=size, mode="constant", cval=False)
+    eroded = ndimage.minimum_filter(masks, size=size, mode="constant", cval=True)
+    return dilated & ~eroded
 
 
 def reference_runs(masks: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -40,6 +51,14 @@ def reference_runs(masks: np.ndarray) -> list[list[tuple[int, int]]]:
                 runs.append((index, index + 1))
         found.append(runs)
     return found
+
+
+def test_packing_round_trips():
+    masks = masks_of(np.random.default_rng(9), 3, 5, 130)
+    bits = pack_rows(masks, margin=7)
+    assert bits.dtype == np.dtype("<u8") and bits.shape == (3, 5, 3)  # 130 + 7 bits: 3 words
+    np.testing.assert_array_equal(unpack_rows(bits, 130), masks)
+    assert not unpack_rows(bits, 192)[..., 130:].any()  # the padding is 0
 
 
 @pytest.mark.parametrize(("height", "width"), SHAPES)
@@ -69,8 +88,8 @@ def test_contour_bits_equal_the_scipy_gradient(height, width, contour_width):
     bits = pack_rows(masks, margin=contour_width)
     # small chunks too: groups of masks must not see each other
     for chunk_bytes in (1, 1 << 19):
-        got = unpack(contour_bits(bits, width, contour_width, chunk_bytes), width)
-        np.testing.assert_array_equal(got, contours(masks, contour_width))
+        got = unpack_rows(contour_bits(bits, width, contour_width, chunk_bytes), width)
+        np.testing.assert_array_equal(got, scipy_gradient(masks, contour_width))
 
 
 def test_contour_bits_refuse_rows_without_room_to_shift():
