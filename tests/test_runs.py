@@ -116,11 +116,15 @@ def test_combine_shifted_moves_the_bit_string(offset, combine):
 
 
 def test_prefix_sums_add_in_numpys_order():
+    import torch
+
     rng = np.random.default_rng(3)
     maps = rng.random((4, 5000)) ** 8
     expected = np.zeros((5001, 4))
     np.cumsum(maps.T, axis=0, out=expected[1:])
+    threads = torch.get_num_threads()
     np.testing.assert_array_equal(prefix_sums(maps), expected)  # bit for bit
+    assert torch.get_num_threads() == threads  # the scan's single thread is given back
     frozen = maps.copy()
     frozen.flags.writeable = False  # as a stored array may be
     np.testing.assert_array_equal(prefix_sums(frozen), expected)
