@@ -8,6 +8,8 @@ preparing a gallery touches each mask's pixels once, in bulk, with no per-mask l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,20 +27,28 @@ def prefix_sums(maps: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows.T)
 
 
-def _cumsum(values: np.ndarray, dim: int, out: np.ndarray) -> None:
-    """numpy's `cumsum(values, axis=dim, out=out)`, the same additions in the same order,
-    by torch's faster CPU scan, on one thread: the scan is short and its sums do not
-    depend on the thread count, and beside other busy jobs a second thread only waits
-    for a core (two threads made a 448 px retrieval 2-3x slower while another job ran)."""
-    target = torch.from_numpy(out)
-    if not values.flags.writeable:  # torch warns on read-only arrays; a copy is exact
-        values = values.copy()
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread inside the block, as before after it. For retrieval's small
+    torch operations (scans, resizes), whose results do not depend on the thread count:
+    beside other busy jobs a second thread only waits for a core (two threads made a
+    448 px retrieval 2-3x slower while another job ran)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.cumsum(torch.from_numpy(values), dim=dim, dtype=target.dtype, out=target)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _cumsum(values: np.ndarray, dim: int, out: np.ndarray) -> None:
+    """numpy's `cumsum(values, axis=dim, out=out)`, the same additions in the same order,
+    by torch's faster CPU scan (on one thread)."""
+    target = torch.from_numpy(out)
+    if not values.flags.writeable:  # torch warns on read-only arrays; a copy is exact
+        values = values.copy()
+    with one_torch_thread():
+        torch.cumsum(torch.from_numpy(values), dim=dim, dtype=target.dtype, out=target)
 
 
 @dataclass(frozen=True)

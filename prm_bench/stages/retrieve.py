@@ -40,6 +40,7 @@ from prm_bench.retrieval import (
     resize_nearest,
     retrieve,
 )
+from prm_bench.runs import one_torch_thread
 from prm_bench.stages.common import (
     StageError,
     computed_proposals,
@@ -213,15 +214,16 @@ def run_cells(
     proposals = store.path("proposals", ids["proposals"])
     cells = [_Cell(c, k["retrieve"]) for c, k in zip(configs, keys, strict=True)]
     folders = {cell.key: store.reset("retrieve", cell.key) for cell in cells}
-    for image_id in dataset.ids:
-        image = _Image(image_id, inferred, gallery, proposals)
-        for cell in (c for c in cells if c.error is None):
-            start = time.perf_counter()
-            try:
-                cell.results += _instances(cell, image)
-            except Exception as err:  # one cell's failure must not stop the others
-                cell.error = describe_failure(err)
-            cell.seconds += time.perf_counter() - start
+    with one_torch_thread():  # small torch operations only: see one_torch_thread
+        for image_id in dataset.ids:
+            image = _Image(image_id, inferred, gallery, proposals)
+            for cell in (c for c in cells if c.error is None):
+                start = time.perf_counter()
+                try:
+                    cell.results += _instances(cell, image)
+                except Exception as err:  # one cell's failure must not stop the others
+                    cell.error = describe_failure(err)
+                cell.seconds += time.perf_counter() - start
     for cell in cells:
         if cell.error is None:
             write_json(folders[cell.key] / RESULTS, cell.results)
