@@ -2,8 +2,8 @@
 
 A gallery is scored through runs: a mask is the set of maximal runs of consecutive
 row-major flat pixel indices it covers, and a map's sum over a run is a difference of the
-map's prefix sums. Runs and contours are made from bit-packed rows (8 pixels a byte), so
-preparing a gallery touches each mask's pixels once, in bulk, with no per-mask loop.
+map's prefix sums. Runs and contours are made from bit-packed rows (64 pixels to a word),
+all the masks of a gallery at once, with no per-mask loop.
 """
 
 from __future__ import annotations
