@@ -138,3 +138,20 @@ def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
     assert "\\toprule" in (out / "tables" / "t5_terms.tex").read_text()
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not a prm-bench run directory" in result.output
+
+
+def test_saved_figures_are_the_same_bytes_each_time(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from prm_bench.report import figures
+
+    figure, axes = plt.subplots()
+    axes.plot([0, 1], [1, 0])
+    first = [p.read_bytes() for p in figures.save(figure, tmp_path / "a", "f")]
+    second = [p.read_bytes() for p in figures.save(figure, tmp_path / "b", "f")]
+    plt.close(figure)
+    assert first == second and first[1].startswith(b"%PDF")
+    assert b"CreationDate" not in first[1]

@@ -26,12 +26,13 @@ COLORS = np.array(
 
 
 def save(figure: Figure, folder: Path, name: str) -> list[Path]:
-    """Write a figure as PNG and PDF; returns the paths."""
+    """Write a figure as PNG and PDF; returns the paths. The PDF carries no creation
+    date, so the same figure gives the same bytes (reports diff cleanly)."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    for path in paths:
-        figure.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
+    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+    figure.savefig(png, dpi=150, bbox_inches="tight")
+    figure.savefig(pdf, dpi=150, bbox_inches="tight", metadata={"CreationDate": None})
+    return [png, pdf]
 
 
 def headline_metric(table: ReportTable) -> str:
