@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 from PIL import Image
 
+from benchmarks.timing import interleaved
 from prm_bench.metrics import abo, coco_map, voc_map
 from prm_bench.retrieval import RetrievalConfig, legacy_resize, prepare_gallery, retrieve
 
@@ -93,7 +95,7 @@ def bench_retrieval(
 ) -> dict:
     """prm-bench's retrieval (gallery prepared in the call, and from a prepared gallery)
     against the original's algorithm on the same inputs, with the original's choices
-    (legacy resize, NMS at 0.3)."""
+    (legacy resize, NMS at 0.3); best of `repeats`, the variants taking turns."""
     rng = np.random.default_rng(0)
     masks = random_masks(rng, proposals, size)
     prms = rng.random((peaks, size, size)) ** 8
@@ -109,20 +111,16 @@ def bench_retrieval(
     same = [(i["class"], i["mask"].tobytes()) for i in ours] == [
         (c, m.tobytes()) for _, c, m in original
     ]
-    seconds = {
-        "original": _median_seconds(
-            lambda: original_instance_seg(crm, peak_rows, prms, masks, params), 1
-        ),
-        "with_preparation": _median_seconds(
-            lambda: retrieve(prms, peak_rows, crm, masks, params), repeats
-        ),
-        "prepared_gallery": _median_seconds(
-            lambda: retrieve(prms, peak_rows, crm, gallery, params), repeats
-        ),
-        "preparation_only": _median_seconds(
-            lambda: prepare_gallery(masks, (size, size), params), repeats
-        ),
-    }
+    seconds = interleaved(
+        {
+            "original": lambda: original_instance_seg(crm, peak_rows, prms, masks, params),
+            "with_preparation": lambda: retrieve(prms, peak_rows, crm, masks, params),
+            "prepared_gallery": lambda: retrieve(prms, peak_rows, crm, gallery, params),
+            "preparation_only": lambda: prepare_gallery(masks, (size, size), params),
+        },
+        repeats,
+        torch.device("cpu"),
+    )
     return {
         "image_size": size,
         "peaks": peaks,
