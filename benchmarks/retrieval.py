@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.timing import interleaved
+from benchmarks.timing import interleaved, seconds_of
 from prm_bench.metrics import abo, coco_map, voc_map
 from prm_bench.retrieval import RetrievalConfig, legacy_resize, prepare_gallery, retrieve
 
@@ -81,15 +79,6 @@ def original_instance_seg(
     return kept
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def bench_retrieval(
     size: int = 448, peaks: int = 8, proposals: int = 100, repeats: int = 3
 ) -> dict:
@@ -157,7 +146,7 @@ def bench_evaluation(images: int = 1449, per_image: int = 20, size: int = 384) -
         ("coco_map", lambda: coco_map(predictions, truth, (0.25, 0.5, 0.75), num_classes=20)),
         ("abo", lambda: abo(predictions, truth, num_classes=20)),
     ):
-        seconds[name] = _median_seconds(fn, 1)
+        seconds[name] = seconds_of(fn, torch.device("cpu"))
     return {
         "images": images,
         "predictions_per_image": per_image,

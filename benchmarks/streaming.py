@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from prm_bench.stages.common import ImageSplit, Plan, _uint8_tensor, batches
+from prm_bench.stages.common import ImageSplit, Plan, batches, uint8_tensor
 
 
 class _Synthetic:
@@ -48,7 +48,7 @@ def _measure(mode: str, count: int, size: int, batch: int, workers: int) -> dict
     dataset = _Synthetic(count)
     start = time.perf_counter()
     if mode == "whole":
-        images = torch.cat([_uint8_tensor(dataset.image(i), size) for i in dataset.ids])
+        images = torch.cat([uint8_tensor(dataset.image(i), size) for i in dataset.ids])
         for first in range(0, count, batch):
             images[first : first + batch].float().mean()
     else:

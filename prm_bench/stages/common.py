@@ -129,7 +129,8 @@ def open_training_data(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
     return train, evaluation
 
 
-def _uint8_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
+def uint8_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
+    """(1, 3, S, S) uint8 tensor of an RGB image, resized (bilinear) when `size` is set."""
     if size is not None and image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
@@ -147,7 +148,7 @@ def image_tensor(
     image: np.ndarray, size: int | None, spec: BackboneSpec | None = None
 ) -> torch.Tensor:
     """(1, 3, S, S) normalised tensor of an RGB uint8 image, resized when `size` is set."""
-    return normalise(_uint8_tensor(image, size), spec)
+    return normalise(uint8_tensor(image, size), spec)
 
 
 class ImageSplit(torch.utils.data.Dataset):
@@ -165,7 +166,7 @@ class ImageSplit(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, bool]) -> torch.Tensor:
         index, flip = item if isinstance(item, tuple) else (item, False)
-        image = _uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
+        image = uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
         return image.flip(2) if flip else image
 
 
