@@ -222,8 +222,9 @@ def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
 
 class SharedSums:
     """The sums one image's retrievals share, computed on first use and kept: the PRMs'
-    sums over every proposal and contour, per prepared gallery, and the background masks'
-    overlaps, per (gallery, bg_factor, resize_mode, classes). Every grid cell that scores
+    sums over every proposal and contour, per prepared gallery, the background masks'
+    overlaps, per (gallery, bg_factor, resize_mode, classes), the class maps upsampled
+    to the peaks' grid, and the chosen proposals' dense masks. Every grid cell that scores
     the same PRMs (term subsets, alpha, beta, confidences, NMS) reuses them; a cell's
     scores are the same numbers whether it shares them or not."""
 
@@ -247,6 +248,22 @@ class SharedSums:
         """(K, P) sums of each PRM over each proposal's `masks` or `contours`."""
         prefix = self._cached(("prefix",), lambda: prefix_sums(self.prms))
         return self._cached((which, gallery.key), lambda: getattr(gallery, which).sums(prefix))
+
+    def upsampled_maps(self, factor: int) -> np.ndarray:
+        """The class response maps upsampled by `factor` (the grid peaks were found on)."""
+        maps = torch.as_tensor(_as_numpy(self.class_response_maps))
+        return self._cached(("upsampled", factor), lambda: upsample_maps(maps, factor).numpy())
+
+    def mask(self, gallery: PreparedGallery, index: int) -> np.ndarray:
+        """Proposal `index` of `gallery` as an (H, W) bool mask, made once and read-only:
+        every retrieval that picks it shares it."""
+
+        def make() -> np.ndarray:
+            dense = gallery.dense(index)
+            dense.flags.writeable = False
+            return dense
+
+        return self._cached(("mask", gallery.key, index), make)
 
     def background_overlap(
         self, gallery: PreparedGallery, present: np.ndarray, params: RetrievalConfig
@@ -318,8 +335,9 @@ def retrieve(
 
     Returns:
         Instances in descending retrieval-score order, each a dict with `mask` (H, W)
-        bool, `class`, `score` (the confidence), `retrieval_score`, `proposal` (index into
-        the proposals) and `peaks` (indices of the PRMs merged into it).
+        bool (read-only: retrievals that share `shared` share it), `class`, `score` (the
+        confidence), `retrieval_score`, `proposal` (index into the proposals) and `peaks`
+        (indices of the PRMs merged into it).
     """
     params = _params(params)
     size = tuple(int(s) for s in peak_response_maps.shape[-2:])
@@ -332,16 +350,15 @@ def retrieve(
     peaks_np = _as_numpy(peaks).astype(int)
     if len(peaks_np) == 0 or len(gallery.masks) == 0:
         return []
+    shared = shared or SharedSums(peak_response_maps, class_response_maps)
     scores = retrieval_scores(
         peak_response_maps, peaks_np, class_response_maps, gallery, params, shared
     )
     best = scores.argmax(axis=1)
     best_score = scores[np.arange(len(best)), best]
     order = [k for k in np.argsort(-best_score, kind="stable") if np.isfinite(best_score[k])]
-    confidence = _confidence(
-        params, peaks_np, best_score, class_response_maps, class_scores, upsample
-    )
-    masks = {int(p): gallery.dense(int(p)) for p in np.unique(best[order])}
+    confidence = _confidence(params, peaks_np, best_score, shared, class_scores, upsample)
+    masks = {int(p): shared.mask(gallery, int(p)) for p in np.unique(best[order])}
     instances: list[dict[str, Any]] = []
     for k in order:
         mask = masks[int(best[k])]
@@ -369,7 +386,7 @@ def _confidence(
     params: RetrievalConfig,
     peaks: np.ndarray,
     retrieval: np.ndarray,
-    class_response_maps: np.ndarray | torch.Tensor,
+    shared: SharedSums,
     class_scores: np.ndarray | torch.Tensor | None,
     upsample: int,
 ) -> np.ndarray:
@@ -379,5 +396,5 @@ def _confidence(
         if class_scores is None:
             raise ValueError('confidence="class" needs the class scores of the image')
         return _as_numpy(class_scores)[0, peaks[:, 1]].astype(np.float64)
-    maps = upsample_maps(torch.as_tensor(_as_numpy(class_response_maps)), upsample).numpy()
+    maps = shared.upsampled_maps(upsample)
     return maps[0, peaks[:, 1], peaks[:, 2], peaks[:, 3]].astype(np.float64)

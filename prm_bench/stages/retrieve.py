@@ -129,11 +129,12 @@ class _Image:
 
     def prepared(self, size: tuple[int, int], params: RetrievalConfig) -> PreparedGallery:
         """The gallery prepared for PRMs of `size` with `params`."""
-        path = prepared_path(self.proposals, self.image_id, params, size)
-        return self._once(
-            ("prepared", path),
-            lambda: prepared_gallery(path, self.raw_proposals, size, params),
-        )
+
+        def make() -> PreparedGallery:
+            path = prepared_path(self.proposals, self.image_id, params, size)
+            return prepared_gallery(path, self.raw_proposals, size, params)
+
+        return self._once(("prepared", gallery_key(params, size)), make)
 
     def shared_sums(self, at_image_size: bool) -> SharedSums:
         """The PRM sums the retrieval settings of the group share."""
