@@ -59,6 +59,10 @@ def test_packing_round_trips():
     assert bits.dtype == np.dtype("<u8") and bits.shape == (3, 5, 3)  # 130 + 7 bits: 3 words
     np.testing.assert_array_equal(unpack_rows(bits, 130), masks)
     assert not unpack_rows(bits, 192)[..., 130:].any()  # the padding is 0
+    # decoded COCO RLE comes column-major per mask: the same bits
+    column_major = np.moveaxis(np.asfortranarray(np.moveaxis(masks, 0, -1)), -1, 0)
+    assert not column_major.flags.c_contiguous
+    np.testing.assert_array_equal(pack_rows(column_major, margin=7), bits)
 
 
 @pytest.mark.parametrize(("height", "width"), SHAPES)
