@@ -13,6 +13,7 @@ tie); class-agnostic mask NMS then runs in descending retrieval-score order.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -220,6 +221,16 @@ def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(values)
 
 
+class Memo(dict):
+    """Values made on first use of their key, then kept."""
+
+    def get_or_make(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """The value of `key`, made by `make()` the first time."""
+        if key not in self:
+            self[key] = make()
+        return self[key]
+
+
 class SharedSums:
     """The sums one image's retrievals share, computed on first use and kept: the PRMs'
     sums over every proposal and contour, per prepared gallery, the background masks'
@@ -237,22 +248,23 @@ class SharedSums:
         pixels = int(np.prod(prms.shape[1:]))  # (0, H, W) when the image has no peak
         self.prms = prms.astype(np.float64, copy=False).reshape(len(prms), pixels)
         self.class_response_maps = class_response_maps
-        self._sums: dict[tuple, np.ndarray] = {}
-
-    def _cached(self, key: tuple, make: Any) -> np.ndarray:
-        if key not in self._sums:
-            self._sums[key] = make()
-        return self._sums[key]
+        self._memo = Memo()
 
     def prm_sums(self, gallery: PreparedGallery, which: str) -> np.ndarray:
         """(K, P) sums of each PRM over each proposal's `masks` or `contours`."""
-        prefix = self._cached(("prefix",), lambda: prefix_sums(self.prms))
-        return self._cached((which, gallery.key), lambda: getattr(gallery, which).sums(prefix))
+        prefix = self._memo.get_or_make(("prefix",), lambda: prefix_sums(self.prms))
+        return self._memo.get_or_make(
+            (which, gallery.key), lambda: getattr(gallery, which).sums(prefix)
+        )
 
     def upsampled_maps(self, factor: int) -> np.ndarray:
         """The class response maps upsampled by `factor` (the grid peaks were found on)."""
-        maps = torch.as_tensor(_as_numpy(self.class_response_maps))
-        return self._cached(("upsampled", factor), lambda: upsample_maps(maps, factor).numpy())
+
+        def make() -> np.ndarray:
+            maps = torch.as_tensor(_as_numpy(self.class_response_maps))
+            return upsample_maps(maps, factor).numpy()
+
+        return self._memo.get_or_make(("upsampled", factor), make)
 
     def mask(self, gallery: PreparedGallery, index: int) -> np.ndarray:
         """Proposal `index` of `gallery` as an (H, W) bool mask, made once and read-only:
@@ -263,7 +275,7 @@ class SharedSums:
             dense.flags.writeable = False
             return dense
 
-        return self._cached(("mask", gallery.key, index), make)
+        return self._memo.get_or_make(("mask", gallery.key, index), make)
 
     def background_overlap(
         self, gallery: PreparedGallery, present: np.ndarray, params: RetrievalConfig
@@ -277,7 +289,7 @@ class SharedSums:
             return gallery.masks.sums(prefix_sums(q.reshape(len(present), -1)))
 
         key = ("background", gallery.key, params.bg_factor, params.resize_mode, *present)
-        return self._cached(key, make)
+        return self._memo.get_or_make(key, make)
 
 
 def retrieval_scores(

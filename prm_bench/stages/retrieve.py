@@ -32,6 +32,7 @@ from prm_bench.masks import encode_rle
 from prm_bench.methods import METHODS
 from prm_bench.proposals import gallery_traits, open_gallery
 from prm_bench.retrieval import (
+    Memo,
     PreparedGallery,
     RetrievalConfig,
     SharedSums,
@@ -109,23 +110,18 @@ class _Image:
     def __init__(self, image_id: str, inferred: Path, gallery: Any, proposals: Path) -> None:
         self.image_id, self.inferred, self.gallery = image_id, inferred, gallery
         self.proposals = proposals
-        self._inputs: dict[tuple, Any] = {}
-
-    def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
-        if key not in self._inputs:
-            self._inputs[key] = make()
-        return self._inputs[key]
+        self._memo = Memo()
 
     def stored(self, at_image_size: bool) -> dict[str, np.ndarray]:
         """The image's inference, PRMs at the image's or the network's input size."""
-        return self._once(
+        return self._memo.get_or_make(
             ("stored", at_image_size),
             lambda: read_image(self.inferred, self.image_id, at_image_size=at_image_size),
         )
 
     def raw_proposals(self) -> np.ndarray:
         """The gallery's proposals of the image, as stored."""
-        return self._once(("raw",), lambda: self.gallery(self.image_id))
+        return self._memo.get_or_make(("raw",), lambda: self.gallery(self.image_id))
 
     def prepared(self, size: tuple[int, int], params: RetrievalConfig) -> PreparedGallery:
         """The gallery prepared for PRMs of `size` with `params`."""
@@ -134,18 +130,18 @@ class _Image:
             path = prepared_path(self.proposals, self.image_id, params, size)
             return prepared_gallery(path, self.raw_proposals, size, params)
 
-        return self._once(("prepared", gallery_key(params, size)), make)
+        return self._memo.get_or_make(("prepared", gallery_key(params, size)), make)
 
     def shared_sums(self, at_image_size: bool) -> SharedSums:
         """The PRM sums the retrieval settings of the group share."""
         stored = self.stored(at_image_size)
-        return self._once(
+        return self._memo.get_or_make(
             ("sums", at_image_size), lambda: SharedSums(stored["prms"], stored["crm"])
         )
 
     def encoded(self, key: tuple, mask: Callable[[], np.ndarray]) -> dict[str, Any]:
         """A chosen proposal at the image's size, COCO-RLE encoded once per image."""
-        return self._once(("rle", *key), lambda: encode_rle(mask()))
+        return self._memo.get_or_make(("rle", *key), lambda: encode_rle(mask()))
 
 
 def _instances(cell: _Cell, image: _Image) -> list[dict[str, Any]]:
