@@ -370,12 +370,17 @@ def retrieve(
     best_score = scores[np.arange(len(best)), best]
     order = [k for k in np.argsort(-best_score, kind="stable") if np.isfinite(best_score[k])]
     confidence = _confidence(params, peaks_np, best_score, shared, class_scores, upsample)
-    masks = {int(p): shared.mask(gallery, int(p)) for p in np.unique(best[order])}
+    chosen = np.unique(best[order])
+    masks = [shared.mask(gallery, int(p)) for p in chosen]
+    overlap = None  # the chosen proposals' IoUs, once: NMS compares only chosen proposals
+    if params.nms_threshold is not None and len(chosen):
+        stacked = np.stack(masks)
+        overlap = mask_iou(stacked, stacked)
     instances: list[dict[str, Any]] = []
     for k in order:
-        mask = masks[int(best[k])]
-        if params.nms_threshold is not None and instances:
-            overlaps = mask_iou(mask[None], np.stack([i["mask"] for i in instances]))[0]
+        row = int(np.searchsorted(chosen, best[k]))
+        if overlap is not None and instances:
+            overlaps = overlap[row, np.searchsorted(chosen, [i["proposal"] for i in instances])]
             hit = np.flatnonzero(overlaps >= params.nms_threshold)
             if len(hit):
                 if params.merge:
@@ -383,7 +388,7 @@ def retrieve(
                 continue
         instances.append(
             {
-                "mask": mask,
+                "mask": masks[row],
                 "class": int(peaks_np[k, 1]),
                 "score": float(confidence[k]),
                 "retrieval_score": float(best_score[k]),

@@ -20,11 +20,13 @@ def prefix_sums(maps: np.ndarray) -> np.ndarray:
     """(H * W + 1, K) running sums of flattened maps (K, H * W), starting at 0; pixel-major,
     so the K sums at one run end are one contiguous read. Boolean maps sum as integers
     (exact, and cheaper). Each map is summed in pixel order, one addition at a time, as
-    numpy's `cumsum` adds; torch's CPU scan along a contiguous row does the same additions
-    several times faster."""
-    rows = np.zeros((len(maps), maps.shape[1] + 1), np.int32 if maps.dtype == bool else np.float64)
-    _cumsum(maps, dim=1, out=rows[:, 1:])
-    return np.ascontiguousarray(rows.T)
+    numpy's `cumsum` adds; torch's CPU scan does the same additions several times faster,
+    and scanning the transposed view writes the pixel-major rows with no transpose after."""
+    dtype = np.int32 if maps.dtype == bool else np.float64
+    rows = np.empty((maps.shape[1] + 1, len(maps)), dtype)
+    rows[0] = 0
+    _cumsum(maps.T, dim=0, out=rows[1:])
+    return rows
 
 
 @contextmanager
@@ -43,10 +45,10 @@ def one_torch_thread() -> Iterator[None]:
 
 def _cumsum(values: np.ndarray, dim: int, out: np.ndarray) -> None:
     """numpy's `cumsum(values, axis=dim, out=out)`, the same additions in the same order,
-    by torch's faster CPU scan (on one thread)."""
+    by torch's faster CPU scan (on one thread); `values` may be a strided view."""
     target = torch.from_numpy(out)
     if not values.flags.writeable:  # torch warns on read-only arrays; a copy is exact
-        values = values.copy()
+        values = values.copy(order="K")
     with one_torch_thread():
         torch.cumsum(torch.from_numpy(values), dim=dim, dtype=target.dtype, out=target)
 
@@ -104,10 +106,11 @@ class Runs:
     def sums(self, prefix: np.ndarray) -> np.ndarray:
         """Sum of each map over each mask, (K, P), given the maps' `prefix_sums`."""
         per_run = np.take(prefix, self.ends, axis=0) - np.take(prefix, self.starts, axis=0)
-        running = np.zeros((len(self.starts) + 1, prefix.shape[1]), dtype=prefix.dtype)
-        _cumsum(per_run, dim=0, out=running[1:])
+        running = np.empty((prefix.shape[1], len(self.starts) + 1), dtype=prefix.dtype)
+        running[:, 0] = 0
+        _cumsum(per_run.T, dim=1, out=running[:, 1:])  # K-major: each map's runs in a row
         last, first = self.offsets[1:], self.offsets[:-1]
-        return (np.take(running, last, axis=0) - np.take(running, first, axis=0)).T
+        return np.take(running, last, axis=1) - np.take(running, first, axis=1)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -37,3 +37,21 @@ def test_rle_round_trip_and_box():
     decoded = mask_utils.decode({**rle, "counts": rle["counts"].encode()}).astype(bool)
     assert np.array_equal(decoded, mask)
     assert rle_box(rle) == [2.0, 1.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (9, 7), (8, 8), (5, 13), (31, 33)])
+def test_mask_iou_equals_the_float32_ratio_of_exact_counts(shape):
+    # 63, 64, 65 and 1023 pixels: the packed words end inside, at and past a word
+    rng = np.random.default_rng(sum(shape))
+    a = rng.random((4, *shape)) < 0.5
+    b = rng.random((3, *shape)) < 0.3
+    a[0], b[0] = False, False  # an empty pair: IoU 0
+    inter = np.einsum("ni,mi->nm", a.reshape(4, -1).astype(int), b.reshape(3, -1).astype(int))
+    union = a.reshape(4, -1).sum(1)[:, None] + b.reshape(3, -1).sum(1)[None] - inter
+    expected = np.where(
+        union > 0, inter.astype(np.float32) / np.maximum(union, 1).astype(np.float32), 0
+    ).astype(np.float32)
+    result = mask_iou(a, b)
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, expected)  # bit for bit
+    np.testing.assert_array_equal(mask_iou(b, a), expected.T)

@@ -171,6 +171,40 @@ def test_nms_keeps_the_best_and_merges_suppressed_peaks():
     assert scores == sorted(scores, reverse=True)
 
 
+def reference_nms(instances: list[dict], threshold: float) -> list[list[int]]:
+    """Greedy NMS written out: each candidate against every kept mask, in order."""
+    kept: list[dict] = []
+    for candidate in instances:
+        for other in kept:
+            inter = np.logical_and(candidate["mask"], other["mask"]).sum()
+            union = np.logical_or(candidate["mask"], other["mask"]).sum()
+            if union and np.float32(inter) / np.float32(union) >= np.float32(threshold):
+                other["peaks"] += candidate["peaks"]
+                break
+        else:
+            kept.append({**candidate, "peaks": list(candidate["peaks"])})
+    return [k["peaks"] for k in kept]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nms_equals_the_written_out_greedy_loop(seed):
+    # many peaks over few overlapping proposals: several pick the same one
+    masks, prms, crm, peaks = scene(seed, proposals=6, peaks=12)
+    params = {"terms": "instance-only", "nms_threshold": None}
+    every = retrieve(prms, peaks, crm, masks, params)
+    for threshold in (0.0, 0.2, 0.3, 0.6, 1.0):
+        kept = retrieve(prms, peaks, crm, masks, {**params, "nms_threshold": threshold})
+        assert [i["peaks"] for i in kept] == reference_nms(every, threshold)
+
+
+def test_peaks_on_one_proposal_merge_into_one_instance():
+    masks, prms, crm, _ = scene(0, proposals=2)
+    peaks = np.zeros((len(prms), 4), dtype=int)
+    prms[:] = masks[0] / masks[0].sum()  # every PRM lies on proposal 0
+    kept = retrieve(prms, peaks, crm, masks, {"terms": "instance-only"})
+    assert [i["peaks"] for i in kept] == [list(range(len(prms)))]
+
+
 def test_confidence_options():
     masks, prms, crm, peaks = scene(2)
     class_scores = np.array([[0.3, -0.2, 0.9]])
