@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from prm_bench.masks import mask_iou
 from prm_bench.peaks import upsample_maps
 from prm_bench.registry import Registry
-from prm_bench.runs import Runs, contour_bits, pack_rows, prefix_sums
+from prm_bench.runs import Runs, gallery_runs, pack_rows, prefix_sums
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,7 @@ def prepare_gallery(
     size = (int(size[0]), int(size[1]))
     masks = resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
     bits = pack_rows(masks, margin=params.contour_width)
-    runs = Runs.from_packed(bits, size[1])
-    edges = Runs.from_packed(contour_bits(bits, size[1], params.contour_width), size[1])
+    runs, edges = gallery_runs(bits, size[1], params.contour_width)
     area = runs.areas() / (size[0] * size[1])
     valid = (area >= params.min_area) & (area < params.max_area)
     return PreparedGallery(
@@ -177,11 +176,16 @@ def legacy_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """What the removed `scipy.misc.imresize(values, size, interp='bicubic')` returned for a
     float map: min-max scaled to 0..255, +0.5 and truncated to uint8, then a PIL bicubic
     resize of that 8-bit image. The original code built its background mask this way."""
+    return _legacy_resize_bytes(values, size).astype(np.float64)
+
+
+def _legacy_resize_bytes(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`legacy_resize` as the uint8 image PIL returns."""
     low, high = float(values.min()), float(values.max())
     scale = 255.0 / (high - low) if high > low else 1.0
     image = ((values - low) * scale).clip(0, 255) + 0.5
     resized = Image.fromarray(image.astype(np.uint8)).resize(size[::-1], Image.BICUBIC)
-    return np.asarray(resized, dtype=np.float64)
+    return np.asarray(resized)
 
 
 def background_masks(
@@ -194,13 +198,15 @@ def background_masks(
     `size`, is below `bg_factor` times the mean of that resized map."""
     crms = torch.as_tensor(class_response_maps, dtype=torch.float64).detach().cpu()
     if resize_mode == "legacy":
-        resized = np.stack([legacy_resize(m, size) for m in crms.numpy()])
-    elif resize_mode == "bicubic":
+        resized = np.stack([_legacy_resize_bytes(m, size) for m in crms.numpy()])
+        # the mean of whole numbers is exact from their integer sum: the float64 mean's value
+        total = resized.sum(axis=(1, 2), dtype=np.int64, keepdims=True)
+        return resized < bg_factor * (total / (size[0] * size[1]))
+    if resize_mode == "bicubic":
         resized = F.interpolate(crms[None], size=size, mode="bicubic", align_corners=False)
         resized = resized[0].numpy()
-    else:
-        raise ValueError(f"unknown resize_mode {resize_mode!r} (choose bicubic or legacy)")
-    return resized < bg_factor * resized.mean(axis=(1, 2), keepdims=True)
+        return resized < bg_factor * resized.mean(axis=(1, 2), keepdims=True)
+    raise ValueError(f"unknown resize_mode {resize_mode!r} (choose bicubic or legacy)")
 
 
 def background_mask(

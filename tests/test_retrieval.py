@@ -17,7 +17,7 @@ from prm_bench.retrieval import (
     retrieval_scores,
     retrieve,
 )
-from prm_bench.runs import contour_bits, pack_rows, unpack_rows
+from prm_bench.runs import gallery_runs, pack_rows
 
 H, W = 24, 20
 
@@ -39,8 +39,8 @@ def scene(seed: int = 0, proposals: int = 12, peaks: int = 5):
 
 def dense_contours(masks: np.ndarray, width: int) -> np.ndarray:
     """The contours a prepared gallery uses, as bool masks (P, H, W)."""
-    bits = contour_bits(pack_rows(masks, margin=width), masks.shape[2], width)
-    return unpack_rows(bits, masks.shape[2])
+    _, contours = gallery_runs(pack_rows(masks, margin=width), masks.shape[2], width)
+    return np.stack([contours.dense(p, masks.shape[1:]) for p in range(len(masks))])
 
 
 def reference_contour(mask: np.ndarray, width: int) -> np.ndarray:

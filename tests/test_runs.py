@@ -7,9 +7,10 @@ from scipy import ndimage
 from prm_bench.runs import (
     Runs,
     combine_shifted,
-    contour_bits,
+    gallery_runs,
     pack_rows,
     prefix_sums,
+    set_bits,
     unpack_rows,
 )
 
@@ -80,26 +81,62 @@ def test_runs_are_the_maximal_runs_of_flat_pixels(height, width):
     assert runs.starts.dtype == runs.ends.dtype == runs.offsets.dtype == np.int64
 
 
+def test_set_bits_are_the_sorted_positions_of_the_ones():
+    rng = np.random.default_rng(3)
+    words = rng.integers(0, 2**63, 300, dtype=np.uint64) << rng.integers(0, 2, 300).astype(
+        np.uint64
+    )
+    words[rng.random(300) < 0.4] = 0
+    words[:4] = [2**64 - 1, 2**63, 1, 0]  # every bit, the top bit, the lowest bit, none
+    unpacked = np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")
+    np.testing.assert_array_equal(set_bits(words), np.flatnonzero(unpacked))
+    assert set_bits(np.zeros(3, dtype=np.uint64)).tolist() == []
+
+
 def test_no_masks_give_no_runs():
     runs = Runs.from_masks(np.zeros((0, 4, 5), dtype=bool))
     assert len(runs) == 0 and len(runs.starts) == 0 and runs.offsets.tolist() == [0]
 
 
+def blobs_of(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
+    """Small boxes anywhere, touching the borders too: row spans of every length, in
+    every place, so the cropped spans meet the image's edges and each other."""
+    masks = np.zeros((count, height, width), dtype=bool)
+    for mask in masks[1:]:  # the first stays empty
+        y, x = rng.integers(-2, height), rng.integers(-2, width)
+        mask[max(y, 0) : y + rng.integers(1, 5), max(x, 0) : x + rng.integers(1, 9)] = True
+    return masks
+
+
+def same_runs(a: Runs, b: Runs) -> bool:
+    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("starts", "ends", "offsets"))
+
+
 @pytest.mark.parametrize(("height", "width"), SHAPES)
 @pytest.mark.parametrize("contour_width", [1, 2, 3, 4, 5, 8, 9])
-def test_contour_bits_equal_the_scipy_gradient(height, width, contour_width):
-    masks = masks_of(np.random.default_rng(height + width), 4, height, width)
-    bits = pack_rows(masks, margin=contour_width)
-    # small chunks too: groups of masks must not see each other
-    for chunk_bytes in (1, 1 << 19):
-        got = unpack_rows(contour_bits(bits, width, contour_width, chunk_bytes), width)
-        np.testing.assert_array_equal(got, scipy_gradient(masks, contour_width))
+def test_gallery_runs_are_the_masks_and_the_scipy_gradient(height, width, contour_width):
+    rng = np.random.default_rng(height + width)
+    for masks in (masks_of(rng, 4, height, width), blobs_of(rng, 9, height, width)):
+        bits = pack_rows(masks, margin=contour_width)
+        expected = scipy_gradient(masks, contour_width)
+        # small chunks too: spans in other groups must not see each other
+        for chunk_bytes in (1, 1 << 18):
+            runs, contours = gallery_runs(bits, width, contour_width, chunk_bytes)
+            assert same_runs(runs, Runs.from_masks(masks))
+            assert same_runs(contours, Runs.from_masks(expected))
 
 
-def test_contour_bits_refuse_rows_without_room_to_shift():
+def test_gallery_runs_refuse_rows_without_room_to_shift():
     bits = pack_rows(np.ones((1, 3, 62), dtype=bool), margin=1)  # 2 spare bits
     with pytest.raises(ValueError, match="margin"):
-        contour_bits(bits, 62, 5)
+        gallery_runs(bits, 62, 5)
+
+
+def test_gallery_runs_of_no_masks_or_empty_ones_are_empty():
+    for masks in (np.zeros((0, 4, 5), dtype=bool), np.zeros((3, 4, 5), dtype=bool)):
+        for runs in gallery_runs(pack_rows(masks, margin=3), 5, 3):
+            assert len(runs) == len(masks) and len(runs.starts) == 0
+            assert runs.offsets.tolist() == [0] * (len(masks) + 1)
 
 
 @pytest.mark.parametrize("offset", [-130, -64, -63, -5, -1, 0, 1, 7, 64, 65, 200])
