@@ -241,9 +241,9 @@ class SharedSums:
     """The sums one image's retrievals share, computed on first use and kept: the PRMs'
     sums over every proposal and contour, per prepared gallery, the background masks'
     overlaps, per (gallery, bg_factor, resize_mode, classes), the class maps upsampled
-    to the peaks' grid, and the chosen proposals' dense masks. Every grid cell that scores
-    the same PRMs (term subsets, alpha, beta, confidences, NMS) reuses them; a cell's
-    scores are the same numbers whether it shares them or not."""
+    to the peaks' grid, and the chosen proposals' dense masks and IoUs. Every grid cell
+    that scores the same PRMs (term subsets, alpha, beta, confidences, NMS) reuses them;
+    a cell's scores are the same numbers whether it shares them or not."""
 
     def __init__(
         self,
@@ -282,6 +282,16 @@ class SharedSums:
             return dense
 
         return self._memo.get_or_make(("mask", gallery.key, index), make)
+
+    def mask_ious(self, gallery: PreparedGallery, chosen: np.ndarray) -> np.ndarray:
+        """IoU matrix of the proposals `chosen` (sorted indices) of `gallery`: the NMS of
+        every retrieval that picks the same proposals shares it."""
+
+        def make() -> np.ndarray:
+            masks = np.stack([self.mask(gallery, int(p)) for p in chosen])
+            return mask_iou(masks, masks)
+
+        return self._memo.get_or_make(("ious", gallery.key, *chosen.tolist()), make)
 
     def background_overlap(
         self, gallery: PreparedGallery, present: np.ndarray, params: RetrievalConfig
@@ -378,10 +388,9 @@ def retrieve(
     confidence = _confidence(params, peaks_np, best_score, shared, class_scores, upsample)
     chosen = np.unique(best[order])
     masks = [shared.mask(gallery, int(p)) for p in chosen]
-    overlap = None  # the chosen proposals' IoUs, once: NMS compares only chosen proposals
+    overlap = None  # NMS compares only chosen proposals: their IoUs, once
     if params.nms_threshold is not None and len(chosen):
-        stacked = np.stack(masks)
-        overlap = mask_iou(stacked, stacked)
+        overlap = shared.mask_ious(gallery, chosen)
     instances: list[dict[str, Any]] = []
     for k in order:
         row = int(np.searchsorted(chosen, best[k]))
