@@ -283,5 +283,12 @@ def test_shared_sums_give_each_setting_the_scores_it_computes_alone():
             np.testing.assert_array_equal(
                 retrieval_scores(prms, peaks, crm, gallery, params, shared), alone
             )
+            for nms in (0.3, 0.05, None):  # NMS shares the chosen proposals' IoUs
+                setting = {**params, "nms_threshold": nms}
+                together = retrieve(prms, peaks, crm, gallery, setting, shared=shared)
+                assert [(i["proposal"], i["peaks"], i["mask"].tobytes()) for i in together] == [
+                    (i["proposal"], i["peaks"], i["mask"].tobytes())
+                    for i in retrieve(prms, peaks, crm, gallery, setting)
+                ]
     nothing = SharedSums(np.zeros((0, H, W)), crm)  # an image without peaks
     assert retrieve(np.zeros((0, H, W)), np.zeros((0, 4), int), crm, gallery, shared=nothing) == []
