@@ -165,7 +165,11 @@ def pack_rows(masks: np.ndarray, margin: int = 1) -> np.ndarray:
     masks = np.ascontiguousarray(masks)
     words = -(-(width + max(margin, 1)) // 64)
     packed = np.zeros((count, height, words * 8), dtype=np.uint8)
-    packed[..., : (width + 7) // 8] = np.packbits(masks, axis=2, bitorder="little")
+    if width % 8:
+        packed[..., : (width + 7) // 8] = np.packbits(masks, axis=2, bitorder="little")
+    else:  # rows end on a byte: pack the masks as one bit string (faster than by rows)
+        flat = np.packbits(masks.reshape(-1), bitorder="little")
+        packed[..., : width // 8] = flat.reshape(count, height, width // 8)
     return packed.view(WORD)
 
 
@@ -249,7 +253,7 @@ def _any_word(bits: np.ndarray) -> np.ndarray:
 
 
 def gallery_runs(
-    bits: np.ndarray, width: int, contour_width: int, chunk_bytes: int = 1 << 18
+    bits: np.ndarray, width: int, contour_width: int, chunk_bytes: int = 1 << 20
 ) -> tuple[Runs, Runs]:
     """The runs of masks packed by `pack_rows` (rows of `width` pixels, a margin of at
     least `contour_width`) and of their contours: the morphological gradient, dilation
