@@ -338,8 +338,8 @@ def tune(
         _write_study_files(study, plan, summary, storage, metric, direction, space, tuning)
         if evaluate:
             summary.test_dir = _test_once(plan, base, summary, tuning, jobs, device, executor)
-    summary.seconds = time.perf_counter() - started
-    _record_seconds(tuning, summary.seconds)
+        summary.seconds = time.perf_counter() - started
+        _record_seconds(tuning, summary.seconds)  # under the lock, like every study file
     return summary
 
 
@@ -506,7 +506,7 @@ def write_best(plan: Plan, summary: TuneSummary, run_dir: Path, metric: str) -> 
     body |= tree
     text = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
     path = run_dir / "best.yaml"
-    path.write_text(text)
+    write_atomic(path, text.encode())  # an interrupted write leaves the last best.yaml whole
     return path
 
 

@@ -19,7 +19,7 @@ from prm_bench.data.base import DataError
 from prm_bench.data.shapes import ShapesSpec, ensure_shapes, generate_shapes, split_ids
 from prm_bench.runner import RunInterrupted, preflight
 from prm_bench.stages.common import open_split, stage_keys
-from prm_bench.tune import parse_space, tune
+from prm_bench.tune import TuneSummary, parse_space, tune, write_best
 
 optuna = pytest.importorskip("optuna")
 
@@ -185,6 +185,24 @@ def test_a_retrieval_study_trains_and_infers_once_whatever_the_trials(root, tmp_
     assert tuned_params.confidence == more.best_params["retrieval.confidence"]
     trials = pd.read_csv(tmp_path / "study" / "tuning" / "trials.csv")
     assert len(trials) == 6 and (trials["state"] == "COMPLETE").all()
+
+
+def test_an_interrupted_best_yaml_write_leaves_the_last_one_whole(root, tmp_path, monkeypatch):
+    plan = load_plan(config_for(root), use_grid=False)
+    first = TuneSummary(tmp_path, 0.25, {"retrieval.alpha": 0.5}, 3, 8, 0)
+    path = write_best(plan, first, tmp_path, "mAP@0.5")
+    before = path.read_bytes()
+
+    def killed(descriptor):  # the process dies before the new file is on disk
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("prm_bench.atomic.os.fsync", killed)
+    better = TuneSummary(tmp_path, 0.5, {"retrieval.alpha": 2.0}, 9, 12, 0)
+    with pytest.raises(KeyboardInterrupt):
+        write_best(plan, better, tmp_path, "mAP@0.5")
+    assert path.read_bytes() == before
+    assert load_plan(path).cells[0].config.retrieval.alpha == 0.5
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("best")] == ["best.yaml"]
 
 
 def dead_pid() -> int:
