@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from prm_bench.runs import pack_rows
+
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (N, M) between boolean masks a (N, H, W) and b (M, H, W), float32.
@@ -28,12 +30,11 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _packed(masks: np.ndarray) -> np.ndarray:
-    """Boolean masks (N, ...) flattened and packed into (N, words) 64-bit words."""
+    """Boolean masks (N, ...) flattened and packed into (N, words) 64-bit words: each
+    mask as one row of `pack_rows`."""
     masks = np.asarray(masks, dtype=bool)
-    flat = masks.reshape(len(masks), int(np.prod(masks.shape[1:])))
-    packed = np.zeros((len(masks), -(-flat.shape[1] // 64) * 8), dtype=np.uint8)
-    packed[:, : (flat.shape[1] + 7) // 8] = np.packbits(flat, axis=1)
-    return packed.view(np.uint64)
+    flat = masks.reshape(len(masks), 1, int(np.prod(masks.shape[1:])))
+    return pack_rows(flat).reshape(len(masks), -1)
 
 
 def encode_rle(mask: np.ndarray) -> dict:

@@ -392,15 +392,16 @@ def retrieve(
     if params.nms_threshold is not None and len(chosen):
         overlap = shared.mask_ious(gallery, chosen)
     instances: list[dict[str, Any]] = []
+    kept: list[int] = []  # the kept instances' rows of `chosen`
     for k in order:
         row = int(np.searchsorted(chosen, best[k]))
         if overlap is not None and instances:
-            overlaps = overlap[row, np.searchsorted(chosen, [i["proposal"] for i in instances])]
-            hit = np.flatnonzero(overlaps >= params.nms_threshold)
+            hit = np.flatnonzero(overlap[row, kept] >= params.nms_threshold)
             if len(hit):
                 if params.merge:
                     instances[hit[0]]["peaks"].append(int(k))
                 continue
+        kept.append(row)
         instances.append(
             {
                 "mask": masks[row],

@@ -273,9 +273,9 @@ def gallery_runs(
     reach = contour_width // 2
     occupied = _any_word(bits)  # (P, H)
     masks = np.flatnonzero(occupied.any(axis=1))
-    first = occupied[masks].argmax(axis=1)
-    low = np.maximum(first - reach, 0)
-    high = np.minimum(height - occupied[masks, ::-1].argmax(axis=1) + reach, height)
+    rows_of = occupied[masks]
+    low = np.maximum(rows_of.argmax(axis=1) - reach, 0)
+    high = np.minimum(height - rows_of[:, ::-1].argmax(axis=1) + reach, height)
     span = high - low + reach  # with the zero rows before it
     group = np.cumsum(span) // max(1, chunk_bytes // (words * 8))
     groups = np.split(np.arange(len(masks)), np.flatnonzero(np.diff(group)) + 1)
