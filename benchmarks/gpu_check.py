@@ -27,9 +27,9 @@ from benchmarks.prm import bench_prm_against_original
 from benchmarks.retrieval import bench_retrieval
 from benchmarks.run import RESULTS, bench_train_step, machine
 from prm_bench.config import load_plan
+from prm_bench.config.keys import stage_keys
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
-from prm_bench.runner import run_plan
-from prm_bench.stages.common import stage_keys
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store
 
@@ -50,12 +50,12 @@ def grid_on(device: str, folder: Path) -> dict:
         "grid": {"retrieval.terms": ["full", "no-class"]},
     }
     plan = load_plan(config)
-    cpu = run_plan(plan, folder / "cpu", jobs=1, device="cpu")
+    cpu = run_plan(plan.with_run(jobs=1, device="cpu"), RunOptions(folder / "cpu"))
     train_key = stage_keys(plan.cells[0].config)["train"]
     trained = Store(folder / "cpu" / plan.name / "store").path("train", train_key)
     shutil.copytree(trained, Store(folder / "dev" / plan.name / "store").path("train", train_key))
     start = time.perf_counter()
-    dev = run_plan(plan, folder / "dev", jobs=1, device=device)
+    dev = run_plan(plan.with_run(jobs=1, device=device), RunOptions(folder / "dev"))
     seconds = time.perf_counter() - start
     assert dev.executed["train"] == 0, "the device run must reuse the CPU's checkpoint"
     merged = cpu.results.merge(dev.results, on=["cell", "metric"], suffixes=("_cpu", "_dev"))

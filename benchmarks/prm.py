@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.timing import interleaved
-from prm_bench.backbones import build_classifier
-from prm_bench.backprop import peak_response_maps
-from prm_bench.peaks import find_peaks, upsample_maps
+from prm_bench.model.backbones import build_classifier
+from prm_bench.model.backprop import peak_response_maps
+from prm_bench.model.peaks import find_peaks, upsample_maps
 
 
 class _PreHook(torch.autograd.Function):

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import interleaved, seconds_of
+from prm_bench.instances.retrieval import RetrievalConfig, legacy_resize, prepare_gallery, retrieve
 from prm_bench.metrics import abo, coco_map, voc_map
-from prm_bench.retrieval import RetrievalConfig, legacy_resize, prepare_gallery, retrieve
 
 
 def random_masks(rng: np.random.Generator, count: int, size: int) -> np.ndarray:

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from prm_bench.config import load_plan
+from prm_bench.config.keys import stage_keys
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
-from prm_bench.runner import run_plan
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages import retrieve
-from prm_bench.stages.common import stage_keys
 from prm_bench.stages.store import Store
 
 TERMS = [
@@ -42,7 +42,9 @@ def bench_retrieve_level(images: int = 400) -> dict:
         }
         plan = load_plan(config)
         first = load_plan({**config, "grid": {"retrieval.terms": ["full"]}})
-        run_plan(first, Path(folder) / "runs")  # trains, infers and prepares the galleries
+        run_plan(
+            first, RunOptions(Path(folder) / "runs")
+        )  # trains, infers and prepares the galleries
         store = Store(Path(folder) / "runs" / first.name / "store")
         configs = [cell.config for cell in plan.cells]
         keys = [stage_keys(c) for c in configs]

@@ -22,8 +22,8 @@ from benchmarks.retrieve_level import bench_retrieve_level
 from benchmarks.runner import bench_rerun
 from benchmarks.streaming import bench_streaming
 from benchmarks.timing import timed
-from prm_bench.backbones import build_classifier
-from prm_bench.peaks import class_scores
+from prm_bench.model.backbones import build_classifier
+from prm_bench.model.peaks import class_scores
 
 RESULTS = Path(__file__).parent / "results"
 

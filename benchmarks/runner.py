@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prm_bench.config import load_plan
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
-from prm_bench.runner import run_plan
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 
 
 def bench_rerun() -> dict:
@@ -25,18 +25,18 @@ def bench_rerun() -> dict:
         }
         run_plan(
             load_plan({**base, "grid": {"retrieval.terms": ["full", "no-class"]}}),
-            Path(folder) / "runs",
+            RunOptions(Path(folder) / "runs"),
         )
         start = time.perf_counter()
         extended = run_plan(
             load_plan({**base, "grid": {"retrieval.terms": ["full", "no-class", "no-instance"]}}),
-            Path(folder) / "runs",
+            RunOptions(Path(folder) / "runs"),
         )
         rerun = time.perf_counter() - start
         start = time.perf_counter()
         run_plan(
             load_plan({**base, "grid": {"retrieval.terms": ["no-instance"]}}),
-            Path(folder) / "scratch",
+            RunOptions(Path(folder) / "scratch"),
         )
         scratch = time.perf_counter() - start
     return {

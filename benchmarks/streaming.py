@@ -1,5 +1,5 @@
 """Training data memory: the split held whole (the former `load_images`) against the
-batches streamed by `prm_bench.stages.common.batches`, on a synthetic VOC-size split.
+batches streamed by `prm_bench.stages.inputs.batches`, on a synthetic VOC-size split.
 
 Each variant runs in a fresh process so its peak RSS is its own (loader workers are
 reported apart: their peak is the largest of them)."""
@@ -15,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from prm_bench.stages.common import ImageSplit, Plan, batches, uint8_tensor
+from prm_bench.stages.inputs import BatchPlan as Plan
+from prm_bench.stages.inputs import ImageSplit, batches, uint8_tensor
 
 
 class _Synthetic:

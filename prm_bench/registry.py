@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -20,6 +22,28 @@ class UnknownNameError(LookupError, ValueError):
 
     It is also a ValueError, so pydantic validators that look names up report it as a
     validation error of the field."""
+
+
+def keyword_options(function: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword-only parameters of `function` and their defaults: the options a config
+    may give a registered function (e.g. `stimulation.options`)."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def describe_entry(entry: Any) -> tuple[str, str]:
+    """(properties, description) of a registry entry for `prm-bench list`: the entry's own
+    `describe()` where it has one (specs), else a function's keyword options and the
+    first line of its docstring."""
+    describe = getattr(entry, "describe", None)
+    if callable(describe):
+        return describe()
+    options = ", ".join(f"{k}={v!r}" for k, v in keyword_options(entry).items())
+    lines = (entry.__doc__ or "").strip().splitlines()
+    return options or "-", lines[0] if lines else ""
 
 
 class Registry(Generic[T]):
@@ -73,6 +97,20 @@ class Registry(Generic[T]):
         choices = ", ".join(self._entries)
         prefixes = "".join(f", or {p}<name>" for p in self._resolvers)
         return f"unknown {self.family} {name!r}{hint} (choose from: {choices}{prefixes})"
+
+    def describe(self, name: str) -> tuple[str, str]:
+        """(properties, description) of the entry `name`, for `prm-bench list`."""
+        return describe_entry(self.get(name))
+
+    @contextmanager
+    def temporarily(self, name: str, obj: T) -> Iterator[T]:
+        """Register `obj` as `name` for the block, then remove it (tests register
+        throwaway entries this way without leaking them into other tests)."""
+        self.add(name, obj)
+        try:
+            yield obj
+        finally:
+            del self._entries[name]
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching the fnmatch `pattern`, in registration order."""

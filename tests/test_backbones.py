@@ -8,7 +8,7 @@ import timm
 import torch
 from PIL import Image
 
-from prm_bench.backbones import (
+from prm_bench.model.backbones import (
     BACKBONES,
     BackboneError,
     build_classifier,

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from prm_bench.backbones import build_classifier
-from prm_bench.backprop import excitation_backprop, peak_response_maps
-from prm_bench.peaks import find_peaks
+from prm_bench.model.backbones import build_classifier
+from prm_bench.model.backprop import excitation_backprop, peak_response_maps
+from prm_bench.model.peaks import find_peaks
 
 
 def line_net(first: list[float], second: list[float]) -> nn.Sequential:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prm_bench.baselines import BASELINES, BaselineConfig, cam_baseline, cam_boxes
+from prm_bench.instances.baselines import BASELINES, BaselineConfig, cam_baseline, cam_boxes
 
 SIZE = (32, 40)
 

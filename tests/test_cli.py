@@ -1,6 +1,7 @@
 from typer.testing import CliRunner
 
-from prm_bench.cli import FAMILIES, app
+from prm_bench.cli import app
+from prm_bench.cli.listing import FAMILIES
 
 runner = CliRunner()
 

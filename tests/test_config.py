@@ -4,7 +4,7 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan, parse_override
-from prm_bench.stages.common import stage_keys
+from prm_bench.config.keys import stage_keys
 
 
 def write(path, content: dict) -> str:

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from prm_bench.config import load_plan
-from prm_bench.executors import LocalExecutor, make_executor
-from prm_bench.runner import run_plan
+from prm_bench.config import ConfigError, RunSettings, load_plan
+from prm_bench.orchestrate.executors import EXECUTORS, LocalExecutor, make_executor
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 from tests.test_runner import comparable, tiny
 
 
@@ -17,24 +17,34 @@ def test_local_executor_maps_in_and_out_of_process():
     assert list(LocalExecutor(2).map(square, [])) == []
 
 
-def test_unknown_executor_and_missing_scheduler_are_refused():
+def test_unknown_executor_and_missing_scheduler_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown executor 'ray'"):
-        make_executor("ray", 1)
+        EXECUTORS.get("ray")
+    with pytest.raises(ConfigError, match="run.executor: Input should be 'local', 'dask' or"):
+        load_plan({"run": {"executor": "ray"}})
     with pytest.raises(ValueError, match="needs --scheduler"):
-        make_executor("dask", 1)
+        make_executor(RunSettings(executor="dask"), tmp_path)
+
+
+def test_the_executor_setting_offers_exactly_the_registered_executors():
+    offered = RunSettings.model_fields["executor"].annotation.__args__
+    assert list(offered) == EXECUTORS.names()
+    for name in offered:
+        assert EXECUTORS.describe(name)[1]
 
 
 def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path):
     distributed = pytest.importorskip("distributed")
     plan = load_plan(tiny(shapes_root))
-    local = run_plan(plan, tmp_path / "local", jobs=1).results
+    local = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "local")).results
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
     )
     try:
-        executor = make_executor("dask", 2, scheduler=cluster.scheduler_address)
+        settings = RunSettings(executor="dask", jobs=2, scheduler=cluster.scheduler_address)
+        executor = make_executor(settings, tmp_path)
         assert executor.client.scheduler.address.startswith("tcp://127.0.0.1")
-        remote = run_plan(plan, tmp_path / "dask", executor=executor).results
+        remote = run_plan(plan, RunOptions(tmp_path / "dask"), executor).results
         executor.client.close()
     finally:
         cluster.close()
@@ -43,11 +53,11 @@ def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path)
 
 def test_submitit_local_job_arrays_give_the_local_results(shapes_root, tmp_path):
     pytest.importorskip("submitit")
-    from prm_bench.executors import SlurmExecutor
+    from prm_bench.orchestrate.executors import SlurmExecutor
 
     plan = load_plan(tiny(shapes_root))
-    local = run_plan(plan, tmp_path / "local", jobs=1).results
+    local = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "local")).results
     executor = SlurmExecutor(tmp_path / "slurm", jobs=2, timeout_min=10, cluster="local")
-    arrays = run_plan(plan, tmp_path / "slurm-run", executor=executor).results
+    arrays = run_plan(plan, RunOptions(tmp_path / "slurm-run"), executor).results
     pd.testing.assert_frame_equal(comparable(local), comparable(arrays))
     assert list((tmp_path / "slurm").glob("*/*_result.pkl"))  # the jobs really ran through submitit

@@ -17,8 +17,10 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
-from prm_bench.runner import environments, run_plan
-from prm_bench.stages.common import stage_keys
+from prm_bench.config.keys import stage_keys
+from prm_bench.orchestrate.rundir import environments
+from prm_bench.orchestrate.runner import RunOptions, run_plan
+from prm_bench.stages.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def clean(tmp_path_factory, make_shapes):
     config = plan_config_for(root)
     plan = load_plan(config)
     runs = tmp_path_factory.mktemp("runs")
-    summary = run_plan(plan, runs, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(runs))
     assert not summary.failed_cells
     return plan, runs
 
@@ -87,7 +89,7 @@ def test_a_damaged_file_is_recomputed_and_results_are_unchanged(
     folder = tmp_path / plan.name / "store" / stage / key
     target = sorted(folder.glob("*.npz"))[0] if name == "<first image>" else folder / name
     damage(target, fault)
-    summary = run_plan(plan, tmp_path, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert summary.executed == executed and not summary.failed_cells
     pd.testing.assert_frame_equal(
         sorted_results(tmp_path / plan.name / "results.csv"),
@@ -103,7 +105,7 @@ def test_an_interrupted_inference_resumes_only_from_intact_images(clean, tmp_pat
     (folder / "done.json").unlink()  # the stage was interrupted after its images were written
     damaged = sorted(folder.glob("*.npz"))[-1]
     damage(damaged, fault)
-    summary = run_plan(plan, tmp_path, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert summary.executed["infer"] == 1 and not summary.failed_cells
     clean_copy = runs / plan.name / "store" / "infer" / folder.name / damaged.name
     assert damaged.read_bytes() == clean_copy.read_bytes()  # inferred again, not trusted
@@ -115,7 +117,9 @@ def test_an_interrupted_inference_resumes_only_from_intact_images(clean, tmp_pat
 
 def test_results_do_not_depend_on_jobs_and_the_environment_is_recorded(clean, tmp_path):
     plan, runs = clean
-    summary = run_plan(plan, tmp_path, jobs=2)  # two worker processes, threads fixed per task
+    summary = run_plan(
+        plan.with_run(jobs=2), RunOptions(tmp_path)
+    )  # two worker processes, threads fixed per task
     assert not summary.failed_cells
     pd.testing.assert_frame_equal(
         sorted_results(tmp_path / plan.name / "results.csv"),
@@ -126,9 +130,9 @@ def test_results_do_not_depend_on_jobs_and_the_environment_is_recorded(clean, tm
         .joinpath("done.json")
         .read_text()
     )
-    assert record["environment"]["threads"] == plan.cells[0].config.run.threads
+    assert record["environment"]["threads"] == plan.run.threads
     assert record["device"] == "cpu"
-    assert len(environments(plan, tmp_path / plan.name)) == 1
+    assert len(environments(plan, Store(tmp_path / plan.name / "store"))) == 1
 
 
 def test_a_resume_in_another_environment_is_reported(clean, tmp_path):
@@ -139,8 +143,8 @@ def test_a_resume_in_another_environment_is_reported(clean, tmp_path):
     )
     (folder / "done.json").unlink()
     other = load_plan({**plan_config(plan), "run": {"threads": 1}})
-    run_plan(other, tmp_path, jobs=1)
-    groups = environments(plan, tmp_path / plan.name)
+    run_plan(other.with_run(jobs=1), RunOptions(tmp_path))
+    groups = environments(plan, Store(tmp_path / plan.name / "store"))
     assert len(groups) == 2 and any("threads 1" in g for g in groups)
 
 
@@ -168,7 +172,7 @@ def test_a_run_killed_in_any_stage_resumes_to_the_clean_results(clean, tmp_path,
         app, ["status", str(tmp_path / "runs" / plan.name)], env={"COLUMNS": "300"}
     )
     assert status.exit_code == 0, status.output  # a killed run is still a run directory
-    summary = run_plan(load_plan(config_path), tmp_path / "runs", jobs=1)
+    summary = run_plan(load_plan(config_path).with_run(jobs=1), RunOptions(tmp_path / "runs"))
     assert not summary.failed_cells
     pd.testing.assert_frame_equal(
         sorted_results(tmp_path / "runs" / plan.name / "results.csv"),
@@ -181,7 +185,7 @@ def test_a_run_killed_with_one_job_and_resumed_with_two_gives_the_clean_results(
     config_path = tmp_path / f"{plan.name}.yaml"
     config_path.write_text(yaml.safe_dump(plan_config(plan)))
     _kill_during("infer", config_path, tmp_path / "runs", jobs=1)
-    run_plan(load_plan(config_path), tmp_path / "runs", jobs=2)
+    run_plan(load_plan(config_path).with_run(jobs=2), RunOptions(tmp_path / "runs"))
     pd.testing.assert_frame_equal(
         sorted_results(tmp_path / "runs" / plan.name / "results.csv"),
         sorted_results(runs / plan.name / "results.csv"),
@@ -197,7 +201,7 @@ def test_a_full_disk_while_writing_results_exits_2_naming_the_run(clean, tmp_pat
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("prm_bench.runner.write_atomic", full)
+    monkeypatch.setattr("prm_bench.orchestrate.rundir.write_atomic", full)
     result = CliRunner().invoke(
         app, ["run", str(config_path), "--runs-dir", str(tmp_path)], env={"COLUMNS": "300"}
     )
@@ -220,7 +224,7 @@ def test_a_damaged_proposal_cache_is_recomputed(clean, tmp_path, folder, pattern
     damage(sorted((store / "proposals").glob(f"*/{folder}/{pattern}"))[0], fault)
     for record in (store / "retrieve").glob("*/done.json"):
         record.unlink()  # retrieval reruns and reads the damaged cache
-    summary = run_plan(plan, tmp_path, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert summary.executed["retrieve"] == 2 and not summary.failed_cells
     pd.testing.assert_frame_equal(
         sorted_results(tmp_path / plan.name / "results.csv"),

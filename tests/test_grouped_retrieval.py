@@ -4,9 +4,9 @@ as one cell at a time, a failing cell alone, and one prepared gallery per prepar
 import pytest
 
 from prm_bench.config import load_plan
-from prm_bench.runner import Task, group_tasks, run_plan
+from prm_bench.config.keys import stage_keys
+from prm_bench.orchestrate.runner import RunOptions, Task, group_tasks, run_plan
 from prm_bench.stages import retrieve as retrieve_stage
-from prm_bench.stages.common import stage_keys
 from prm_bench.stages.store import Store
 from tests.test_runner import tiny
 
@@ -26,7 +26,7 @@ def grouped_run(shapes_root, tmp_path_factory):
     # the network sees 48 px: the input resolution scores at another size than the image's
     plan = load_plan(tiny(shapes_root, grid=[GRID, *EXTRA], data={"image_size": 48}))
     run_dir = tmp_path_factory.mktemp("grouped")
-    summary = run_plan(plan, run_dir, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(run_dir))
     assert not summary.failed_cells
     return plan, Store(run_dir / plan.name / "store")
 
@@ -70,35 +70,35 @@ def test_a_failing_cell_fails_alone_in_its_group(shapes_root, tmp_path, monkeypa
         return original(cell, image)
 
     monkeypatch.setattr(retrieve_stage, "_instances", failing)
-    summary = run_plan(plan, tmp_path, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert set(summary.failed_cells) == {4}
     assert "injected retrieval failure" in summary.failed_cells[4]
     store = Store(tmp_path / plan.name / "store")
     assert not store.is_done("retrieve", broken)
     assert summary.executed["evaluate"] == len(plan.cells) - 1
     monkeypatch.undo()  # mended: the rerun retrieves only the failed cell
-    again = run_plan(plan, tmp_path, jobs=1)
+    again = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert not again.failed_cells and again.executed["retrieve"] == 1
 
 
 def test_groups_follow_what_cells_share_and_split_to_keep_workers_busy(shapes_root):
     plan = load_plan(tiny(shapes_root, grid={**GRID, "infer.upsample": [1, 2]}))
-    configs = {cell.index: cell.config for cell in plan.cells}
-    tasks = [Task("retrieve", stage_keys(c)["retrieve"], [i], False) for i, c in configs.items()]
+    cells = {cell.index: cell for cell in plan.cells}
+    tasks = [Task("retrieve", c.keys["retrieve"], [i], False) for i, c in cells.items()]
     for width, sizes in ((1, [12, 12]), (2, [12, 12]), (4, [6, 6, 6, 6]), (5, [6, 6, 6, 3, 3])):
-        groups = group_tasks(tasks, configs, width)
+        groups = group_tasks(tasks, cells, width)
         assert sorted(map(len, groups), reverse=True) == sizes
         for group in groups:  # a group never mixes inferences
-            assert len({stage_keys(configs[t.cells[0]])["infer"] for t in group}) == 1
+            assert len({stage_keys(cells[t.cells[0]].config)["infer"] for t in group}) == 1
     assert sorted(t.key for g in groups for t in g) == sorted(t.key for t in tasks)
     trains = [Task("train", "k", [0], False), Task("train", "j", [1], False)]
-    assert group_tasks(trains, configs, 1) == [[trains[0]], [trains[1]]]
+    assert group_tasks(trains, cells, 1) == [[trains[0]], [trains[1]]]
 
 
 def test_galleries_built_on_the_embedded_proposals_compute_them_once(
     shapes_root, tmp_path, monkeypatch
 ):
-    import prm_bench.proposals as proposals
+    import prm_bench.instances.proposals as proposals
 
     calls = []
     original = proposals.embedded_proposals
@@ -109,6 +109,8 @@ def test_galleries_built_on_the_embedded_proposals_compute_them_once(
 
     monkeypatch.setattr(proposals, "embedded_proposals", counted)
     grid = {"proposals.gallery": ["embedded", "gt+embedded"]}
-    summary = run_plan(load_plan(tiny(shapes_root, grid=grid)), tmp_path, jobs=1)
+    summary = run_plan(
+        load_plan(tiny(shapes_root, grid=grid)).with_run(jobs=1), RunOptions(tmp_path)
+    )
     assert not summary.failed_cells and summary.executed["retrieve"] == 2
     assert len(calls) == 6  # the 6 val images, once, for both galleries

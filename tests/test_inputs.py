@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
+from prm_bench.config.keys import stage_keys
 from prm_bench.data.base import DataError
-from prm_bench.runner import execute_tasks, preflight
-from prm_bench.stages.common import StageError, stage_keys
+from prm_bench.orchestrate.preflight import preflight
+from prm_bench.orchestrate.worker import Placement, execute_tasks
+from prm_bench.stages.errors import StageError
 from prm_bench.stages.store import Store, save_npz, write_atomic
 
 
@@ -184,10 +186,11 @@ def test_an_orphaned_task_records_nothing(shapes, tmp_path):
     assert not store.is_done("train", "k")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs
-    config = load_plan(tiny(shapes)).cells[0].config
-    (outcome,) = execute_tasks("train", [config], str(tmp_path / "store"), "cpu", 0, dead.pid)
+    cell = load_plan(tiny(shapes)).cells[0]
+    where = Placement("cpu", threads=2, slot=0, parent=dead.pid)
+    (outcome,) = execute_tasks("train", [cell], str(tmp_path / "store"), where)
     assert not outcome.ok and "orphaned" in outcome.error
-    assert not Store(tmp_path / "store").is_done("train", stage_keys(config)["train"])
+    assert not Store(tmp_path / "store").is_done("train", cell.keys["train"])
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])

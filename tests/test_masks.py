@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from prm_bench.masks import encode_rle, mask_iou, rle_box
+from prm_bench.geometry.masks import encode_rle, mask_iou, rle_box
 
 
 def test_mask_iou_matches_hand_counts():

@@ -21,7 +21,7 @@ from prm_bench.metrics.bootstrap import metric_samples, supports
 from prm_bench.metrics.instance import abo_statistics, voc_statistics
 from prm_bench.metrics.pointing import max_points, scaled_tolerance
 from prm_bench.metrics.semantic import confusions
-from prm_bench.runner import run_plan
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 
 H, W = 10, 20
 
@@ -349,7 +349,7 @@ def test_a_registered_metric_is_computed_by_the_evaluate_stage_and_filed(tmp_pat
             "train": {"epochs": 1, "batch_size": 8},
             "eval": {"metrics": ["count", "voc-map"]},
         }
-        summary = run_plan(load_plan(config), tmp_path, jobs=1)
+        summary = run_plan(load_plan(config).with_run(jobs=1), RunOptions(tmp_path))
         rows = summary.results.set_index("metric")
         assert rows.loc["mean_instances", "protocol"] == "counting"
         assert rows.loc["mAP@0.5", "protocol"] == "voc"

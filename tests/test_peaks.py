@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prm_bench.peaks import (
+from prm_bench.model.peaks import (
     STIMULATIONS,
     class_scores,
     find_peaks,

@@ -8,10 +8,14 @@ from pycocotools import mask as mask_utils
 
 from prm_bench.data.base import DataError
 from prm_bench.data.voc import VocDataset
-from prm_bench.masks import mask_iou
-from prm_bench.proposals import GALLERIES, gallery_traits, open_gallery
-from prm_bench.proposals.embedded import EmbeddedParams, embedded_proposals, merge_hierarchy
-from prm_bench.proposals.quality import gallery_quality
+from prm_bench.geometry.masks import mask_iou
+from prm_bench.instances.proposals import GALLERIES, open_gallery
+from prm_bench.instances.proposals.embedded import (
+    EmbeddedParams,
+    embedded_proposals,
+    merge_hierarchy,
+)
+from prm_bench.instances.proposals.quality import gallery_quality
 from prm_bench.registry import UnknownNameError
 
 SUPERPIXELS = np.array(
@@ -202,7 +206,7 @@ def test_gallery_quality_on_a_hand_made_gallery(shapes):
 
 @pytest.mark.parametrize("name", [*GALLERIES.names(), "gt+embedded", "gt+mcg"])
 def test_every_gallery_declares_what_it_needs(name):
-    traits = gallery_traits(name)
+    traits = GALLERIES.get(name)
     assert traits.needs_truth == name.startswith("gt")
     assert traits.needs_root == (
         name.removeprefix("gt+") in ("mcg", "cob", "rle-json", "prm-demo-json")
@@ -211,7 +215,7 @@ def test_every_gallery_declares_what_it_needs(name):
 
 
 def test_every_method_declares_what_it_needs():
-    from prm_bench.methods import METHODS
+    from prm_bench.instances.methods import METHODS
 
     assert METHODS.names() == ["prm", "cam-rect", "cam-ellipse", "cam-proposal"]
     needs = {n: METHODS.get(n).needs_proposals for n in METHODS.names()}

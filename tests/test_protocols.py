@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from prm_bench.config import load_plan
+from prm_bench.config.keys import stage_keys
 from prm_bench.data import open_dataset
 from prm_bench.metrics.bootstrap import metric_samples
 from prm_bench.metrics.semantic import semantic_miou
-from prm_bench.runner import run_plan
-from prm_bench.stages.common import stage_keys
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.evaluate import read_statistics
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.retrieve import read_results
@@ -31,7 +31,7 @@ def finished(tmp_path_factory, make_shapes):
     }
     plan = load_plan(config)
     runs = tmp_path_factory.mktemp("runs")
-    summary = run_plan(plan, runs, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(runs))
     assert not summary.failed_cells
     return plan, Store(runs / plan.name / "store"), root
 

@@ -6,10 +6,10 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.report import build_report
 from prm_bench.report.claims import CLAIMS, NO_STATISTICS, measure_claims
 from prm_bench.report.tables import build_tables
-from prm_bench.runner import run_plan
 from tests.test_runner import tiny
 
 
@@ -109,7 +109,7 @@ def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
         {"retrieval.terms": ["full", "no-instance"]},
     ]
     plan = load_plan(tiny(shapes_root, grid=grid))
-    run_plan(plan, tmp_path, jobs=1)
+    run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     out = build_report(tmp_path / plan.name, tmp_path / "report")
     text = (out / "README.md").read_text()
     assert (

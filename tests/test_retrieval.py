@@ -5,8 +5,8 @@ from PIL import Image
 from pydantic import ValidationError
 from scipy import ndimage
 
-from prm_bench.registry import UnknownNameError
-from prm_bench.retrieval import (
+from prm_bench.geometry.pixel_runs import gallery_runs, pack_rows
+from prm_bench.instances.retrieval import (
     TERMS,
     RetrievalConfig,
     SharedSums,
@@ -17,7 +17,7 @@ from prm_bench.retrieval import (
     retrieval_scores,
     retrieve,
 )
-from prm_bench.runs import gallery_runs, pack_rows
+from prm_bench.registry import UnknownNameError
 
 H, W = 24, 20
 

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
-from prm_bench.runner import RunLockedError, run_lock, run_plan
-from prm_bench.stages.common import stage_keys
+from prm_bench.config.keys import stage_keys
+from prm_bench.orchestrate.rundir import RunLockedError, run_lock
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 
 
 def tiny(root, grid=None, **sections) -> dict:
@@ -35,14 +36,14 @@ def comparable(results: pd.DataFrame) -> pd.DataFrame:
 
 def test_a_second_run_executes_no_stage_and_gives_the_same_results(shapes_root, tmp_path):
     plan = load_plan(tiny(shapes_root))
-    first = run_plan(plan, tmp_path, jobs=1)
+    first = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert first.executed == {"train": 1, "infer": 1, "retrieve": 2, "evaluate": 2}
     assert not first.failed_cells
     assert {"cell", "retrieval.terms", "seed", "protocol", "metric", "value"} <= set(
         first.results.columns
     )
     assert set(first.results.protocol) >= {"voc", "abo", "pointing", "prm-quality", "semantic"}
-    second = run_plan(plan, tmp_path, jobs=1)
+    second = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert second.executed == {"train": 0, "infer": 0, "retrieve": 0, "evaluate": 0}
     pd.testing.assert_frame_equal(comparable(first.results), comparable(second.results))
     saved = pd.read_csv(tmp_path / plan.name / "results.csv")
@@ -53,27 +54,27 @@ def test_a_second_run_executes_no_stage_and_gives_the_same_results(shapes_root, 
 
 def test_training_is_deterministic_on_cpu(shapes_root, tmp_path):
     plan = load_plan(tiny(shapes_root, grid={"retrieval.terms": ["full"]}))
-    a = run_plan(plan, tmp_path / "a", jobs=1).results
-    b = run_plan(plan, tmp_path / "b", jobs=1).results
+    a = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "a")).results
+    b = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "b")).results
     pd.testing.assert_frame_equal(comparable(a), comparable(b))
 
 
 def test_a_new_retrieval_value_runs_only_retrieve_and_evaluate(shapes_root, tmp_path):
-    run_plan(load_plan(tiny(shapes_root)), tmp_path, jobs=1)
+    run_plan(load_plan(tiny(shapes_root)).with_run(jobs=1), RunOptions(tmp_path))
     wider = load_plan(
         tiny(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
     )
-    summary = run_plan(wider, tmp_path, jobs=1)
+    summary = run_plan(wider.with_run(jobs=1), RunOptions(tmp_path))
     assert summary.executed == {"train": 0, "infer": 0, "retrieve": 1, "evaluate": 1}
 
 
 def test_a_truncated_artifact_is_detected_and_only_its_stage_recomputed(shapes_root, tmp_path):
     plan = load_plan(tiny(shapes_root))
-    before = run_plan(plan, tmp_path, jobs=1).results
+    before = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path)).results
     keys = stage_keys(plan.cells[0].config)
     results = tmp_path / plan.name / "store" / "retrieve" / keys["retrieve"] / "results.json"
     results.write_bytes(results.read_bytes()[:50])
-    after = run_plan(plan, tmp_path, jobs=1)
+    after = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert after.executed == {"train": 0, "infer": 0, "retrieve": 1, "evaluate": 0}
     pd.testing.assert_frame_equal(comparable(before), comparable(after.results))
 
@@ -85,7 +86,9 @@ def test_a_failing_cell_does_not_stop_the_others(shapes_root, tmp_path):
             "broken": {"backbone.weights": str(tmp_path / "missing.safetensors")},
         }
     }
-    summary = run_plan(load_plan(tiny(shapes_root, grid=grid)), tmp_path, jobs=1)
+    summary = run_plan(
+        load_plan(tiny(shapes_root, grid=grid)).with_run(jobs=1), RunOptions(tmp_path)
+    )
     assert list(summary.failed_cells) == [1]
     assert "missing.safetensors does not exist" in summary.failed_cells[1]
     assert set(summary.results.cell) == {0}
@@ -114,7 +117,7 @@ def test_a_second_run_on_the_same_directory_is_refused(shapes_root, tmp_path):
         run_lock(tmp_path / plan.name),
         pytest.raises(RunLockedError, match="another prm-bench run"),
     ):
-        run_plan(plan, tmp_path, jobs=1)
+        run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
 
 
 def test_a_killed_run_resumes_and_ends_with_the_same_results(shapes_root, tmp_path):
@@ -146,9 +149,9 @@ def test_a_killed_run_resumes_and_ends_with_the_same_results(shapes_root, tmp_pa
         os.kill(process.pid, signal.SIGKILL)
     process.wait()
     plan = load_plan(str(config))
-    resumed = run_plan(plan, tmp_path / "runs", jobs=1)
+    resumed = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "runs"))
     assert resumed.executed["train"] == 0  # finished work is never redone
-    fresh = run_plan(plan, tmp_path / "fresh", jobs=1)
+    fresh = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "fresh"))
     pd.testing.assert_frame_equal(comparable(resumed.results), comparable(fresh.results))
 
 
@@ -171,7 +174,7 @@ def test_a_diverging_training_fails_its_cell_with_a_clear_message(shapes_root, t
             shapes_root, train={"optimizer": "sgd", "lr": 1e30}, grid={"retrieval.terms": ["full"]}
         )
     )
-    summary = run_plan(plan, tmp_path, jobs=1)
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert "training diverged: the loss is" in summary.failed_cells[0]
     log = (tmp_path / plan.name / "run.log").read_text()
     assert "train" in log and "FAILED: training diverged" in log

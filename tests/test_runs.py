@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from prm_bench.runs import (
+from prm_bench.geometry.pixel_runs import (
     Runs,
     combine_shifted,
     gallery_runs,

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from prm_bench.backbones import build_classifier, load_state_dict_file
 from prm_bench.config import load_plan
-from prm_bench.proposals.embedded import embedded_proposals
-from prm_bench.retrieval import retrieve
-from prm_bench.stages.common import image_tensor
+from prm_bench.instances.proposals.embedded import embedded_proposals
+from prm_bench.instances.retrieval import retrieve
+from prm_bench.model.backbones import build_classifier, load_state_dict_file
 from prm_bench.stages.infer import infer_image, pack_prms, unpack_prms
+from prm_bench.stages.inputs import image_tensor
 from prm_bench.stages.store import Store, load_npz, save_npz, write_atomic
 
 
@@ -56,8 +56,8 @@ def test_packed_prms_are_close_and_sum_to_one():
 
 
 def test_retrieval_from_stored_prms_picks_what_fresh_prms_pick(tmp_path):
-    from prm_bench.backprop import peak_response_maps
     from prm_bench.data.shapes import ShapesSpec, draw_image
+    from prm_bench.model.backprop import peak_response_maps
 
     config = (
         load_plan({"infer": {"upsample": 2, "peak_filter": "none", "max_peaks": 6}}).cells[0].config
@@ -90,7 +90,7 @@ def test_a_stage_missing_a_required_output_is_not_recorded_as_done(tmp_path):
 
 def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
     from prm_bench.data.shapes import ShapesSpec, draw_image
-    from prm_bench.retrieval import RetrievalConfig, prepare_gallery
+    from prm_bench.instances.retrieval import RetrievalConfig, prepare_gallery
     from prm_bench.stages.retrieve import prepared_gallery
 
     image, *_ = draw_image(ShapesSpec(size=64), 1)
@@ -150,7 +150,8 @@ def test_one_loader_follows_its_plan_each_pass_with_the_same_workers():
     """The training loader is made once: each pass serves the plan set before it
     (flips included), the same as decoding in this process, and its worker processes
     persist from one epoch to the next."""
-    from prm_bench.stages.common import ImageSplit, Plan, batches
+    from prm_bench.stages.inputs import BatchPlan as Plan
+    from prm_bench.stages.inputs import ImageSplit, batches
 
     images = ImageSplit(_PidImages(), None)
     plan = Plan()
@@ -176,14 +177,14 @@ def test_one_loader_follows_its_plan_each_pass_with_the_same_workers():
 def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_path, make_shapes):
     """Decoding batch by batch in 0 or 2 loader processes trains the same model as the
     whole split held in memory, with the same generator draws (order, then flips)."""
+    from prm_bench.config.keys import stage_keys
     from prm_bench.stages import train
-    from prm_bench.stages.common import (
+    from prm_bench.stages.inputs import (
+        BatchPlan,
         ImageSplit,
-        Plan,
         batches,
         normalise,
         open_training_data,
-        stage_keys,
     )
 
     root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
@@ -213,7 +214,7 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = build_classifier("test_resnet", 2).to(memory_format=torch.channels_last)
-    optimizer = train._optimizer(model, cell)
+    optimizer = train._optimizer(model, cell.train)
     for _ in range(2):
         model.train()
         order = torch.randperm(len(images), generator=generator)
@@ -229,7 +230,10 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
             loss.backward()
             optimizer.step()
         train._scores(
-            model, batches(split, Plan([list(range(len(split)))])), cell, torch.device("cpu")
+            model,
+            batches(split, BatchPlan([list(range(len(split)))])),
+            cell.stimulation,
+            torch.device("cpu"),
         )
     reference = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     folder = Store(tmp_path / "w0").path("train", stage_keys(cell)["train"])

@@ -11,15 +11,18 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from prm_bench import runner as runner_module
+from prm_bench.orchestrate import runner as runner_module
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
+from prm_bench.config.keys import stage_keys
+from prm_bench.config.search import parse_space
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError
 from prm_bench.data.shapes import ShapesSpec, ensure_shapes, generate_shapes, split_ids
-from prm_bench.runner import RunInterrupted, preflight
-from prm_bench.stages.common import open_split, stage_keys
-from prm_bench.tune import TuneSummary, parse_space, tune, write_best
+from prm_bench.orchestrate.preflight import preflight
+from prm_bench.orchestrate.runner import RunInterrupted, RunOptions
+from prm_bench.orchestrate.tune import TuneRequest, TuneSummary, tune, write_best
+from prm_bench.stages.inputs import open_split
 
 optuna = pytest.importorskip("optuna")
 
@@ -165,7 +168,7 @@ def counting_stages(monkeypatch) -> dict:
 def test_a_retrieval_study_trains_and_infers_once_whatever_the_trials(root, tmp_path, monkeypatch):
     counts = counting_stages(monkeypatch)
     plan = load_plan(config_for(root), use_grid=False)
-    summary = tune(plan, trials=4, runs_dir=tmp_path, evaluate=True)
+    summary = tune(plan, TuneRequest(trials=4, evaluate=True), RunOptions(tmp_path))
     assert summary.trials == 4
     # trials: 1 train, 1 inference on tune, 4 retrievals; test: 1 inference on val, and
     # retrieve + evaluate of default and tuned (one each, or one if tuned == default)
@@ -175,7 +178,7 @@ def test_a_retrieval_study_trains_and_infers_once_whatever_the_trials(root, tmp_
     assert summary.executed["retrieve"] == summary.executed["evaluate"] == 4
     # more trials on the same study run only the new ones, and no stage upstream
     counts.clear()
-    more = tune(plan, trials=6, runs_dir=tmp_path)
+    more = tune(plan, TuneRequest(trials=6), RunOptions(tmp_path))
     assert more.trials == 6 and counts == {"retrieve": 2, "evaluate": 2}
     # best.yaml extends the config and reproduces the tuned cell of the test
     best = load_plan(tmp_path / "study" / "best.yaml")
@@ -213,7 +216,7 @@ def dead_pid() -> int:
 
 def test_a_study_killed_mid_trial_resumes_to_the_same_study(root, tmp_path, monkeypatch):
     plan = load_plan(config_for(root), use_grid=False)
-    clean = tune(plan, trials=4, runs_dir=tmp_path / "clean")
+    clean = tune(plan, TuneRequest(trials=4), RunOptions(tmp_path / "clean"))
     original = runner_module.run_plan
     calls = {"n": 0}
 
@@ -223,16 +226,16 @@ def test_a_study_killed_mid_trial_resumes_to_the_same_study(root, tmp_path, monk
             raise RunInterrupted("interrupted")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("prm_bench.tune.run_plan", killed_third)
+    monkeypatch.setattr("prm_bench.orchestrate.tune.run_plan", killed_third)
     with pytest.raises(RunInterrupted):
-        tune(plan, trials=4, runs_dir=tmp_path / "killed")
-    monkeypatch.setattr("prm_bench.tune.run_plan", original)
+        tune(plan, TuneRequest(trials=4), RunOptions(tmp_path / "killed"))
+    monkeypatch.setattr("prm_bench.orchestrate.tune.run_plan", original)
     # and a trial left RUNNING by a process killed with -9 (no chance to record anything)
     storage = f"sqlite:///{tmp_path / 'killed' / 'study' / 'tuning' / 'study.db'}"
     study = optuna.load_study(study_name="study", storage=storage)
     orphan = study.ask()
     orphan.set_user_attr("owner", f"{socket.gethostname()}:{dead_pid()}:gone")
-    resumed = tune(plan, trials=4, runs_dir=tmp_path / "killed")
+    resumed = tune(plan, TuneRequest(trials=4), RunOptions(tmp_path / "killed"))
 
     def finished(run_dir) -> pd.DataFrame:
         frame = pd.read_csv(run_dir / "study" / "tuning" / "trials.csv")
@@ -248,7 +251,7 @@ def test_a_study_killed_mid_trial_resumes_to_the_same_study(root, tmp_path, monk
 
 def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
     plan = load_plan(config_for(root), use_grid=False)
-    tune(plan, trials=3, runs_dir=tmp_path, evaluate=True)
+    tune(plan, TuneRequest(trials=3, evaluate=True), RunOptions(tmp_path))
     result = CliRunner().invoke(
         app, ["report", str(tmp_path / "study"), "--out", str(tmp_path / "report"),
               "--resamples", "200"],

@@ -1,12 +1,14 @@
 """Datasets: the embedded `shapes` generator and the PASCAL VOC / COCO readers.
 
-`DATASETS` holds one opener per dataset kind: `opener(root, split, segmentation=False)`
-returns a reader with `ids`, `class_names`, `image`, `labels` and `instances`.
+`DATASETS` holds one `DatasetSpec` per dataset kind: its opener
+(`open(root, split, segmentation=False)` returns a reader with `ids`, `class_names`,
+`image`, `labels` and `instances`) and, for a generated kind, its generator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from prm_bench.data.base import DataError, Dataset
@@ -15,19 +17,42 @@ from prm_bench.data.shapes import ensure_shapes
 from prm_bench.data.voc import VocDataset
 from prm_bench.registry import Registry
 
-DATASETS: Registry[Callable[..., Dataset]] = Registry(
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset kind, described as data.
+
+    Attributes:
+        name: the registry name (`data.name` in configs).
+        open: `open(root, split, segmentation=False) -> Dataset`.
+        description: one line for `prm-bench list`.
+        generate: for a generated kind, `generate(root) -> bool` makes (or brings up to
+            date) the dataset at root, True when it wrote anything; None for a read kind.
+    """
+
+    name: str
+    open: Callable[..., Dataset]
+    description: str
+    generate: Callable[[Path], bool] | None = None
+
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        made = "generated on first use (data.generate)" if self.generate else "read"
+        return made, self.description
+
+
+DATASETS: Registry[DatasetSpec] = Registry(
     "dataset",
-    """Dataset kinds: `opener(root, split, segmentation=False) -> Dataset`.""",
+    """Dataset kinds: each `DatasetSpec` opens a split as a reader with `ids`,
+    `class_names`, `image`, `labels` and `instances`.""",
 )
 
 
-@DATASETS.register("voc")
 def open_voc(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
     """PASCAL VOC 2012 (VOCdevkit layout); `split` is a split name or a list file."""
     return VocDataset(root, split, segmentation=segmentation)
 
 
-@DATASETS.register("coco")
 def open_coco(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
     """COCO: ROOT/annotations/instances_<split>.json with images in ROOT/<split>; a split
     `X@part` (from `prm-bench data tune-split`) holds images of ROOT/X."""
@@ -40,7 +65,6 @@ def open_coco(root: str | Path, split: str, segmentation: bool = False) -> Datas
     return CocoDataset(annotation, images)
 
 
-@DATASETS.register("shapes")
 def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dataset:
     """The embedded shapes dataset at ROOT (see `generate_missing`)."""
     root = Path(root)
@@ -52,14 +76,17 @@ def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dat
     return VocDataset(root, split, segmentation=segmentation)
 
 
-# a generated kind says so on its entry: `opener.generate(root) -> bool` makes (or brings
-# up to date) the dataset at root, True when it wrote anything
-open_shapes.generate = ensure_shapes  # type: ignore[attr-defined]
+for _spec in (
+    DatasetSpec("voc", open_voc, "PASCAL VOC 2012 (VOCdevkit layout); a split name or list file"),
+    DatasetSpec("coco", open_coco, "COCO: ROOT/annotations/instances_<split>.json, ROOT/<split>"),
+    DatasetSpec("shapes", open_shapes, "The embedded shapes dataset (VOC layout)", ensure_shapes),
+):
+    DATASETS.add(_spec.name, _spec)
 
 
 def generator_of(name: str) -> Callable[[Path], bool] | None:
     """How to generate the dataset kind `name`, or None when it is read, not made."""
-    return getattr(DATASETS.get(name), "generate", None)
+    return DATASETS.get(name).generate
 
 
 def generate_missing(name: str, root: str | Path) -> bool:
@@ -77,4 +104,4 @@ def generate_missing(name: str, root: str | Path) -> bool:
 
 def open_dataset(name: str, root: str | Path, split: str, segmentation: bool = False) -> Dataset:
     """Open a split of a registered dataset kind."""
-    return DATASETS.get(name)(root, split, segmentation=segmentation)
+    return DATASETS.get(name).open(root, split, segmentation=segmentation)

@@ -29,7 +29,7 @@ from skimage.draw import polygon as draw_polygon
 
 from prm_bench.atomic import write_atomic
 from prm_bench.data.palette import VOID, voc_palette
-from prm_bench.masks import encode_rle, rle_box
+from prm_bench.geometry.masks import encode_rle, rle_box
 
 CLASS_SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")
 DISTRACTOR_SHAPES = ("ring", "bar", "crescent")

@@ -81,6 +81,11 @@ class Evaluator:
     needs: frozenset[str] = frozenset()
     description: str = ""
 
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        needs = ", ".join(sorted(self.needs)) or "instances"
+        return f"protocol {self.protocol}; needs {needs}", self.description
+
     def reports(self, metric: str) -> bool:
         """Whether a result name comes from this metric."""
         stems = [h.split("{")[0] for h in self.headline if "{t}" in h]

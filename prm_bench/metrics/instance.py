@@ -16,7 +16,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from prm_bench.masks import encode_rle, mask_iou, rle_box
+from prm_bench.geometry.masks import encode_rle, mask_iou, rle_box
 from prm_bench.metrics.ap import RankedHits, class_key, nan_mean
 
 Instances = Sequence[Sequence[dict[str, Any]]]

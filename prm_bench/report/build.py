@@ -14,15 +14,17 @@ import torch
 import torch.nn.functional as F
 
 from prm_bench.config import ExperimentConfig, Plan
-from prm_bench.methods import METHODS
+from prm_bench.instances.methods import METHODS
 from prm_bench.metrics.instance import voc_pr_curve
+from prm_bench.orchestrate.rundir import environments, plan_from_manifest, store_of
 from prm_bench.report import figures
 from prm_bench.report.claims import measure_claims
+from prm_bench.report.markdown import setting_lines, shown_path
 from prm_bench.report.tables import ReportTable, build_tables, to_latex, to_markdown
-from prm_bench.runner import environments, plan_from_manifest, store_of
-from prm_bench.stages.common import open_split, stage_keys
+from prm_bench.report.tuning import has_tuning, tuning_section
 from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
 from prm_bench.stages.infer import read_image
+from prm_bench.stages.inputs import open_split
 from prm_bench.stages.retrieve import read_results
 from prm_bench.stages.store import Store
 
@@ -96,7 +98,7 @@ def _header(run: _Run) -> list[str]:
     return [
         f"# Report: {run.plan.name}",
         "",
-        *_setting(run.plan.source),
+        *setting_lines(run.plan.source),
         f"- Source config: `{shown_path(manifest.get('source'))}`; git commit "
         f"`{manifest.get('git_commit')}`; device {device} ({manifest.get('threads', '?')} "
         f"threads); torch {manifest['versions']['torch']}.",
@@ -104,7 +106,7 @@ def _header(run: _Run) -> list[str]:
         f"`{first.data.eval_split}`; backbones: "
         f"{_describe({c.backbone.name for c in run.configs.values()})}; seeds: "
         f"{_describe({c.train.seed for c in run.configs.values()})}.",
-        _environment_line(run.plan, run.run_dir),
+        _environment_line(run.plan, run.store),
         *_command_line(manifest),
         f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
         + (f"; whole run {wall / 60:.1f} min." if wall is not None else "."),
@@ -146,7 +148,7 @@ def _tables(run: _Run) -> list[str]:
 def _claims(run: _Run, resamples: int) -> list[str]:
     claims, intervals = measure_claims(
         run.tables,
-        _statistics_reader(run.store, run.configs),
+        _statistics_reader(run.store, {c.index: c.keys for c in run.plan.cells}),
         lambda c: run.configs[c].train.seed,
         resamples,
     )
@@ -164,7 +166,7 @@ def _training(run: _Run) -> list[str]:
     for cell in run.plan.cells:
         config = cell.config
         labels.setdefault(
-            stage_keys(config)["train"],
+            cell.keys["train"],
             f"{config.backbone.name} / {config.stimulation.name} / seed {config.train.seed}",
         )
     logs = figures.read_training_logs(run.store.root, labels)
@@ -196,8 +198,6 @@ def _qualitative_section(run: _Run, samples: int) -> list[str]:
 
 
 def _tuning(run: _Run, resamples: int) -> list[str]:
-    from prm_bench.report.tuning import has_tuning, tuning_section
-
     return tuning_section(run.run_dir, run.out, resamples) if has_tuning(run.run_dir) else []
 
 
@@ -221,48 +221,24 @@ def _stage_time(manifest: dict) -> str:
     return f"{sum(totals.values()):.0f} s ({parts})"
 
 
-def _environment_line(plan, run_dir: Path) -> str:
-    groups = environments(plan, run_dir)
+def _environment_line(plan: Plan, store: Store) -> str:
+    groups = environments(plan, store)
     if len(groups) <= 1:
         return f"- Every stage was computed with: {next(iter(groups), 'unknown')}."
     parts = "; ".join(f"{d} ({len(s)} stages)" for d, s in groups.items())
     return f"- **Mixed environments** (a resume changed threads, versions or device): {parts}."
 
 
-def _setting(source: Path | str | None) -> list[str]:
-    """The leading comment block of the run's config file (what the setting is and why),
-    as a quoted paragraph."""
-    path = Path(source) if source else None
-    if path is None or not path.is_file():
-        return []
-    comments = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        comments.append("> " + line.removeprefix("#").strip())
-    return [*comments, ""] if comments else []
-
-
-def shown_path(source: str | None) -> str | None:
-    """The config path relative to the working directory where possible."""
-    if source is None:
-        return None
-    try:
-        return str(Path(source).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return source
-
-
 def _describe(values: set) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
 
-def _statistics_reader(store: Store, configs: dict) -> Callable[[int], dict | None]:
+def _statistics_reader(store: Store, keys: dict[int, dict]) -> Callable[[int], dict | None]:
     """A cell's per-image statistics (None for a store written before they existed)."""
 
     @functools.cache
     def read(cell: int) -> dict | None:
-        key = stage_keys(configs[cell])["evaluate"]
+        key = keys[cell]["evaluate"]
         path = store.path("evaluate", key) / STATISTICS_FILE
         return read_statistics(store, key) if path.is_file() else None
 
@@ -293,7 +269,7 @@ def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.nda
     curves = {}
     for cell in plan.cells:
         value = cell.axes.get(axis)
-        keys = stage_keys(cell.config)
+        keys = cell.keys
         if value is None or str(value) in curves or not store.is_done("retrieve", keys["retrieve"]):
             continue
         dataset = open_split(cell.config, "evaluated", segmentation=True)
@@ -309,7 +285,7 @@ def _qualitative(plan, store: Store, count: int) -> list[dict]:
     cell = next((c for c in plan.cells if METHODS.get(c.config.method.name).uses_retrieval), None)
     if cell is None:
         return []
-    keys = stage_keys(cell.config)
+    keys = cell.keys
     if not store.is_done("retrieve", keys["retrieve"]):
         return []
     dataset = open_split(cell.config, "evaluated", segmentation=True)

@@ -1,19 +1,24 @@
-"""The report's "tuned on <split>, tested once" section (`prm-bench tune`, DESIGN 3)."""
+"""The report's "tuned on <split>, tested once" section (`prm-bench tune`, DESIGN 3),
+and the study's figures."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from prm_bench.metrics import headline_metrics
 from prm_bench.metrics.bootstrap import paired_bootstrap, supports
+from prm_bench.orchestrate.rundir import TUNING, plan_from_manifest, store_of
+from prm_bench.orchestrate.study import import_optuna, load_trials
+from prm_bench.orchestrate.tune import read_study_record
+from prm_bench.report.figures import save
+from prm_bench.report.markdown import shown_path
 from prm_bench.report.tables import to_markdown
-from prm_bench.runner import plan_from_manifest, store_of
-from prm_bench.stages.common import stage_keys
 from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
-from prm_bench.tune import TUNING, study_figures
 
 PROTOCOL = (
     "Protocol (wsolevaluation, Choe et al., CVPR 2020): the searched parameters are chosen "
@@ -97,7 +102,7 @@ def _test_table(test_dir: Path, metric: str, resamples: int) -> pd.DataFrame | N
     store = store_of(test_dir)
     stats = {}
     for name, cell in variants.items():
-        key = stage_keys(cell.config)["evaluate"]
+        key = cell.keys["evaluate"]
         path = store.path("evaluate", key) / STATISTICS_FILE
         stats[name] = read_statistics(store, key) if path.is_file() else None
     options = variants["default"].config.eval
@@ -137,7 +142,6 @@ def build_tuning_report(
     out = Path(out) if out else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     record = json.loads((run_dir / TUNING / "study.json").read_text())
-    from prm_bench.report.build import shown_path
 
     lines = [
         f"# prm-bench tuning report: {record['study']}",
@@ -149,3 +153,59 @@ def build_tuning_report(
     ]
     (out / "README.md").write_text("\n".join(lines))
     return out
+
+
+def study_figures(tuning: Path, out: Path) -> list[str]:
+    """The study's optimisation history and parameter importances, drawn with the figure
+    API and saved as PNG and PDF in `out`; the PNG names written. Values are in % like
+    the tables."""
+    record = read_study_record(tuning)
+    trials = [t for t in load_trials(record["study"], record["storage"]) if t.value is not None]
+    if not trials:
+        return []
+    written = [_history(trials, record, out)]
+    importances = _importances(record)
+    if importances:
+        written.append(_importance_bars(importances, record, out))
+    return written
+
+
+def _history(trials: list, record: dict, out: Path) -> str:
+    numbers = [t.number for t in trials]
+    values = np.array([100 * t.value for t in trials])
+    best = np.maximum.accumulate(values) if record["direction"] == "maximize" else (
+        np.minimum.accumulate(values))  # fmt: skip
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    axes.plot(numbers, values, "o", color="tab:blue", label="trial")
+    axes.step(numbers, best, where="post", color="tab:red", label="best so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(f"{record['metric']} on {record['tune_split']} (%)")
+    axes.set_title(f"Tuning history ({record['direction']} {record['metric']})")
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.legend(loc="lower right", frameon=False)
+    figure.tight_layout()
+    save(figure, out, "tuning_history")
+    return "tuning_history.png"
+
+
+def _importances(record: dict) -> dict[str, float]:
+    optuna = import_optuna()
+    study = optuna.load_study(study_name=record["study"], storage=record["storage"])
+    try:
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # Optuna's default
+        return optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}  # importances need at least two finished trials that differ
+
+
+def _importance_bars(importances: dict[str, float], record: dict, out: Path) -> str:
+    names = list(importances)[::-1]
+    figure = Figure(figsize=(7, 0.5 * len(names) + 1.5))
+    axes = figure.add_subplot()
+    axes.barh(names, [importances[n] for n in names], color="tab:blue")
+    axes.set_xlabel(f"importance for {record['metric']} (PED-ANOVA, shares summing to 1)")
+    axes.set_title("Parameter importances")
+    figure.tight_layout()
+    save(figure, out, "tuning_importance")
+    return "tuning_importance.png"

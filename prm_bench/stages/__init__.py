@@ -1,7 +1,7 @@
 """The pipeline stages (DESIGN 5): train -> infer -> retrieve -> evaluate.
 
 Each stage reads the previous stage's files from the store and writes its own; its key
-hashes only the config fields it depends on (`common.stage_keys`). Every stage has one
+hashes only the config fields it depends on (`config.keys.stage_keys`). Every stage has one
 contract, `run(config, store, keys, device) -> Path` (its folder in the store), and
 `RUNNERS` maps a stage name to it, in DAG order, so the runner makes one call.
 

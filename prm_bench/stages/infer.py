@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prm_bench.backbones import build_classifier, load_checkpoint
-from prm_bench.backprop import peak_response_maps, resize_prms
 from prm_bench.config import ExperimentConfig, InferConfig, StimulationConfig
-from prm_bench.peaks import class_scores, find_peaks, select_peaks, strongest_peaks
-from prm_bench.stages.common import image_tensor, open_split
+from prm_bench.model.backbones import build_classifier, load_checkpoint
+from prm_bench.model.backprop import peak_response_maps, resize_prms
+from prm_bench.model.peaks import class_scores, find_peaks, select_peaks, strongest_peaks
+from prm_bench.stages.inputs import image_tensor, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz
 from prm_bench.stages.train import CHECKPOINT
 

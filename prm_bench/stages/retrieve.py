@@ -1,8 +1,8 @@
 """Retrieval stage: instances per evaluation image, written as a COCO results file.
 
 For a method that uses retrieval (`prm`) each image's PRMs pick proposals
-(`prm_bench.retrieval`); for a CAM baseline the stored class response maps give boxes
-(`prm_bench.baselines`).
+(`prm_bench.instances.retrieval`); for a CAM baseline the stored class response maps give boxes
+(`prm_bench.instances.baselines`).
 
 The cells of a grid that share an inference and a gallery (term subsets, alpha, beta,
 confidences, NMS, baselines) are retrieved together (`run_cells`): each image's stored
@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from prm_bench.baselines import cam_baseline
 from prm_bench.config import ExperimentConfig, config_hash
-from prm_bench.masks import encode_rle
-from prm_bench.methods import METHODS
-from prm_bench.proposals import gallery_traits, open_gallery
-from prm_bench.retrieval import (
+from prm_bench.geometry.masks import encode_rle
+from prm_bench.geometry.pixel_runs import one_torch_thread
+from prm_bench.instances.baselines import cam_baseline
+from prm_bench.instances.methods import METHODS
+from prm_bench.instances.proposals import GALLERIES, open_gallery
+from prm_bench.instances.retrieval import (
     Memo,
     PreparedGallery,
     RetrievalConfig,
@@ -41,14 +42,9 @@ from prm_bench.retrieval import (
     resize_nearest,
     retrieve,
 )
-from prm_bench.runs import one_torch_thread
-from prm_bench.stages.common import (
-    StageError,
-    computed_proposals,
-    describe_failure,
-    open_split,
-)
+from prm_bench.stages.errors import StageError, describe_failure
 from prm_bench.stages.infer import read_image
+from prm_bench.stages.inputs import computed_proposals, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
 RESULTS = "results.json"
@@ -202,9 +198,9 @@ def run_cells(
     if len({shared_by(k) for k in keys}) != 1:
         raise ValueError("cells retrieved together must share their inference and proposals")
     first, ids = configs[0], keys[0]
-    traits = gallery_traits(first.proposals.gallery)
+    traits = GALLERIES.get(first.proposals.gallery)
     dataset = open_split(first, "evaluated", segmentation=traits.needs_truth)
-    root = computed_proposals(first, store) if traits.store_cache else first.proposals.root
+    root = computed_proposals(first.data, store) if traits.store_cache else first.proposals.root
     needs_gallery = any(METHODS.get(c.method.name).needs_proposals for c in configs)
     gallery = open_gallery(first.proposals.gallery, root, dataset) if needs_gallery else None
     inferred = store.path("infer", ids["infer"])

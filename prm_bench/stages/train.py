@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from prm_bench.atomic import atomic_path
-from prm_bench.backbones import build_classifier, save_checkpoint
-from prm_bench.config import ExperimentConfig
+from prm_bench.config import ExperimentConfig, StimulationConfig, TrainConfig
 from prm_bench.metrics.ap import average_precision, nan_mean
-from prm_bench.peaks import class_scores
-from prm_bench.stages.common import (
-    ImageSplit,
-    Plan,
-    StageError,
-    batches,
-    normalise,
-    open_training_data,
-)
+from prm_bench.model.backbones import build_classifier, save_checkpoint
+from prm_bench.model.peaks import class_scores
+from prm_bench.stages.errors import StageError
+from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise, open_training_data
 from prm_bench.stages.store import Store, write_json
 
 CHECKPOINT = "model.safetensors"
@@ -39,8 +34,7 @@ def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
     return nan_mean(aps)
 
 
-def _optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
-    train = config.train
+def _optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     groups = [
         {"params": list(model.classifier.parameters()), "lr": train.lr},
         {"params": list(model.trunk.parameters()), "lr": train.backbone_lr or train.lr},
@@ -50,14 +44,14 @@ def _optimizer(model: torch.nn.Module, config: ExperimentConfig) -> torch.optim.
     return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
 
 
-def _memory_format(config: ExperimentConfig) -> torch.memory_format:
-    return torch.channels_last if config.train.channels_last else torch.contiguous_format
+def _memory_format(train: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if train.channels_last else torch.contiguous_format
 
 
 def _scores(
     model: torch.nn.Module,
     loader: Iterable[torch.Tensor],
-    config: ExperimentConfig,
+    stimulation: StimulationConfig,
     device: torch.device,
 ) -> np.ndarray:
     """Class scores of every image a loader serves, in its plan's order."""
@@ -66,11 +60,7 @@ def _scores(
     with torch.no_grad():
         for batch in loader:
             maps = model(normalise(batch.to(device, non_blocking=True), model.spec))
-            out.append(
-                class_scores(maps, config.stimulation.name, **config.stimulation.options)
-                .float()
-                .cpu()
-            )
+            out.append(class_scores(maps, stimulation.name, **stimulation.options).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -88,38 +78,40 @@ def draw_plan(
     return plan
 
 
-def _epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    labels: torch.Tensor,
-    loader: Iterable[torch.Tensor],
-    plan: Plan,
-    config: ExperimentConfig,
-    device: torch.device,
-    epoch: int,
-) -> float:
-    """One pass over the training images in the order of `plan`; the mean loss."""
-    train = config.train
+@dataclass
+class _Loop:
+    """What every epoch of one training uses: the model and optimizer, the labels, the
+    persistent loader and the plan it reads (set anew each epoch), and the device."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    labels: torch.Tensor
+    loader: Iterable[torch.Tensor]
+    plan: BatchPlan
+    device: torch.device
+
+
+def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoch: int) -> float:
+    """One pass over the training images in the order of `loop.plan`; the mean loss."""
+    model, device = loop.model, loop.device
     model.train()
     autocast = device.type == "cuda" and train.amp
     losses = []
-    for step, (items, batch) in enumerate(zip(plan.batches, loader, strict=True)):
+    for step, (items, batch) in enumerate(zip(loop.plan.batches, loop.loader, strict=True)):
         index = [i for i, _ in items]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             inputs = normalise(batch.to(device, non_blocking=True), model.spec)
-            maps = model(inputs.contiguous(memory_format=_memory_format(config)))
-            scores = class_scores(
-                maps.float(), config.stimulation.name, **config.stimulation.options
-            )
-        loss = F.multilabel_soft_margin_loss(scores, labels[index].to(device))
+            maps = model(inputs.contiguous(memory_format=_memory_format(train)))
+            scores = class_scores(maps.float(), stimulation.name, **stimulation.options)
+        loss = F.multilabel_soft_margin_loss(scores, loop.labels[index].to(device))
         if not math.isfinite(loss.item()):
             raise StageError(
                 f"training diverged: the loss is {loss.item()} at epoch {epoch}, step {step} "
                 f"(lr {train.lr}); lower train.lr or check the data"
             )
-        optimizer.zero_grad(set_to_none=True)
+        loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        loop.optimizer.step()
         losses.append(loss.item())
     return float(np.mean(losses))
 
@@ -140,14 +132,14 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
         pretrained=config.backbone.pretrained,
         weights=config.backbone.weights,
         output_stride=config.backbone.output_stride,
-    ).to(device, memory_format=_memory_format(config))
-    optimizer = _optimizer(model, config)
+    ).to(device, memory_format=_memory_format(config.train))
+    optimizer = _optimizer(model, config.train)
     labels = eval_images.labels.numpy()
     # one loader per split for the whole run: its workers (if any) persist across epochs
     workers, pin = config.train.loader_workers, device.type == "cuda"
-    plan = Plan()
-    loader = batches(images, plan, workers, pin)
-    eval_plan = Plan(
+    plan = BatchPlan()
+    loop = _Loop(model, optimizer, images.labels, batches(images, plan, workers, pin), plan, device)
+    eval_plan = BatchPlan(
         [
             list(range(s, min(s + EVAL_BATCH, len(eval_images))))
             for s in range(0, len(eval_images), EVAL_BATCH)
@@ -159,8 +151,8 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     for epoch in range(1, config.train.epochs + 1):
         store.check()
         plan.batches = draw_plan(len(images), generator, config.train.batch_size, config.train.flip)
-        loss = _epoch(model, optimizer, images.labels, loader, plan, config, device, epoch)
-        val = _scores(model, eval_loader, config, device)
+        loss = _epoch(loop, config.train, config.stimulation, epoch)
+        val = _scores(model, eval_loader, config.stimulation, device)
         log.append(
             {
                 "epoch": epoch,

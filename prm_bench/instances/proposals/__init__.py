@@ -9,7 +9,6 @@ gallery (recall forced to 100%).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -19,9 +18,15 @@ import numpy as np
 
 from prm_bench.atomic import write_atomic
 from prm_bench.data.base import DataError, Dataset
-from prm_bench.masks import encode_rle
-from prm_bench.proposals.embedded import EmbeddedParams, embedded_proposals
-from prm_bench.proposals.formats import read_cob, read_mcg, read_prm_demo_json, read_rle_json
+from prm_bench.geometry.masks import encode_rle
+from prm_bench.hashing import json_digest
+from prm_bench.instances.proposals.embedded import EmbeddedParams, embedded_proposals
+from prm_bench.instances.proposals.formats import (
+    read_cob,
+    read_mcg,
+    read_prm_demo_json,
+    read_rle_json,
+)
 from prm_bench.registry import Registry
 
 Gallery = Callable[[str], np.ndarray]
@@ -29,10 +34,13 @@ GalleryFactory = Callable[[Path | None, Dataset | None], Gallery]
 
 
 @dataclass(frozen=True)
-class GalleryTraits:
-    """What a gallery needs, as data (each factory carries one as `.traits`).
+class GallerySpec:
+    """A proposal gallery, described as data.
 
     Attributes:
+        name: the registry name (`proposals.gallery` in configs).
+        open: `open(root, dataset) -> Gallery`.
+        description: one line for `prm-bench list`.
         needs_root: reads files from `proposals.root`.
         needs_truth: reads the dataset's instance masks (the split must be opened with
             segmentation ground truth).
@@ -40,24 +48,29 @@ class GalleryTraits:
             proposals folder, not a config path).
     """
 
+    name: str
+    open: GalleryFactory
+    description: str
     needs_root: bool = False
     needs_truth: bool = False
     store_cache: bool = False
 
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        needs = [n for n, on in (("root", self.needs_root), ("ground truth", self.needs_truth),
+                                 ("store cache", self.store_cache)) if on]  # fmt: skip
+        return ", ".join(needs) or "-", self.description
 
-def gallery_traits(name: str) -> GalleryTraits:
-    """The traits of a registered gallery (including `gt+<name>`)."""
-    return GALLERIES.get(name).traits  # type: ignore[attr-defined]
 
-
-GALLERIES: Registry[GalleryFactory] = Registry(
+GALLERIES: Registry[GallerySpec] = Registry(
     "gallery",
-    """Proposal galleries: `factory(root, dataset)` returns a function mapping an image id
-    to proposals (P, H, W) bool, best first. Any entry X also exists as `gt+X`.""",
+    """Proposal galleries: each `GallerySpec` opens, for a root and a dataset, a function
+    mapping an image id to proposals (P, H, W) bool, best first. Any entry X also exists
+    as `gt+X`.""",
 )
 
 
-def _file_gallery(suffix: str, reader: Callable[[Path], np.ndarray]) -> GalleryFactory:
+def _file_gallery(name: str, suffix: str, reader: Callable[[Path], np.ndarray]) -> GallerySpec:
     def factory(root: Path | None, dataset: Dataset | None = None) -> Gallery:
         if root is None or not Path(root).is_dir():
             raise DataError(f"proposal folder {root} does not exist (expected <root>/<id>{suffix})")
@@ -70,24 +83,24 @@ def _file_gallery(suffix: str, reader: Callable[[Path], np.ndarray]) -> GalleryF
 
         return proposals
 
-    factory.__doc__ = f"Proposals read from <root>/<image id>{suffix} ({reader.__doc__})"
-    factory.traits = GalleryTraits(needs_root=True)  # type: ignore[attr-defined]
-    return factory
+    description = f"Proposals read from <root>/<image id>{suffix} ({reader.__doc__})"
+    return GallerySpec(name, factory, description, needs_root=True)
 
 
-GALLERIES.add("mcg", _file_gallery(".mat", read_mcg))
-GALLERIES.add("cob", _file_gallery(".mat", read_cob))
-GALLERIES.add("rle-json", _file_gallery(".json", read_rle_json))
-GALLERIES.add("prm-demo-json", _file_gallery(".json", read_prm_demo_json))
+for _name, _suffix, _reader in (
+    ("mcg", ".mat", read_mcg),
+    ("cob", ".mat", read_cob),
+    ("rle-json", ".json", read_rle_json),
+    ("prm-demo-json", ".json", read_prm_demo_json),
+):
+    GALLERIES.add(_name, _file_gallery(_name, _suffix, _reader))
 
 
 def embedded_cache_dir(root: Path, params: EmbeddedParams) -> Path:
     """Where the embedded proposals of `params` are cached under `root`."""
-    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode()).hexdigest()
-    return Path(root) / f"embedded-{digest[:12]}"
+    return Path(root) / f"embedded-{json_digest(asdict(params), 12, (', ', ': '))}"
 
 
-@GALLERIES.register("embedded")
 def embedded_gallery(
     root: Path | None = None,
     dataset: Dataset | None = None,
@@ -121,10 +134,17 @@ def embedded_gallery(
     return proposals
 
 
-embedded_gallery.traits = GalleryTraits(store_cache=True)  # type: ignore[attr-defined]
+GALLERIES.add(
+    "embedded",
+    GallerySpec(
+        "embedded",
+        embedded_gallery,
+        "Training-free proposals computed from the image, cached in the store as COCO RLE",
+        store_cache=True,
+    ),
+)
 
 
-@GALLERIES.register("gt")
 def ground_truth_gallery(root: Path | None = None, dataset: Dataset | None = None) -> Gallery:
     """The image's ground-truth instance masks, in annotation order."""
     if dataset is None:
@@ -140,14 +160,22 @@ def ground_truth_gallery(root: Path | None = None, dataset: Dataset | None = Non
     return proposals
 
 
-ground_truth_gallery.traits = GalleryTraits(needs_truth=True)  # type: ignore[attr-defined]
+GALLERIES.add(
+    "gt",
+    GallerySpec(
+        "gt",
+        ground_truth_gallery,
+        "The image's ground-truth instance masks, in annotation order.",
+        needs_truth=True,
+    ),
+)
 
 
-def _with_ground_truth(name: str) -> GalleryFactory:
+def _with_ground_truth(name: str) -> GallerySpec:
     inner = GALLERIES.get(name)
 
     def factory(root: Path | None = None, dataset: Dataset | None = None) -> Gallery:
-        truth, others = ground_truth_gallery(root, dataset), inner(root, dataset)
+        truth, others = ground_truth_gallery(root, dataset), inner.open(root, dataset)
 
         def proposals(image_id: str) -> np.ndarray:
             gt, rest = truth(image_id), others(image_id)
@@ -160,8 +188,9 @@ def _with_ground_truth(name: str) -> GalleryFactory:
 
         return proposals
 
-    factory.traits = replace(inner.traits, needs_truth=True)  # type: ignore[attr-defined]
-    return factory
+    description = f"The ground truth first, then {name}'s proposals"
+    return replace(inner, name=f"gt+{name}", open=factory, description=description,
+                   needs_truth=True)  # fmt: skip
 
 
 GALLERIES.add_prefix("gt+", _with_ground_truth)
@@ -171,4 +200,4 @@ def open_gallery(
     name: str, root: str | Path | None = None, dataset: Dataset | None = None
 ) -> Gallery:
     """Resolve a gallery by name (e.g. `mcg`, `gt`, `gt+mcg`) for a root and dataset."""
-    return GALLERIES.get(name)(Path(root) if root is not None else None, dataset)
+    return GALLERIES.get(name).open(Path(root) if root is not None else None, dataset)

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prm_bench.masks import mask_iou
-from prm_bench.peaks import upsample_maps
+from prm_bench.geometry.masks import mask_iou
+from prm_bench.geometry.pixel_runs import Runs, gallery_runs, pack_rows, prefix_sums
+from prm_bench.model.peaks import upsample_maps
 from prm_bench.registry import Registry
-from prm_bench.runs import Runs, gallery_runs, pack_rows, prefix_sums
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class Terms:
     instance: bool
     boundary: bool
     klass: bool
+
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        on = [n for n, flag in (("instance", self.instance), ("boundary", self.boundary),
+                                ("class", self.klass)) if flag]  # fmt: skip
+        return " + ".join(on), "retrieval score terms switched on"
 
 
 TERMS: Registry[Terms] = Registry(

@@ -29,7 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from prm_bench.peaks import upsample_maps
+from prm_bench.model.peaks import upsample_maps
 
 Strategy = Literal["batched", "sequential"]
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from prm_bench.data.base import Dataset
-from prm_bench.masks import mask_iou
-from prm_bench.proposals import Gallery
+from prm_bench.geometry.masks import mask_iou
+from prm_bench.instances.proposals import Gallery
 
 
 def best_overlaps(truth: np.ndarray, proposals: np.ndarray, top_n: int | None = None) -> np.ndarray:

@@ -1,101 +1,28 @@
-"""What the stages share: stage keys, the device, datasets and image tensors."""
+"""What the stages read: a cell's splits, image tensors and the streaming training loader."""
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
-from prm_bench.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-from prm_bench.config import ExperimentConfig, config_hash
+from prm_bench.config.keys import computed_proposals_key
+from prm_bench.config.models import DataConfig, ExperimentConfig
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError, Dataset, check_disjoint
-from prm_bench.methods import METHODS
-
-if TYPE_CHECKING:
-    from prm_bench.stages.store import Store
-
-STAGES = ("train", "infer", "retrieve", "evaluate")
+from prm_bench.model.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
+from prm_bench.stages.store import Store
 
 
-class StageError(RuntimeError):
-    """A stage that cannot finish for a reason the user should read (e.g. a NaN loss)."""
-
-
-def describe_failure(err: Exception) -> str:
-    """Why a stage failed, in one line: a `StageError`'s own message, else the
-    exception's type and message (no traceback)."""
-    if isinstance(err, StageError):
-        return str(err)
-    return "".join(traceback.format_exception_only(type(err), err)).strip()
-
-
-# data fields no trained model depends on: a new DataConfig field is part of the training
-# key unless it is listed here
-_NOT_TRAINING = {"generate", "tune_split", "limit_tune", "evaluate_on"}
-
-
-def _training_data(config: ExperimentConfig) -> dict:
-    return {
-        f: str(v) if f == "root" else v
-        for f, v in config.data.model_dump(mode="json").items()
-        if f not in _NOT_TRAINING
-    }
-
-
-def _evaluated_data(config: ExperimentConfig) -> dict:
-    split, limit = config.data.evaluated
-    data = config.data
-    return {"name": data.name, "root": str(data.root), "eval_split": split, "limit_eval": limit}
-
-
-def computed_proposals(config: ExperimentConfig, store: Store) -> Path:
+def computed_proposals(data: DataConfig, store: Store) -> Path:
     """Where galleries computed from the images (`store_cache`, e.g. `embedded`) keep
     their proposals: one folder per dataset, shared by every gallery built on them
     (`embedded` and `gt+embedded` compute the embedded proposals once), every split and
     every limit; each gallery names its own subfolder after its parameters."""
-    data = {"name": config.data.name, "root": str(config.data.root)}
-    return store.path("proposals", config_hash("computed", data))
-
-
-def stage_keys(config: ExperimentConfig) -> dict[str, str]:
-    """The key of every stage of a cell; each hashes only what the stage depends on."""
-    training = config.train.model_dump(mode="json", exclude={"loader_workers"})
-    train = config_hash(
-        "train", _training_data(config), config.backbone, config.stimulation, training
-    )
-    # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
-    infer_part = config.infer.model_dump(mode="json", exclude={"strategy", "chunk_size"})
-    if config.data.evaluate_on == "eval":  # the train key already names the eval split
-        infer = config_hash("infer", train, infer_part)
-    else:
-        infer = config_hash("infer", train, infer_part, _evaluated_data(config))
-    proposals = config_hash("proposals", _evaluated_data(config), config.proposals)
-    uses_retrieval = METHODS.get(config.method.name).uses_retrieval
-    method_part = config.retrieval if uses_retrieval else config.method.baseline
-    retrieve = config_hash("retrieve", infer, proposals, config.method.name, method_part)
-    evaluate = config_hash("evaluate", retrieve, config.eval)
-    return {
-        "train": train,
-        "infer": infer,
-        "proposals": proposals,
-        "retrieve": retrieve,
-        "evaluate": evaluate,
-    }
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA where available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise StageError("device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
+    return store.path("proposals", computed_proposals_key(data))
 
 
 def open_split(config: ExperimentConfig, which: str, segmentation: bool = False) -> Dataset:
@@ -170,7 +97,7 @@ class ImageSplit(torch.utils.data.Dataset):
         return image.flip(2) if flip else image
 
 
-class Plan:
+class BatchPlan:
     """The batches of the next pass over a split, as lists of `ImageSplit` items. A
     loader reads the plan each time a pass starts, so one loader (and its worker
     processes) serves every epoch: set `batches`, then iterate the loader."""
@@ -188,7 +115,7 @@ class Plan:
 class _InProcess:
     """A loader without worker processes: each pass stacks the plan's batches here."""
 
-    def __init__(self, images: ImageSplit, plan: Plan, pin: bool) -> None:
+    def __init__(self, images: ImageSplit, plan: BatchPlan, pin: bool) -> None:
         self.images, self.plan, self.pin = images, plan, pin
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -198,7 +125,7 @@ class _InProcess:
 
 
 def batches(
-    images: ImageSplit, plan: Plan, workers: int = 0, pin: bool = False
+    images: ImageSplit, plan: BatchPlan, workers: int = 0, pin: bool = False
 ) -> Iterable[torch.Tensor]:
     """A loader of uint8 batches (B, 3, S, S) of `images` in the order of `plan`, which
     may change between passes; decoded (and flipped) by `workers` persistent processes

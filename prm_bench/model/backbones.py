@@ -64,6 +64,10 @@ class BackboneSpec:
     output_strides: tuple[int, ...] = ()
     packaged_weights: Callable[[], dict[str, torch.Tensor]] | None = None
 
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        return f"{self.channels} ch, stride {self.stride}", self.description
+
 
 BACKBONES: Registry[BackboneSpec] = Registry(
     "backbone",

@@ -17,7 +17,7 @@ import numpy as np
 from skimage.color import rgb2lab
 from skimage.segmentation import felzenszwalb
 
-from prm_bench.masks import mask_iou
+from prm_bench.geometry.masks import mask_iou
 
 
 @dataclass(frozen=True)

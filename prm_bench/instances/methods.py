@@ -1,15 +1,16 @@
 """Instance methods: how a cell turns its stored inference into instances.
 
 `prm` is the paper's method (peak response maps pick proposals with the retrieval score,
-DESIGN 2.5); the CAM baselines of DESIGN 2.6 register themselves here from
-`prm_bench.baselines`. Each entry says what it needs as data, so the stages ask the entry
-instead of testing names.
+DESIGN 2.5); each CAM baseline of DESIGN 2.6 (`prm_bench.instances.baselines`) is a
+method too. Each entry says what it needs as data, so the stages ask the entry instead of
+testing names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prm_bench.instances.baselines import BASELINES
 from prm_bench.registry import Registry
 
 
@@ -31,6 +32,12 @@ class Method:
     uses_retrieval: bool
     description: str = ""
 
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        needs = ["proposals"] if self.needs_proposals else []
+        configured = "retrieval" if self.uses_retrieval else "method.baseline"
+        return ", ".join([*needs, f"configured by {configured}"]), self.description
+
 
 METHODS: Registry[Method] = Registry(
     "method",
@@ -41,6 +48,6 @@ METHODS.add(
     "prm",
     Method("prm", True, True, "peak response maps pick proposals (the paper's method)"),
 )
-
-# the CAM baselines register themselves on import; import them so the registry is whole
-from prm_bench import baselines as _baselines  # noqa: E402, F401
+for _name in BASELINES:
+    _spec = BASELINES.get(_name)
+    METHODS.add(_name, Method(_name, _spec.needs_proposals, False, _spec.description))

@@ -10,6 +10,7 @@ ellipse inscribed in it (`cam-ellipse`), or the proposal of highest IoU with the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from prm_bench.masks import mask_iou
-from prm_bench.methods import METHODS, Method
+from prm_bench.geometry.masks import mask_iou
 from prm_bench.registry import Registry
 
 
@@ -42,21 +42,43 @@ class BaselineConfig(BaseModel):
 Box = tuple[int, int, int, int]
 BoxToMask = Callable[[Box, tuple[int, int], np.ndarray | None], tuple[np.ndarray, int]]
 
-BASELINES: Registry[BoxToMask] = Registry(
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A CAM baseline: how a box becomes a mask, and what it needs.
+
+    Attributes:
+        name: the registry name (`method.name` in configs).
+        to_mask: (box, image size, proposals or None) -> (mask, proposal index or -1).
+        needs_proposals: reads the cell's proposal gallery.
+        description: one line for `prm-bench list`.
+    """
+
+    name: str
+    to_mask: BoxToMask
+    needs_proposals: bool
+    description: str
+
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        return ("needs proposals" if self.needs_proposals else "-"), self.description
+
+
+BASELINES: Registry[BaselineSpec] = Registry(
     "baseline",
-    """CAM baselines: each entry turns a box (x0, y0, x1, y1) into (mask, proposal index or
-    -1) given the image size and, for `cam-proposal`, the proposals.""",
+    """CAM baselines: each `BaselineSpec` turns a box (x0, y0, x1, y1) into (mask, proposal
+    index or -1) given the image size and, for `cam-proposal`, the proposals. Each is also
+    an instance method (`prm_bench.instances.methods`).""",
 )
 
 
 def baseline(
     name: str, *, needs_proposals: bool, description: str
 ) -> Callable[[BoxToMask], BoxToMask]:
-    """Register a box-to-mask function as a CAM baseline and as an instance method."""
+    """Register a box-to-mask function as the CAM baseline `name`."""
 
     def decorator(function: BoxToMask) -> BoxToMask:
-        BASELINES.add(name, function)
-        METHODS.add(name, Method(name, needs_proposals, False, description))
+        BASELINES.add(name, BaselineSpec(name, function, needs_proposals, description))
         return function
 
     return decorator
@@ -138,7 +160,7 @@ def cam_baseline(
     Returns:
         Instances by descending confidence: `mask`, `class`, `score`, `proposal`, `peaks`.
     """
-    to_mask = BASELINES.get(name)
+    to_mask = BASELINES.get(name).to_mask
     params = BaselineConfig.model_validate(params or {})
     maps = torch.as_tensor(np.asarray(class_response_maps, dtype=np.float32))
     maps = F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)[0].numpy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from prm_bench.runs import pack_rows
+from prm_bench.geometry.pixel_runs import pack_rows
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,8 +9,12 @@ dask-cuda on multi-GPU nodes), and `slurm` submits one job per task as a submiti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from prm_bench.config import RunSettings
+from prm_bench.registry import Registry
 
 
 class Executor(Protocol):
@@ -83,16 +87,52 @@ class SlurmExecutor:
         return [job.result() for job in jobs]
 
 
-def make_executor(
-    kind: str, jobs: int, scheduler: str | None = None, folder: str | Path | None = None
-) -> Executor:
-    """The executor called `kind` (`local`, `dask` or `slurm`)."""
-    if kind == "local":
-        return LocalExecutor(jobs)
-    if kind == "dask":
-        if not scheduler:
-            raise ValueError("the dask executor needs --scheduler ADDRESS (e.g. tcp://host:8786)")
-        return DaskExecutor(scheduler)
-    if kind == "slurm":
-        return SlurmExecutor(folder or "slurm", jobs=jobs)
-    raise ValueError(f"unknown executor {kind!r} (choose local, dask or slurm)")
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """An executor kind (`run.executor`, `--executor`): how to make one for a run.
+
+    Attributes:
+        name: the registry name.
+        make: `make(run, folder)` -> an `Executor`, from the run's settings and the
+            folder for its logs.
+        description: one line for `prm-bench list`.
+    """
+
+    name: str
+    make: Callable[[RunSettings, Path], Executor]
+    description: str
+
+    def describe(self) -> tuple[str, str]:
+        """(properties, description) for `prm-bench list`."""
+        return "-", self.description
+
+
+def _dask(run: RunSettings, folder: Path) -> Executor:
+    if not run.scheduler:
+        raise ValueError("the dask executor needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+    return DaskExecutor(run.scheduler)
+
+
+EXECUTORS: Registry[ExecutorSpec] = Registry(
+    "executor",
+    """Where a run's tasks go: each `ExecutorSpec` makes an `Executor` (map a function over
+    argument tuples, yield the results) from the run's settings.""",
+)
+for _spec in (
+    ExecutorSpec(
+        "local", lambda run, folder: LocalExecutor(run.jobs), "joblib processes on this machine"
+    ),
+    ExecutorSpec("dask", _dask, "joblib's dask backend against a running scheduler"),
+    ExecutorSpec(
+        "slurm",
+        lambda run, folder: SlurmExecutor(folder, jobs=run.jobs),
+        "submitit job arrays (SLURM; submitit's local executor without srun)",
+    ),
+):
+    EXECUTORS.add(_spec.name, _spec)
+
+
+def make_executor(run: RunSettings, folder: str | Path) -> Executor:
+    """The executor `run.executor` names, for `run.jobs` workers; `folder` holds its logs
+    (SLURM)."""
+    return EXECUTORS.get(run.executor).make(run, Path(folder))

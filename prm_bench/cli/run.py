@@ -1,0 +1,232 @@
+"""`prm-bench run` and `prm-bench tune`: load a plan once (run settings resolved from the
+config and the command line together), check its inputs, then execute it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from prm_bench.cli.app import (
+    DEVICE_OPTION,
+    EXECUTOR_OPTION,
+    OVERRIDES_OPTION,
+    RUNS_DIR_OPTION,
+    SCHEDULER_OPTION,
+    Device,
+    ExecutorName,
+    app,
+    console,
+    exit_interrupted,
+    fail,
+)
+from prm_bench.config import ConfigError, Plan, load_plan
+from prm_bench.data.base import DataError
+from prm_bench.orchestrate.executors import make_executor
+from prm_bench.orchestrate.preflight import preflight
+from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError, cells_not_in
+from prm_bench.orchestrate.runner import RunInterrupted, RunOptions, plan_tasks, run_plan
+from prm_bench.stages.store import Store
+
+PROGRESS_COLUMNS = (
+    TextColumn("{task.description:<9}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("elapsed"),
+    TimeElapsedColumn(),
+    TextColumn("left"),
+    TimeRemainingColumn(),
+)
+
+
+def _check_writable(runs_dir: Path) -> None:
+    """Refuse a --runs-dir that is a file or that cannot be written."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ConfigError(f"--runs-dir {runs_dir} is a file, not a folder")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--runs-dir {runs_dir} cannot be created: {err.strerror}") from None
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--runs-dir {runs_dir} is not writable")
+
+
+def _load(config: Path, overrides: list[str], use_grid: bool, settings: dict) -> Plan:
+    """The plan of `config`, the command line's run settings (None: the config's) on top,
+    with its inputs checked."""
+    plan = load_plan(config, overrides, use_grid=use_grid)
+    named = {k: (v.value if hasattr(v, "value") else v) for k, v in settings.items()}
+    plan = plan.with_run(**named)
+    preflight(plan)
+    return plan
+
+
+def _print_plan(plan: Plan, run_dir: Path) -> None:
+    """The plan's stages to run and in store, and a note on cells it drops."""
+    levels = plan_tasks(plan, Store(run_dir / "store"))
+    table = Table(
+        title=f"plan {plan.name}: {len(plan.cells)} cells -> {run_dir}", title_justify="left"
+    )
+    for column in ("stage", "to run", "in store"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for level in levels:
+        done = sum(t.done for t in level)
+        table.add_row(level[0].stage, str(len(level) - done), str(done))
+    console.print(table)
+    dropped = cells_not_in(run_dir, plan)
+    if dropped:
+        console.print(
+            f"[yellow]note:[/] {run_dir} holds {dropped} cells that this plan does not: "
+            "results.csv and the manifest will list this plan's cells only (the other cells' "
+            "stages stay in the store; rerun their config to list them again)"
+        )
+
+
+def _progress_events(progress: Progress) -> Callable[[str, dict], None]:
+    """A `run_plan` event handler that drives one progress bar per stage."""
+    bars: dict[str, TaskID] = {}
+
+    def report(kind: str, info: dict) -> None:
+        if kind == "stage":
+            bars[info["stage"]] = progress.add_task(info["stage"], total=max(info["todo"], 1))
+            if not info["todo"]:
+                why = "skipped: upstream failed" if info["skipped"] else "cached"
+                progress.update(
+                    bars[info["stage"]], completed=1, description=f"{info['stage']} ({why})"
+                )
+        else:
+            task = info["task"]
+            progress.advance(bars[task.stage])
+            if not task.ok:
+                progress.console.print(f"[red]{task.stage} {task.key} failed[/]: {task.error}")
+
+    return report
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. ablations/quick.yaml."),
+    overrides: list[str] = OVERRIDES_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
+    jobs: int = typer.Option(None, min=1, help="Parallel tasks per stage (default: run.jobs)."),
+    device: Device = DEVICE_OPTION,
+    runs_dir: Path = RUNS_DIR_OPTION,
+    executor: ExecutorName = EXECUTOR_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
+) -> None:
+    """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages.
+
+    Takes eight parameters: each is a command-line option."""
+    settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
+    try:
+        plan = _load(config, overrides, True, settings)
+        _check_writable(runs_dir)
+    except (ConfigError, DataError) as err:
+        fail(err)
+    run_dir = runs_dir / plan.name
+    _print_plan(plan, run_dir)
+    if dry_run:
+        for cell in plan.cells:
+            console.print(
+                f"  cell {cell.index}: " + ", ".join(f"{k}={v}" for k, v in cell.axes.items())
+            )
+        return
+    start = time.perf_counter()
+    with Progress(*PROGRESS_COLUMNS, console=console) as progress:
+        try:
+            options = RunOptions(runs_dir, on_event=_progress_events(progress))
+            summary = run_plan(plan, options, make_executor(plan.run, run_dir / "slurm"))
+        except (RunLockedError, RunOutputError, ValueError) as err:
+            fail(err)
+        except RunInterrupted as err:
+            progress.stop()  # restores the terminal (cursor) before the hard exit
+            console.print(f"[yellow]{err}[/]")
+            exit_interrupted()
+    console.print(
+        f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "
+        f"{time.perf_counter() - start:.1f} s; results in {run_dir / 'results.csv'}"
+    )
+    for cell, reason in sorted(summary.failed_cells.items()):
+        console.print(f"[red]cell {cell} failed[/]: {reason}")
+    if summary.failed_cells:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="Experiment YAML with a search: section."),
+    trials: int = typer.Option(20, help="Finished trials the study should hold."),
+    metric: str = typer.Option("mAP@0.5", help="The value to optimise (a headline metric)."),
+    direction: str = typer.Option("maximize", help="maximize or minimize."),
+    storage: str = typer.Option(
+        None, help="Optuna storage URL (default: SQLite in runs/<name>/tuning)."
+    ),
+    evaluate: bool = typer.Option(
+        False, "--evaluate", help="Then test default and tuned once on the evaluation split."
+    ),
+    overrides: list[str] = OVERRIDES_OPTION,
+    jobs: int = typer.Option(1, min=1, help="Trials run together (one batch of tasks)."),
+    seed: int = typer.Option(0, help="The sampler's base seed."),
+    device: Device = DEVICE_OPTION,
+    runs_dir: Path = RUNS_DIR_OPTION,
+    executor: ExecutorName = EXECUTOR_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
+) -> None:
+    """Tune the config's search: keys on data.tune_split with Optuna, then (--evaluate)
+    test default and tuned once on the evaluation split. Stages are shared with `run`.
+
+    Takes thirteen parameters: each is a command-line option."""
+    from prm_bench.orchestrate.tune import TuneFailed, TuneRequest
+    from prm_bench.orchestrate.tune import tune as run_tune
+
+    settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
+    try:
+        plan = _load(config, overrides, False, settings)
+        _check_writable(runs_dir)
+    except (ConfigError, DataError) as err:
+        fail(err)
+    start = time.perf_counter()
+
+    def report(number: int, values: dict, score: float | None) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())  # fmt: skip
+        outcome = f"{metric} {score:.4f}" if score is not None else "[red]failed[/]"
+        console.print(f"trial {number}: {shown} -> {outcome}")
+
+    request = TuneRequest(trials, metric, direction, storage, seed, evaluate, report)
+    try:
+        workers = make_executor(plan.run, runs_dir / plan.name / "slurm")
+        summary = run_tune(plan, request, RunOptions(runs_dir), workers)
+    except (ConfigError, DataError, RunLockedError, RunOutputError, ValueError) as err:
+        fail(err)
+    except RunInterrupted as err:
+        console.print(f"[yellow]{err}[/] (finished trials are kept in the study)")
+        exit_interrupted()
+    except TuneFailed as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    runs = ", ".join(f"{stage} {count}" for stage, count in summary.executed.items())
+    console.print(
+        f"best of {summary.trials} trials ({summary.failed} failed): {metric} "
+        f"{summary.best_value:.4f} with {summary.best_params} (trial {summary.best_trial}); "
+        f"{time.perf_counter() - start:.1f} s; stage runs: {runs}"
+    )
+    console.print(f"best config: {summary.best_config}")
+    if summary.test_dir is not None:
+        console.print(
+            f"tested once on the evaluation split: {summary.test_dir / 'results.csv'} "
+            f"(prm-bench report {summary.run_dir})"
+        )

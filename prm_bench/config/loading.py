@@ -1,0 +1,316 @@
+"""Config files to plans: YAML with `extends:`, `a.b=c` overrides and `grid:` expansion
+(docs/design.md, section 6). Every cell is validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from prm_bench.config.models import ConfigError, ExperimentConfig, RunSettings
+from prm_bench.config.plan import Cell, Plan
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (last-wins hides a mistake)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+
+def _read_yaml(
+    path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = None
+) -> dict[str, Any]:
+    """A YAML file as a dict, with `extends:` (a path relative to the file) merged under it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` forms a cycle ({' -> '.join(str(p) for p in seen)})")
+    if not path.is_file():
+        via = f" (the `extends` of {referrer})" if referrer else ""
+        raise ConfigError(f"config file {path}{via} does not exist")
+    try:
+        content = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = content.pop("extends", None)
+    if parent is None:
+        return content
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends must be the path of one config file, got {parent!r}")
+    base = _read_yaml(path.parent / parent, (*seen, path), referrer=path)
+    if "grid" in content:
+        base.pop("grid", None)  # a child's grid replaces its parent's, axes are not mixed
+    return _merge(base, content)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], c) with c read as YAML (numbers, lists, null, true...)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, _, raw = item.partition("=")
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML: {err}") from err
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    return path, value
+
+
+def set_path(tree: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """A copy of `tree` with `value` at the key `path`."""
+    tree = copy.deepcopy(tree)
+    node = tree
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {key} is not a section")
+    node[path[-1]] = value
+    return tree
+
+
+def get_path(tree: dict[str, Any], key: str) -> Any:
+    """The value at the dotted `key` of `tree`.
+
+    Raises:
+        KeyError: `key`, when a part of it is missing.
+    """
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def apply_overrides(
+    tree: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]
+) -> dict[str, Any]:
+    """A copy of `tree` with every override set: `a.b=c` strings (from the command line),
+    or a mapping of dotted keys to values (grid cells, trials, the tuned values)."""
+    pairs = (
+        [(key.split("."), value) for key, value in overrides.items()]
+        if isinstance(overrides, Mapping)
+        else [parse_override(item) for item in overrides]
+    )
+    for path, value in pairs:
+        tree = set_path(tree, path, value)
+    return tree
+
+
+_SETTINGS = "__settings__"  # a variant's settings: applied to the cell, not an axis
+
+
+def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Axis names and one {axis: value} per cell: the product of the axes, where a
+    `zip:` entry moves several axes together and a `variants:` entry names whole sets of
+    settings."""
+    factors: list[list[dict[str, Any]]] = []
+    names: list[str] = []
+    for key, values in grid.items():
+        if key == "zip":
+            lists = isinstance(values, dict) and all(
+                isinstance(v, list) and v for v in values.values()
+            )
+            if not lists or len({len(v) for v in values.values()}) != 1:
+                raise ConfigError(
+                    f"{where}: grid.zip maps section.key names to non-empty lists of equal "
+                    f"length, got {values!r}"
+                )
+            names += list(values)
+            factors.append(
+                [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
+            )
+        elif key == "variants":
+            if not isinstance(values, dict) or not values:
+                raise ConfigError(f"{where}: grid.variants maps a variant name to settings")
+            bad = [n for n, v in values.items() if v is not None and not isinstance(v, dict)]
+            if bad:
+                raise ConfigError(
+                    f"{where}: grid.variants.{bad[0]} must map section.key names to values, "
+                    f"got {values[bad[0]]!r}"
+                )
+            names.append("variant")
+            factors.append([{"variant": name, _SETTINGS: s or {}} for name, s in values.items()])
+        else:
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: grid.{key} must be a non-empty list of values")
+            names.append(key)
+            factors.append([{key: v} for v in values])
+    cells = [
+        {k: v for part in combo for k, v in part.items()} for combo in itertools.product(*factors)
+    ]
+    return names, cells or [{}]
+
+
+def _validation_message(where: str, err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for problem in err.errors():
+        path = ".".join([prefix] * bool(prefix) + [str(p) for p in problem["loc"]])
+        value = problem.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{where}: {path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def load_plan(
+    source: str | Path | dict[str, Any] | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    use_grid: bool = True,
+) -> Plan:
+    """Read a config (file or dict), apply overrides, expand its grid and validate every
+    cell before anything runs. `grid` is one map of axes or a list of them (an ablation
+    study: each sub-grid varies some axes around the base; identical cells are merged).
+    With `use_grid=False` the plan is the base config alone (one cell). A `search:`
+    section (`prm-bench tune`) is kept on the plan as written; the `run:` section becomes
+    the plan's `run` settings.
+
+    Raises:
+        ConfigError: naming the file, the key path, the bad value and what is allowed.
+    """
+    path = Path(source) if isinstance(source, (str, Path)) else None
+    tree = _read_yaml(path) if path else copy.deepcopy(source or {})
+    where = str(path) if path else "config"
+    tree = apply_overrides(tree, overrides)
+    grid = tree.pop("grid", None) or {}
+    search = tree.pop("search", None) or {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"{where}: search must map section.key names to ranges or choices")
+    run = _run_settings(tree.pop("run", None) or {}, where)
+    names, assignments = _expand(grid if use_grid else {}, where)
+    base_dir = path.parent if path else Path.cwd()
+    cells = [
+        Cell(index=index, axes=axes, config=_cell_config(tree, axes, settings, where, base_dir))
+        for index, (axes, settings) in enumerate(assignments)
+    ]
+    name = run.name or (path.stem if path else "run")
+    if not _RUN_NAME.fullmatch(name) or set(name) == {"."}:
+        raise ConfigError(
+            f"{where}: the run name {name!r} (from the file name or run.name) must start with "
+            "a letter or digit and hold only letters, digits, '_', '.' and '-'"
+        )
+    return Plan(
+        source=path, name=name, axes=names, cells=cells, run=run, search=search,
+        overrides=list(overrides),
+    )  # fmt: skip
+
+
+def _run_settings(section: Any, where: str) -> RunSettings:
+    try:
+        return RunSettings.model_validate(section)
+    except ValidationError as err:
+        raise ConfigError(_validation_message(where, err, prefix="run")) from None
+
+
+def _expand(grid: Any, where: str) -> tuple[list[str], list[tuple[dict, dict]]]:
+    """Axis names and, per unique cell, (its axis values, the settings it applies)."""
+    groups = grid if isinstance(grid, list) else [grid]
+    if not all(isinstance(g, dict) for g in groups):
+        raise ConfigError(
+            f"{where}: grid must map axes (section.key) to lists, or be a list of such maps"
+        )
+    names: list[str] = []
+    assignments: list[dict[str, Any]] = []
+    for group in groups:
+        group_names, group_cells = _grid_assignments(group, where)
+        names += [n for n in group_names if n not in names]
+        assignments += [a for a in group_cells if a not in assignments]
+    cells = []
+    for assignment in assignments:
+        settings = {**assignment.pop(_SETTINGS, {}), **assignment}
+        settings.pop("variant", None)
+        for key in settings:
+            _check_axis(key, where)
+        cells.append((assignment, settings))
+    return names, cells
+
+
+def _check_axis(key: str, where: str) -> None:
+    if "." not in key:
+        raise ConfigError(f"{where}: grid axis {key!r} must be section.key (e.g. backbone.name)")
+    if key.split(".")[0] == "run":
+        raise ConfigError(
+            f"{where}: grid axis {key!r}: run settings (device, jobs, threads, executor) apply "
+            "to the whole run, not to a cell; set them once under run: or with --set"
+        )
+
+
+def _cell_config(
+    tree: dict[str, Any], axes: dict[str, Any], settings: dict[str, Any], where: str, base: Path
+) -> ExperimentConfig:
+    """The validated config of one cell, its relative paths resolved against `base`.
+
+    Takes five parameters: the base tree, the cell's axes (named in errors), the settings
+    they apply, the file name for errors and the folder paths are relative to."""
+    try:
+        config = ExperimentConfig.model_validate(apply_overrides(tree, settings))
+    except ValidationError as err:
+        shown = ", ".join(f"{k}={v!r}" for k, v in axes.items())
+        raise ConfigError(
+            _validation_message(f"{where}" + (f" [cell {shown}]" if shown else ""), err)
+        ) from None
+    return _resolve_paths(config, base)
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """Relative paths of a config file are relative to the file."""
+
+    def resolve(value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else (base / value).resolve()
+
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"root": resolve(config.data.root)}),
+            "backbone": config.backbone.model_copy(
+                update={"weights": resolve(config.backbone.weights)}
+            ),
+            "proposals": config.proposals.model_copy(
+                update={"root": resolve(config.proposals.root)}
+            ),
+        }
+    )

@@ -1,0 +1,165 @@
+"""The Optuna study behind `prm-bench tune`: the one place that talks to Optuna.
+
+Trials are sampled with a seed derived from the number of finished trials, so a study
+interrupted and resumed samples what an uninterrupted one would have. A trial left
+RUNNING by a killed tune is marked failed and sampled again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from prm_bench.config import ConfigError
+from prm_bench.config.search import Dimension
+
+_ACTIVE: set[str] = set()  # tokens of the tune calls running in this process
+
+
+def import_optuna() -> Any:
+    """The optuna module, quiet, or a one-line error saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "prm-bench tune needs Optuna: pip install 'prm-bench[tune]' (or pip install optuna)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _trial_seed(seed: int, finished: int, position: int) -> int:
+    return (seed * 1_000_003 + finished * 1_009 + position) % 2**32
+
+
+def _owner(token: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def _is_stale(owner: str) -> bool:
+    """Whether a RUNNING trial's owner is gone: a dead process on this host, or an ended
+    tune call of this very process. Owners on other hosts are left alone."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token not in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Study:
+    """An Optuna study of one search space, opened (or resumed) in `storage`.
+
+    Args:
+        name: the study's name (the run's name).
+        storage: an Optuna storage URL.
+        identity: the metric, direction and space; a stored study made with others is
+            refused, since its trials would not be comparable.
+    """
+
+    def __init__(self, name: str, storage: str, identity: dict[str, Any]) -> None:
+        self.optuna = import_optuna()
+        self.storage = storage
+        self.study = self.optuna.create_study(
+            study_name=name, storage=storage, direction=identity["direction"],
+            load_if_exists=True,
+        )  # fmt: skip
+        identity = json.loads(json.dumps(identity))
+        recorded = self.study.user_attrs.get("identity")
+        if recorded is None:
+            self.study.set_user_attr("identity", identity)
+        elif recorded != identity:
+            raise ConfigError(
+                f"the study {name!r} in {storage} was made with another metric, direction or "
+                "search space; resume it with the same ones, or remove it (or set run.name) "
+                "to start a new study"
+            )
+        self.token = ""
+
+    @staticmethod
+    def identity(metric: str, direction: str, space: list[Dimension]) -> dict[str, Any]:
+        """What a study is made of: its metric, direction and space."""
+        dims = [d.__dict__ | {"choices": list(d.choices or [])} for d in space]
+        return {"metric": metric, "direction": direction, "space": dims}
+
+    def _trials(self, state: str) -> list:
+        states = (getattr(self.optuna.trial.TrialState, state),)
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    @property
+    def finished(self) -> int:
+        """Trials that completed with a score."""
+        return len(self._trials("COMPLETE"))
+
+    @property
+    def failed(self) -> int:
+        """Trials that failed."""
+        return len(self._trials("FAIL"))
+
+    @property
+    def best(self) -> Any:
+        """The best finished trial."""
+        return self.study.best_trial
+
+    def begin(self, token: str) -> None:
+        """Mark this process's tune call `token` active and fail the trials that killed
+        calls left RUNNING (they are sampled again)."""
+        self.token = token
+        _ACTIVE.add(token)
+        for trial in self._trials("RUNNING"):
+            if _is_stale(trial.user_attrs.get("owner", "")):
+                self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
+
+    def end(self) -> None:
+        """This tune call is over: its RUNNING trials count as stale from now on."""
+        _ACTIVE.discard(self.token)
+
+    def ask(self, space: list[Dimension], seed: int, count: int) -> list[tuple[Any, dict]]:
+        """`count` new trials and their values, each drawn by a fresh seeded sampler: what
+        it draws depends only on the finished trials and the position in the batch."""
+        batch = []
+        done = self.finished
+        for position in range(count):
+            sampler = self.optuna.samplers.TPESampler(seed=_trial_seed(seed, done, position))
+            self.study.sampler = sampler
+            trial = self.study.ask()
+            trial.set_user_attr("owner", _owner(self.token))
+            batch.append((trial, {d.key: d.suggest(trial) for d in space}))
+        return batch
+
+    def tell(self, trial: Any, score: float | None, reason: str = "") -> None:
+        """Record a trial's score, or its failure (None) with the reason."""
+        if score is None:
+            trial.set_user_attr("failure", reason)
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(trial, score)
+
+    def abandon(self, trials: list[Any]) -> None:
+        """Mark trials whose batch was interrupted as failed."""
+        for trial in trials:
+            self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
+
+    def failure_reasons(self) -> set[str]:
+        """Why the failed trials failed."""
+        return {t.user_attrs.get("failure", "?") for t in self.study.trials}
+
+    def trials_frame(self) -> Any:
+        """The trials as a pandas frame (number, value, state, params, duration)."""
+        return self.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+
+
+def load_trials(name: str, storage: str) -> list[Any]:
+    """The trials of a stored study (for its figures)."""
+    optuna = import_optuna()
+    return optuna.load_study(study_name=name, storage=storage).trials

@@ -1,0 +1,91 @@
+"""What runs inside a worker process: one stage for a group of cells."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from prm_bench.config import Cell
+from prm_bench.stages import GROUPED, RUNNERS
+from prm_bench.stages.errors import StageError, describe_failure, resolve_device
+from prm_bench.stages.store import Store
+
+# set by the runner's signal handler: a task whose library turned the interrupt into
+# another exception is then not counted as a failure
+INTERRUPTED = threading.Event()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a task."""
+
+    stage: str
+    key: str
+    ok: bool
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task runs: the device name, CPU threads, the worker's slot (its GPU on a
+    multi-GPU machine) and the pid of the process holding the run's lock (None where that
+    pid means nothing, e.g. on another machine)."""
+
+    device: str
+    threads: int
+    slot: int = 0
+    parent: int | None = None
+
+
+def execute_tasks(
+    stage: str, cells: list[Cell], store_root: str, where: Placement
+) -> list[Outcome]:
+    """Run one stage for a group of cells (in a worker process), one outcome each;
+    raises only on an interrupt. Several cells run together through the stage's
+    `GROUPED` entry; a lone cell through its `RUNNERS` entry.
+
+    A worker orphaned by the death of `where.parent` (kill -9) stops instead of
+    recording a stage after the lock is gone."""
+    guard = _parent_alive(where.parent) if where.parent is not None else None
+    store = Store(store_root, guard=guard)
+    start = time.perf_counter()
+    torch.set_num_threads(where.threads)  # fixed whatever --jobs is: see RunSettings
+    configs, keys = [c.config for c in cells], [c.keys for c in cells]
+    try:
+        device = resolve_device(where.device)
+        if device.type == "cuda":
+            device = torch.device("cuda", where.slot % max(torch.cuda.device_count(), 1))
+        if len(cells) == 1:
+            RUNNERS[stage](configs[0], store, keys[0], device)
+            errors: list[str | None] = [None]
+        else:
+            errors = GROUPED[stage].run_cells(configs, store, keys, device)
+    except StageError as err:
+        errors = [describe_failure(err)] * len(cells)
+    except Exception as err:  # a failing cell must not stop the others
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt from err  # an interrupt another library re-raised
+        errors = [describe_failure(err)] * len(cells)
+    share = (time.perf_counter() - start) / len(cells)  # a group's time, split evenly
+    return [
+        Outcome(stage, k[stage], error is None, share, error or "")
+        for k, error in zip(keys, errors, strict=True)
+    ]
+
+
+def _parent_alive(pid: int) -> Callable[[], None]:
+    def check() -> None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise StageError(f"the run's process {pid} is gone: this orphaned task stops") from None
+        except PermissionError:
+            pass  # alive, owned by another user
+
+    return check
