@@ -20,7 +20,7 @@ def test_local_executor_maps_in_and_out_of_process():
 def test_unknown_executor_and_missing_scheduler_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown executor 'ray'"):
         EXECUTORS.get("ray")
-    with pytest.raises(ConfigError, match="run.executor: Input should be 'local', 'dask' or"):
+    with pytest.raises(ConfigError, match=r"run\.executor: Input should be 'local', 'dask' or"):
         load_plan({"run": {"executor": "ray"}})
     with pytest.raises(ValueError, match="needs --scheduler"):
         make_executor(RunSettings(executor="dask"), tmp_path)

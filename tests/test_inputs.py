@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
-from prm_bench.config.keys import stage_keys
 from prm_bench.data.base import DataError
 from prm_bench.orchestrate.preflight import preflight
 from prm_bench.orchestrate.worker import Placement, execute_tasks

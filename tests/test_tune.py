@@ -11,7 +11,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from prm_bench.orchestrate import runner as runner_module
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
 from prm_bench.config.keys import stage_keys
@@ -19,6 +18,7 @@ from prm_bench.config.search import parse_space
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError
 from prm_bench.data.shapes import ShapesSpec, ensure_shapes, generate_shapes, split_ids
+from prm_bench.orchestrate import runner as runner_module
 from prm_bench.orchestrate.preflight import preflight
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions
 from prm_bench.orchestrate.tune import TuneRequest, TuneSummary, tune, write_best
