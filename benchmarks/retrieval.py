@@ -7,7 +7,10 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import interleaved, seconds_of
-from prm_bench.instances.retrieval import RetrievalConfig, legacy_resize, prepare_gallery, retrieve
+from prm_bench.instances.background import legacy_resize
+from prm_bench.instances.gallery import prepare_gallery
+from prm_bench.instances.retrieval import retrieve
+from prm_bench.instances.retrieval_options import RetrievalConfig
 from prm_bench.metrics import abo, coco_map, voc_map
 
 

@@ -5,18 +5,11 @@ from PIL import Image
 from pydantic import ValidationError
 from scipy import ndimage
 
-from prm_bench.geometry.pixel_runs import gallery_runs, pack_rows
-from prm_bench.instances.retrieval import (
-    TERMS,
-    RetrievalConfig,
-    SharedSums,
-    background_mask,
-    legacy_resize,
-    prefix_sums,
-    prepare_gallery,
-    retrieval_scores,
-    retrieve,
-)
+from prm_bench.geometry.pixel_runs import gallery_runs, pack_rows, prefix_sums
+from prm_bench.instances.background import background_mask, legacy_resize
+from prm_bench.instances.gallery import prepare_gallery
+from prm_bench.instances.retrieval import SharedSums, retrieval_scores, retrieve
+from prm_bench.instances.retrieval_options import TERMS, RetrievalConfig
 from prm_bench.registry import UnknownNameError
 
 H, W = 24, 20

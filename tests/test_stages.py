@@ -90,7 +90,8 @@ def test_a_stage_missing_a_required_output_is_not_recorded_as_done(tmp_path):
 
 def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
     from prm_bench.data.shapes import ShapesSpec, draw_image
-    from prm_bench.instances.retrieval import RetrievalConfig, prepare_gallery
+    from prm_bench.instances.gallery import prepare_gallery
+    from prm_bench.instances.retrieval_options import RetrievalConfig
     from prm_bench.stages.retrieve import prepared_gallery
 
     image, *_ = draw_image(ShapesSpec(size=64), 1)

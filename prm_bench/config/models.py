@@ -25,7 +25,7 @@ from prm_bench.data import DATASETS
 from prm_bench.instances.baselines import BaselineConfig
 from prm_bench.instances.methods import METHODS
 from prm_bench.instances.proposals import GALLERIES
-from prm_bench.instances.retrieval import RetrievalConfig
+from prm_bench.instances.retrieval_options import RetrievalConfig
 from prm_bench.metrics import METRICS
 from prm_bench.model.backbones import BACKBONES
 from prm_bench.model.peaks import STIMULATIONS

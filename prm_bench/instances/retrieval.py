@@ -12,219 +12,18 @@ tie); class-agnostic mask NMS then runs in descending retrieval-score order.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prm_bench.geometry.masks import mask_iou
-from prm_bench.geometry.pixel_runs import Runs, gallery_runs, pack_rows, prefix_sums
+from prm_bench.geometry.pixel_runs import prefix_sums
+from prm_bench.instances.background import background_masks
+from prm_bench.instances.gallery import PreparedGallery, gallery_key, prepare_gallery
+from prm_bench.instances.retrieval_options import TERMS, RetrievalConfig, retrieval_config
 from prm_bench.model.peaks import upsample_maps
-from prm_bench.registry import Registry
-
-
-@dataclass(frozen=True)
-class Terms:
-    """Which retrieval terms are on."""
-
-    instance: bool
-    boundary: bool
-    klass: bool
-
-    def describe(self) -> tuple[str, str]:
-        """(properties, description) for `prm-bench list`."""
-        on = [n for n, flag in (("instance", self.instance), ("boundary", self.boundary),
-                                ("class", self.klass)) if flag]  # fmt: skip
-        return " + ".join(on), "retrieval score terms switched on"
-
-
-TERMS: Registry[Terms] = Registry(
-    "retrieval terms",
-    """Retrieval-term subsets: each entry says which of the instance-aware, boundary-aware
-    and class-aware terms are on; a term that is off has coefficient 0.""",
-)
-for _name, _terms in {
-    "full": Terms(True, True, True),
-    "no-instance": Terms(False, True, True),
-    "no-boundary": Terms(True, False, True),
-    "no-class": Terms(True, True, False),
-    "instance-only": Terms(True, False, False),
-    "boundary-only": Terms(False, True, False),
-    "class-only": Terms(False, False, True),
-    "instance+boundary": Terms(True, True, False),
-    "instance+class": Terms(True, False, True),
-    "class+boundary": Terms(False, True, True),
-}.items():
-    TERMS.add(_name, _terms)
-
-
-class RetrievalConfig(BaseModel):
-    """Retrieval options; defaults are the original demo's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    alpha: float = 0.8
-    beta: float = 1e-5
-    bg_factor: float = 0.95
-    contour_width: int = Field(5, ge=1)
-    min_area: float = Field(2e-5, ge=0)
-    max_area: float = Field(0.85, gt=0)
-    top_n: int = Field(100, ge=1)
-    nms_threshold: float | None = 0.3
-    merge: bool = True
-    resize_mode: Literal["bicubic", "legacy"] = "bicubic"
-    confidence: Literal["retrieval", "class", "peak"] = "retrieval"
-    terms: str = "full"
-    # where the retrieve stage scores: `image` (PRMs upsampled to the image's own size,
-    # proposals native) or `input` (the original: at the network's input size, proposals
-    # resized there by nearest, the chosen masks resized back to the image)
-    resolution: Literal["image", "input"] = "image"
-
-    @field_validator("terms")
-    @classmethod
-    def _known_terms(cls, value: str) -> str:
-        TERMS.get(value)
-        return value
-
-
-def _params(params: RetrievalConfig | dict[str, Any] | None) -> RetrievalConfig:
-    if params is None:
-        return RetrievalConfig()
-    if isinstance(params, RetrievalConfig):
-        return params
-    return RetrievalConfig.model_validate(params)
-
-
-def resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Masks (P, H, W) resized to `size` by nearest neighbour (PIL's, as the original)."""
-    if masks.shape[1:] == size:
-        return masks
-    return np.stack(
-        [
-            np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size[::-1], Image.NEAREST), bool)
-            for m in masks
-        ]
-    ).reshape(len(masks), *size)
-
-
-@dataclass
-class PreparedGallery:
-    """An image's proposals ready for scoring: first `top_n`, at PRM size (H, W)."""
-
-    masks: Runs
-    contours: Runs
-    valid: np.ndarray  # (P,) area within [min_area, max_area)
-    size: tuple[int, int]
-    key: tuple  # the parameters it was prepared with
-
-    def dense(self, index: int) -> np.ndarray:
-        """Proposal `index` as an (H, W) bool mask."""
-        return self.masks.dense(index, self.size)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The gallery as named arrays (for an npz cache); `from_arrays` inverts it."""
-        arrays = {"valid": self.valid, "key": np.array(json.dumps(self.key))}
-        for name, runs in (("masks", self.masks), ("contours", self.contours)):
-            for field in ("starts", "ends", "offsets"):
-                arrays[f"{name}_{field}"] = getattr(runs, field)
-        return arrays
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PreparedGallery:
-        """A gallery saved with `to_arrays`."""
-        key = json.loads(str(arrays["key"]))
-        runs = {
-            name: Runs(*(arrays[f"{name}_{f}"] for f in ("starts", "ends", "offsets")))
-            for name in ("masks", "contours")
-        }
-        size = (int(key[-1][0]), int(key[-1][1]))
-        key = (*key[:-1], size)
-        return cls(runs["masks"], runs["contours"], arrays["valid"].astype(bool), size, key)
-
-
-def _gallery_key(params: RetrievalConfig, size: tuple[int, int]) -> tuple:
-    return (params.contour_width, params.min_area, params.max_area, params.top_n, size)
-
-
-def gallery_key(params: RetrievalConfig | dict, size: tuple[int, int]) -> tuple:
-    """What a prepared gallery depends on: the preparation parameters and the PRM size."""
-    return _gallery_key(_params(params), (int(size[0]), int(size[1])))
-
-
-def prepare_gallery(
-    proposals: np.ndarray, size: tuple[int, int], params: RetrievalConfig | dict | None = None
-) -> PreparedGallery:
-    """Prepare proposals (P, h, w) bool for PRMs of `size` (H, W): resize (nearest), keep
-    the first `top_n`, compute contours, areas and validity once."""
-    params = _params(params)
-    size = (int(size[0]), int(size[1]))
-    masks = resize_nearest(np.asarray(proposals, dtype=bool)[: params.top_n], size)
-    bits = pack_rows(masks, margin=params.contour_width)
-    runs, edges = gallery_runs(bits, size[1], params.contour_width)
-    area = runs.areas() / (size[0] * size[1])
-    valid = (area >= params.min_area) & (area < params.max_area)
-    return PreparedGallery(
-        masks=runs,
-        contours=edges,
-        valid=valid,
-        size=size,
-        key=_gallery_key(params, size),
-    )
-
-
-def legacy_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """What the removed `scipy.misc.imresize(values, size, interp='bicubic')` returned for a
-    float map: min-max scaled to 0..255, +0.5 and truncated to uint8, then a PIL bicubic
-    resize of that 8-bit image. The original code built its background mask this way."""
-    return _legacy_resize_bytes(values, size).astype(np.float64)
-
-
-def _legacy_resize_bytes(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`legacy_resize` as the uint8 image PIL returns."""
-    low, high = float(values.min()), float(values.max())
-    scale = 255.0 / (high - low) if high > low else 1.0
-    image = ((values - low) * scale).clip(0, 255) + 0.5
-    resized = Image.fromarray(image.astype(np.uint8)).resize(size[::-1], Image.BICUBIC)
-    return np.asarray(resized)
-
-
-def background_masks(
-    class_response_maps: np.ndarray | torch.Tensor,
-    size: tuple[int, int],
-    bg_factor: float = 0.95,
-    resize_mode: str = "bicubic",
-) -> np.ndarray:
-    """Q_c (k, H, W) bool for maps (k, h, w): 1 where a class response map, resized to
-    `size`, is below `bg_factor` times the mean of that resized map."""
-    crms = torch.as_tensor(class_response_maps, dtype=torch.float64).detach().cpu()
-    if resize_mode == "legacy":
-        resized = np.stack([_legacy_resize_bytes(m, size) for m in crms.numpy()])
-        # the mean of whole numbers is exact from their integer sum: the float64 mean's value
-        total = resized.sum(axis=(1, 2), dtype=np.int64, keepdims=True)
-        return resized < bg_factor * (total / (size[0] * size[1]))
-    if resize_mode == "bicubic":
-        resized = F.interpolate(crms[None], size=size, mode="bicubic", align_corners=False)
-        resized = resized[0].numpy()
-        return resized < bg_factor * resized.mean(axis=(1, 2), keepdims=True)
-    raise ValueError(f"unknown resize_mode {resize_mode!r} (choose bicubic or legacy)")
-
-
-def background_mask(
-    class_response_map: np.ndarray | torch.Tensor,
-    size: tuple[int, int],
-    bg_factor: float = 0.95,
-    resize_mode: str = "bicubic",
-) -> np.ndarray:
-    """Q_c (H, W) bool of one class response map (h, w); see `background_masks`."""
-    return background_masks(
-        torch.as_tensor(class_response_map)[None], size, bg_factor, resize_mode
-    )[0]
 
 
 def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -324,7 +123,7 @@ def retrieval_scores(
 ) -> np.ndarray:
     """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf.
     `shared` holds sums already computed for these PRMs (by other settings)."""
-    params = _params(params)
+    params = retrieval_config(params)
     terms = TERMS.get(params.terms)
     shared = shared or SharedSums(peak_response_maps, class_response_maps)
     classes = _as_numpy(peaks)[:, 1].astype(int)
@@ -373,10 +172,10 @@ def retrieve(
         confidence), `retrieval_score`, `proposal` (index into the proposals) and `peaks`
         (indices of the PRMs merged into it).
     """
-    params = _params(params)
+    params = retrieval_config(params)
     size = tuple(int(s) for s in peak_response_maps.shape[-2:])
     if isinstance(proposals, PreparedGallery):
-        if proposals.key != _gallery_key(params, size):
+        if proposals.key != gallery_key(params, size):
             raise ValueError("the prepared gallery was made for other parameters or PRM size")
         gallery = proposals
     else:

@@ -30,18 +30,16 @@ from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.geometry.masks import encode_rle
 from prm_bench.geometry.pixel_runs import one_torch_thread
 from prm_bench.instances.baselines import cam_baseline
-from prm_bench.instances.methods import METHODS
-from prm_bench.instances.proposals import GALLERIES, open_gallery
-from prm_bench.instances.retrieval import (
-    Memo,
+from prm_bench.instances.gallery import (
     PreparedGallery,
-    RetrievalConfig,
-    SharedSums,
     gallery_key,
     prepare_gallery,
     resize_nearest,
-    retrieve,
 )
+from prm_bench.instances.methods import METHODS
+from prm_bench.instances.proposals import GALLERIES, open_gallery
+from prm_bench.instances.retrieval import Memo, SharedSums, retrieve
+from prm_bench.instances.retrieval_options import RetrievalConfig
 from prm_bench.stages.errors import StageError, describe_failure
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.inputs import computed_proposals, open_split
