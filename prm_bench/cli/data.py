@@ -32,7 +32,10 @@ def data_shapes(
     classes: int = typer.Option(5, help=f"Number of classes (1-{len(CLASS_SHAPES)})."),
     jobs: int = typer.Option(-1, help="Worker processes (-1: all cores)."),
 ) -> None:
-    """Generate the embedded `shapes` dataset in the PASCAL VOC 2012 layout (+ COCO json)."""
+    """Generate the embedded `shapes` dataset in the PASCAL VOC 2012 layout (+ COCO json).
+
+    Takes eight parameters: each is a command-line option.
+    """
     try:
         config = ShapesSpec(seed, n_train, n_val, size, classes, n_tune=n_tune)
         start = time.perf_counter()
@@ -68,7 +71,10 @@ def data_tune_split(
     """Hold out a seeded subset of a split with masks as the tuning split (data.tune_split)
     and write the training split without it (data.train_split), so the classifier never
     sees a tuning image. VOC layouts get two list files in OUT; COCO gets
-    annotations/instances_<train>@rest.json and instances_<from>@tune.json."""
+    annotations/instances_<train>@rest.json and instances_<from>@tune.json.
+
+    Takes seven parameters: each is a command-line option.
+    """
     try:
         if kind in ("voc", "shapes") and out is None:
             raise DataError(f"--dataset {kind} writes list files: give --out FOLDER")
@@ -151,7 +157,10 @@ def data_proposals(
     limit: int = typer.Option(None, help="Use only the first N images."),
     out: Path = typer.Option(None, help="JSON file for the figures (default: beside the data)."),
 ) -> None:
-    """Recall at IoU 0.5 / 0.7 and ABO of a proposal gallery against the ground truth."""
+    """Recall at IoU 0.5 / 0.7 and ABO of a proposal gallery against the ground truth.
+
+    Takes eight parameters: each is a command-line option.
+    """
     try:
         dataset = _open(kind, root, split, True)
         if gallery not in GALLERIES:

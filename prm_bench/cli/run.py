@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
@@ -40,6 +41,9 @@ from prm_bench.orchestrate.preflight import preflight
 from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError, cells_not_in
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions, plan_tasks, run_plan
 from prm_bench.stages.store import Store
+
+if TYPE_CHECKING:
+    from prm_bench.orchestrate.tune import TuneSummary
 
 PROGRESS_COLUMNS = (
     TextColumn("{task.description:<9}"),
@@ -199,13 +203,7 @@ def tune(
     except (ConfigError, DataError) as err:
         fail(err)
     start = time.perf_counter()
-
-    def report(number: int, values: dict, score: float | None) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in values.items())  # fmt: skip
-        outcome = f"{metric} {score:.4f}" if score is not None else "[red]failed[/]"
-        console.print(f"trial {number}: {shown} -> {outcome}")
-
+    report = _trial_printer(metric)
     request = TuneRequest(trials, metric, direction, storage, seed, evaluate, report)
     try:
         workers = make_executor(plan.run, runs_dir / plan.name / "slurm")
@@ -218,11 +216,27 @@ def tune(
     except TuneFailed as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from None
+    _print_tuned(summary, metric, time.perf_counter() - start)
+
+
+def _trial_printer(metric: str) -> Callable[[int, dict, float | None], None]:
+    """One line per finished trial: its values and its score (or that it failed)."""
+
+    def report(number: int, values: dict, score: float | None) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())  # fmt: skip
+        outcome = f"{metric} {score:.4f}" if score is not None else "[red]failed[/]"
+        console.print(f"trial {number}: {shown} -> {outcome}")
+
+    return report
+
+
+def _print_tuned(summary: TuneSummary, metric: str, seconds: float) -> None:
     runs = ", ".join(f"{stage} {count}" for stage, count in summary.executed.items())
     console.print(
         f"best of {summary.trials} trials ({summary.failed} failed): {metric} "
         f"{summary.best_value:.4f} with {summary.best_params} (trial {summary.best_trial}); "
-        f"{time.perf_counter() - start:.1f} s; stage runs: {runs}"
+        f"{seconds:.1f} s; stage runs: {runs}"
     )
     console.print(f"best config: {summary.best_config}")
     if summary.test_dir is not None:

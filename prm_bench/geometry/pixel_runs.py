@@ -225,7 +225,11 @@ def _dilate(
     scratch: np.ndarray,
 ) -> None:
     """`out` = packed masks dilated by a `width` x `width` square (outside the image is
-    0); `across` and `scratch` are working space of the same shape."""
+    0); `across` and `scratch` are working space of the same shape.
+
+    Takes six parameters: the masks, the square's width, the in-image bits and three
+    work arrays the caller reuses (fresh pages cost more than the bit operations).
+    """
     across.fill(0)
     for offset in _window(width):
         combine_shifted(across, bits, offset, scratch=scratch)

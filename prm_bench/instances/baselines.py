@@ -159,6 +159,9 @@ def cam_baseline(
 
     Returns:
         Instances by descending confidence: `mask`, `class`, `score`, `proposal`, `peaks`.
+
+    Takes six parameters: the baseline's name, the image's maps, scores and size, its
+    proposals, and the options.
     """
     to_mask = BASELINES.get(name).to_mask
     params = BaselineConfig.model_validate(params or {})

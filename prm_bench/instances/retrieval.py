@@ -122,7 +122,11 @@ def retrieval_scores(
     shared: SharedSums | None = None,
 ) -> np.ndarray:
     """Retrieval score of every PRM x proposal pair, (K, P); invalid proposals get -inf.
-    `shared` holds sums already computed for these PRMs (by other settings)."""
+    `shared` holds sums already computed for these PRMs (by other settings).
+
+    Takes six parameters: the formula's inputs (PRMs, peaks, class maps), the gallery,
+    the options, and the sums shared with other settings.
+    """
     params = retrieval_config(params)
     terms = TERMS.get(params.terms)
     shared = shared or SharedSums(peak_response_maps, class_response_maps)
@@ -171,15 +175,11 @@ def retrieve(
         bool (read-only: retrievals that share `shared` share it), `class`, `score` (the
         confidence), `retrieval_score`, `proposal` (index into the proposals) and `peaks`
         (indices of the PRMs merged into it).
+
+    Takes eight parameters: the formula's inputs and options, then three keyword-only.
     """
     params = retrieval_config(params)
-    size = tuple(int(s) for s in peak_response_maps.shape[-2:])
-    if isinstance(proposals, PreparedGallery):
-        if proposals.key != gallery_key(params, size):
-            raise ValueError("the prepared gallery was made for other parameters or PRM size")
-        gallery = proposals
-    else:
-        gallery = prepare_gallery(proposals, size, params)
+    gallery = _gallery_of(proposals, tuple(int(s) for s in peak_response_maps.shape[-2:]), params)
     peaks_np = _as_numpy(peaks).astype(int)
     if len(peaks_np) == 0 or len(gallery.masks) == 0:
         return []
@@ -193,31 +193,51 @@ def retrieve(
     confidence = _confidence(params, peaks_np, best_score, shared, class_scores, upsample)
     chosen = np.unique(best[order])
     masks = [shared.mask(gallery, int(p)) for p in chosen]
-    overlap = None  # NMS compares only chosen proposals: their IoUs, once
-    if params.nms_threshold is not None and len(chosen):
-        overlap = shared.mask_ious(gallery, chosen)
-    instances: list[dict[str, Any]] = []
-    kept: list[int] = []  # the kept instances' rows of `chosen`
+    # NMS compares only chosen proposals: their IoUs, once
+    nms = params.nms_threshold is not None and len(chosen)
+    overlap = shared.mask_ious(gallery, chosen) if nms else None
+    rows = np.searchsorted(chosen, best)
+    return [
+        {
+            "mask": masks[rows[k]],
+            "class": int(peaks_np[k, 1]),
+            "score": float(confidence[k]),
+            "retrieval_score": float(best_score[k]),
+            "proposal": int(best[k]),
+            "peaks": merged,
+        }
+        for k, merged in _suppress(order, rows, overlap, params)
+    ]
+
+
+def _gallery_of(
+    proposals: np.ndarray | PreparedGallery, size: tuple[int, int], params: RetrievalConfig
+) -> PreparedGallery:
+    if not isinstance(proposals, PreparedGallery):
+        return prepare_gallery(proposals, size, params)
+    if proposals.key != gallery_key(params, size):
+        raise ValueError("the prepared gallery was made for other parameters or PRM size")
+    return proposals
+
+
+def _suppress(
+    order: list[int], rows: np.ndarray, overlap: np.ndarray | None, params: RetrievalConfig
+) -> list[tuple[int, list[int]]]:
+    """Class-agnostic mask NMS in `order` (descending retrieval score): each kept PRM with
+    the PRMs merged into it. `rows[k]` is PRM k's chosen proposal's row of `overlap`, the
+    IoUs of the chosen proposals (None: no NMS)."""
+    kept: list[tuple[int, list[int]]] = []
+    kept_rows: list[int] = []
     for k in order:
-        row = int(np.searchsorted(chosen, best[k]))
-        if overlap is not None and instances:
-            hit = np.flatnonzero(overlap[row, kept] >= params.nms_threshold)
+        if overlap is not None and kept:
+            hit = np.flatnonzero(overlap[rows[k], kept_rows] >= params.nms_threshold)
             if len(hit):
                 if params.merge:
-                    instances[hit[0]]["peaks"].append(int(k))
+                    kept[hit[0]][1].append(int(k))
                 continue
-        kept.append(row)
-        instances.append(
-            {
-                "mask": masks[row],
-                "class": int(peaks_np[k, 1]),
-                "score": float(confidence[k]),
-                "retrieval_score": float(best_score[k]),
-                "proposal": int(best[k]),
-                "peaks": [int(k)],
-            }
-        )
-    return instances
+        kept_rows.append(int(rows[k]))
+        kept.append((int(k), [int(k)]))
+    return kept
 
 
 def _confidence(
@@ -228,6 +248,12 @@ def _confidence(
     class_scores: np.ndarray | torch.Tensor | None,
     upsample: int,
 ) -> np.ndarray:
+    """The confidence of each PRM for AP ranking, as `params.confidence` says.
+
+    Takes six parameters: the options, the peaks and their retrieval scores, and what
+    the other two confidences read (the shared upsampled maps, the class scores, the
+    sub-pixel factor).
+    """
     if params.confidence == "retrieval":
         return retrieval
     if params.confidence == "class":

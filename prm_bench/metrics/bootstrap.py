@@ -91,6 +91,34 @@ class Interval:
         return "inconclusive"
 
 
+def _draw_effects(
+    sides: tuple[Sequence[Statistics], Sequence[Statistics]],
+    metric: str,
+    rng: np.random.Generator,
+    draws: int,
+    n_images: int,
+) -> np.ndarray:
+    """`draws` bootstrap effects: each draws the seeds with replacement, then the images
+    with replacement for every drawn seed, and recomputes both sides on that draw."""
+    better, worse = sides
+    n_seeds = len(better)
+    seeds = (
+        rng.integers(n_seeds, size=(draws, n_seeds))
+        if n_seeds > 1
+        else np.zeros((draws, 1), dtype=np.int64)
+    )
+    counts = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), (draws, n_seeds))
+    differences = np.zeros((draws, n_seeds))
+    for s in range(n_seeds):
+        chosen = seeds == s
+        if chosen.any():
+            weights = counts[chosen]
+            differences[chosen] = metric_samples(better[s], metric, weights) - (
+                metric_samples(worse[s], metric, weights)
+            )
+    return np.nanmean(differences, axis=1)
+
+
 def paired_bootstrap(
     better: Sequence[Statistics],
     worse: Sequence[Statistics],
@@ -113,6 +141,9 @@ def paired_bootstrap(
 
     Returns:
         The point effect (full data, mean over seeds) and the CI.
+
+    Takes seven parameters: the two sides and the metric, and four keyword knobs of the
+    bootstrap itself, each with a default.
     """
     if len(better) != len(worse) or not better:
         raise ValueError(f"{len(better)} seeds on one side and {len(worse)} on the other")
@@ -129,24 +160,10 @@ def paired_bootstrap(
         ]
     )
     rng = np.random.default_rng(seed)
-    effects = []
-    for start in range(0, resamples, chunk):
-        draws = min(chunk, resamples - start)
-        seeds = (
-            rng.integers(n_seeds, size=(draws, n_seeds))
-            if n_seeds > 1
-            else np.zeros((draws, 1), dtype=np.int64)
-        )
-        counts = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), (draws, n_seeds))
-        differences = np.zeros((draws, n_seeds))
-        for s in range(n_seeds):
-            chosen = seeds == s
-            if chosen.any():
-                weights = counts[chosen]
-                differences[chosen] = metric_samples(better[s], metric, weights) - (
-                    metric_samples(worse[s], metric, weights)
-                )
-        effects.append(np.nanmean(differences, axis=1))
+    effects = [
+        _draw_effects((better, worse), metric, rng, min(chunk, resamples - start), n_images)
+        for start in range(0, resamples, chunk)
+    ]
     samples = np.concatenate(effects)
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.nanpercentile(samples, [tail, 100.0 - tail])

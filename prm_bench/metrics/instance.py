@@ -95,6 +95,9 @@ def voc_map(
 
     Returns:
         {"mAP@t": ..., "AP@t/<class>": ...} for every threshold t.
+
+    Takes six parameters: predictions and ground truth, the IoU thresholds, the AP
+    variant, and the classes (count and names).
     """
     n_classes = _classes(predictions, ground_truth, num_classes)
     thresholds = list(iou_thresholds)
@@ -138,6 +141,9 @@ def coco_map(
 
     Returns:
         {"coco_mAP@t": ..., "coco_AP@t/<class>": ...}.
+
+    Takes six parameters: predictions and ground truth, the IoU thresholds, the
+    detection limit, and the classes (count and names).
     """
     n_classes = _classes(predictions, ground_truth, num_classes)
     thresholds = list(iou_thresholds)
@@ -208,7 +214,11 @@ def _coco_precision(
     n_classes: int,
     max_detections: int,
 ) -> tuple[np.ndarray, list[int]]:
-    """COCOeval's precision (T, R, K) at area "all" and the last maxDets, and its K ids."""
+    """COCOeval's precision (T, R, K) at area "all" and the last maxDets, and its K ids.
+
+    Takes six parameters: COCO's images, annotations and results, and COCOeval's
+    thresholds, class count and detection limit.
+    """
     categories = [{"id": c + 1, "name": str(c)} for c in range(n_classes)]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         truth_api = COCO()

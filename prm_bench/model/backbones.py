@@ -280,14 +280,8 @@ def build_classifier(
         raise BackboneError("give either pretrained=True or weights=PATH, not both")
     kwargs: dict = {"features_only": True, "out_indices": (spec.out_index,)}
     if output_stride is not None and output_stride != spec.stride:
-        if output_stride not in spec.output_strides:
-            offered = ", ".join(map(str, spec.output_strides)) or "none"
-            raise BackboneError(
-                f"output_stride={output_stride} is not available for {name!r} "
-                f"(native {spec.stride}; dilated: {offered})"
-            )
+        spec = _dilated(spec, name, output_stride)
         kwargs["output_stride"] = output_stride
-        spec = replace(spec, stride=output_stride)
     model_name = spec.timm_name
     if pretrained and spec.packaged_weights is not None:
         trunk = timm.create_model(model_name, pretrained=False, **kwargs)
@@ -315,6 +309,17 @@ def build_classifier(
         ) from err
     _check_convolutional(trunk, name)
     return FullyConvClassifier(trunk, spec.channels, num_classes, spec)
+
+
+def _dilated(spec: BackboneSpec, name: str, output_stride: int) -> BackboneSpec:
+    """The spec of the trunk dilated to `output_stride`, or an error naming the offers."""
+    if output_stride not in spec.output_strides:
+        offered = ", ".join(map(str, spec.output_strides)) or "none"
+        raise BackboneError(
+            f"output_stride={output_stride} is not available for {name!r} "
+            f"(native {spec.stride}; dilated: {offered})"
+        )
+    return replace(spec, stride=output_stride)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

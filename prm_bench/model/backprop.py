@@ -71,6 +71,7 @@ class _ExcitationConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
+        """`F.conv2d` itself (the rule is in the backward). Takes seven parameters: conv2d's."""
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
@@ -149,6 +150,10 @@ def _transposed_conv(
     less the forward padding, with the kernel flipped and its in/out channels swapped
     per group: CPUs run that forward kernel much faster than a transposed one
     (depthwise convolutions especially). Strided convolutions use `conv_transpose2d`.
+
+    Takes eight parameters: the signal, the kernel and its flipped copy, and the
+    geometry of the forward convolution (input shape, stride, dilation, groups,
+    padding).
     """
     left, right, top, bottom = pads
     (h, w), (k_h, k_w) = input_shape[2:], weight.shape[2:]
@@ -177,6 +182,7 @@ def _transposed_conv(
 
 
 def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """`F.conv2d`'s arguments, defaults filled in. Takes seven parameters: conv2d's."""
     return input, weight, bias, stride, padding, dilation, groups
 
 
@@ -298,6 +304,9 @@ def peak_response_maps(
 
     Returns:
         (K, H, W) maps, each >= 0 and summing to 1 (all zero if no signal arrives).
+
+    Takes six parameters: the model, image and peaks of the rule, the sub-pixel factor,
+    and two speed knobs (strategy, chunk size) that change no result.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image of shape (1, 3, H, W), got {tuple(image.shape)}")

@@ -140,6 +140,9 @@ def select_peaks(
     `peak_threshold` times the maximum of its map. The original's absolute 30 means
     different things for maps trained with different stimulations (their scales differ
     several-fold), a share of each map's maximum compares like with like.
+
+    Takes seven parameters: the peaks, the maps and scores they come from, and the
+    filters of DESIGN 2.4 (class and peak thresholds, sub-pixel factor, relative mode).
     """
     if len(peaks) == 0:
         return peaks

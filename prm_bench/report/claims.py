@@ -165,7 +165,11 @@ def _interval(
     resamples: int,
     seed: int,
 ) -> Interval | None:
-    """The bootstrap CI of a claim, pairing the two rows' cells by training seed."""
+    """The bootstrap CI of a claim, pairing the two rows' cells by training seed.
+
+    Takes seven parameters: the claim, its table and row pair, the statistics reader,
+    each cell's seed, and the bootstrap's draws and seed.
+    """
     sides = []
     for value in pair:
         by_seed = {seed_of(cell): cell for cell in table.cells.get(value, [])}

@@ -69,6 +69,9 @@ def infer_image(
         stimulation: the aggregation the model was trained with (its class scores).
         image_size: the square input size of the network (None: the image's own).
         device: where to compute.
+
+    Takes six parameters: the model and image, the inference and stimulation options,
+    the input size and the device.
     """
     x = image_tensor(image, image_size, model.spec).to(device)
     with torch.no_grad():

@@ -101,7 +101,11 @@ def _polygon(kind: str, radius: float, angle: float) -> np.ndarray:
 def shape_mask(
     kind: str, size: int, cy: float, cx: float, radius: float, angle: float
 ) -> np.ndarray:
-    """Boolean (size, size) mask of one shape centred at (cy, cx)."""
+    """Boolean (size, size) mask of one shape centred at (cy, cx).
+
+    Takes six parameters: the shape's kind, the canvas size, and its centre (two),
+    radius and angle.
+    """
     vertices = _polygon(kind, radius, angle) + np.array([cy, cx])
     mask = np.zeros((size, size), dtype=bool)
     rr, cc = draw_polygon(vertices[:, 0], vertices[:, 1], shape=mask.shape)
