@@ -184,11 +184,10 @@ def retrieve(
     if len(peaks_np) == 0 or len(gallery.masks) == 0:
         return []
     shared = shared or SharedSums(peak_response_maps, class_response_maps)
-    scores = retrieval_scores(
-        peak_response_maps, peaks_np, class_response_maps, gallery, params, shared
-    )
+    scores = retrieval_scores(peak_response_maps, peaks_np, class_response_maps, gallery,
+                              params, shared)  # fmt: skip
     best = scores.argmax(axis=1)
-    best_score = scores[np.arange(len(best)), best]
+    best_score = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
     order = [k for k in np.argsort(-best_score, kind="stable") if np.isfinite(best_score[k])]
     confidence = _confidence(params, peaks_np, best_score, shared, class_scores, upsample)
     chosen = np.unique(best[order])
