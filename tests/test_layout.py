@@ -95,7 +95,10 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_checks_catch_a_cycle_and_an_upward_import(monkeypatch):
     """The two checks above can fail: a made-up graph with both defects."""
-    fake = {"prm_bench.registry": {"prm_bench.cli.app"}, "prm_bench.cli.app": {"prm_bench.registry"}}
+    fake = {
+        "prm_bench.registry": {"prm_bench.cli.app"},
+        "prm_bench.cli.app": {"prm_bench.registry"},
+    }
     monkeypatch.setattr(sys.modules[__name__], "GRAPH", fake)
     with pytest.raises(AssertionError, match="from above"):
         test_no_module_imports_from_a_floor_above_its_own("prm_bench.registry")

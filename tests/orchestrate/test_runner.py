@@ -5,37 +5,17 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
 from prm_bench.config.keys import stage_keys
-from prm_bench.orchestrate.rundir import RunLockedError, run_lock
-from prm_bench.orchestrate.runner import RunOptions, run_plan
-
-
-def tiny(root, grid=None, **sections) -> dict:
-    config = {
-        "data": {"name": "shapes", "root": str(root)},
-        "backbone": {"name": "test_resnet"},
-        "train": {"epochs": 1, "batch_size": 8},
-        "infer": {"upsample": 2, "max_peaks": 4},
-        "proposals": {"gallery": "embedded"},
-        "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality", "semantic"]},
-        "grid": grid or {"retrieval.terms": ["full", "no-instance"]},
-    }
-    for section, values in sections.items():
-        config[section] = {**config.get(section, {}), **values}
-    return config
-
-
-def comparable(results: pd.DataFrame) -> pd.DataFrame:
-    return results.sort_values(["cell", "metric"]).reset_index(drop=True)
+from prm_bench.orchestrate.runner import RunOptions, Task, group_tasks, run_plan
+from tests.conftest import comparable, tiny_config
 
 
 def test_a_second_run_executes_no_stage_and_gives_the_same_results(shapes_root, tmp_path):
-    plan = load_plan(tiny(shapes_root))
+    plan = load_plan(tiny_config(shapes_root))
     first = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert first.executed == {"train": 1, "infer": 1, "retrieve": 2, "evaluate": 2}
     assert not first.failed_cells
@@ -53,23 +33,23 @@ def test_a_second_run_executes_no_stage_and_gives_the_same_results(shapes_root, 
 
 
 def test_training_is_deterministic_on_cpu(shapes_root, tmp_path):
-    plan = load_plan(tiny(shapes_root, grid={"retrieval.terms": ["full"]}))
+    plan = load_plan(tiny_config(shapes_root, grid={"retrieval.terms": ["full"]}))
     a = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "a")).results
     b = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "b")).results
     pd.testing.assert_frame_equal(comparable(a), comparable(b))
 
 
 def test_a_new_retrieval_value_runs_only_retrieve_and_evaluate(shapes_root, tmp_path):
-    run_plan(load_plan(tiny(shapes_root)).with_run(jobs=1), RunOptions(tmp_path))
+    run_plan(load_plan(tiny_config(shapes_root)).with_run(jobs=1), RunOptions(tmp_path))
     wider = load_plan(
-        tiny(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
+        tiny_config(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
     )
     summary = run_plan(wider.with_run(jobs=1), RunOptions(tmp_path))
     assert summary.executed == {"train": 0, "infer": 0, "retrieve": 1, "evaluate": 1}
 
 
 def test_a_truncated_artifact_is_detected_and_only_its_stage_recomputed(shapes_root, tmp_path):
-    plan = load_plan(tiny(shapes_root))
+    plan = load_plan(tiny_config(shapes_root))
     before = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path)).results
     keys = stage_keys(plan.cells[0].config)
     results = tmp_path / plan.name / "store" / "retrieve" / keys["retrieve"] / "results.json"
@@ -87,7 +67,7 @@ def test_a_failing_cell_does_not_stop_the_others(shapes_root, tmp_path):
         }
     }
     summary = run_plan(
-        load_plan(tiny(shapes_root, grid=grid)).with_run(jobs=1), RunOptions(tmp_path)
+        load_plan(tiny_config(shapes_root, grid=grid)).with_run(jobs=1), RunOptions(tmp_path)
     )
     assert list(summary.failed_cells) == [1]
     assert "missing.safetensors does not exist" in summary.failed_cells[1]
@@ -99,7 +79,7 @@ def test_cli_exit_code_is_1_when_a_cell_fails(shapes_root, tmp_path):
 
     grid = {"variants": {"good": {}, "broken": {"backbone.weights": "missing.safetensors"}}}
     config = tmp_path / "grid.yaml"
-    config.write_text(yaml.safe_dump(tiny(shapes_root, grid=grid), sort_keys=False))
+    config.write_text(yaml.safe_dump(tiny_config(shapes_root, grid=grid), sort_keys=False))
     result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")],
                                 env={"COLUMNS": "300"})  # fmt: skip
     assert result.exit_code == 1, result.output
@@ -111,22 +91,13 @@ def test_cli_exit_code_is_1_when_a_cell_fails(shapes_root, tmp_path):
     assert status.exit_code == 0 and "failed" in status.output
 
 
-def test_a_second_run_on_the_same_directory_is_refused(shapes_root, tmp_path):
-    plan = load_plan(tiny(shapes_root))
-    with (
-        run_lock(tmp_path / plan.name),
-        pytest.raises(RunLockedError, match="another prm-bench run"),
-    ):
-        run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
-
-
 def test_a_killed_run_resumes_and_ends_with_the_same_results(shapes_root, tmp_path):
     import yaml
 
     config = tmp_path / "kill.yaml"
     config.write_text(
         yaml.safe_dump(
-            tiny(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
+            tiny_config(shapes_root, grid={"retrieval.terms": ["full", "no-instance", "no-class"]})
         )
     )
     command = [
@@ -170,7 +141,7 @@ def test_missing_inputs_are_refused_before_any_compute(tmp_path):
 
 def test_a_diverging_training_fails_its_cell_with_a_clear_message(shapes_root, tmp_path):
     plan = load_plan(
-        tiny(
+        tiny_config(
             shapes_root, train={"optimizer": "sgd", "lr": 1e30}, grid={"retrieval.terms": ["full"]}
         )
     )
@@ -178,3 +149,23 @@ def test_a_diverging_training_fails_its_cell_with_a_clear_message(shapes_root, t
     assert "training diverged: the loss is" in summary.failed_cells[0]
     log = (tmp_path / plan.name / "run.log").read_text()
     assert "train" in log and "FAILED: training diverged" in log
+
+
+GRID = {
+    "retrieval.terms": ["full", "no-instance", "class-only", "instance+boundary"],
+    "retrieval.confidence": ["retrieval", "class", "peak"],
+}
+
+
+def test_groups_follow_what_cells_share_and_split_to_keep_workers_busy(shapes_root):
+    plan = load_plan(tiny_config(shapes_root, grid={**GRID, "infer.upsample": [1, 2]}))
+    cells = {cell.index: cell for cell in plan.cells}
+    tasks = [Task("retrieve", c.keys["retrieve"], [i], False) for i, c in cells.items()]
+    for width, sizes in ((1, [12, 12]), (2, [12, 12]), (4, [6, 6, 6, 6]), (5, [6, 6, 6, 3, 3])):
+        groups = group_tasks(tasks, cells, width)
+        assert sorted(map(len, groups), reverse=True) == sizes
+        for group in groups:  # a group never mixes inferences
+            assert len({stage_keys(cells[t.cells[0]].config)["infer"] for t in group}) == 1
+    assert sorted(t.key for g in groups for t in g) == sorted(t.key for t in tasks)
+    trains = [Task("train", "k", [0], False), Task("train", "j", [1], False)]
+    assert group_tasks(trains, cells, 1) == [[trains[0]], [trains[1]]]

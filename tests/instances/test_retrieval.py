@@ -1,53 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from pydantic import ValidationError
-from scipy import ndimage
 
-from prm_bench.geometry.pixel_runs import gallery_runs, pack_rows, prefix_sums
-from prm_bench.instances.background import background_mask, legacy_resize
+from prm_bench.instances.background import legacy_resize
 from prm_bench.instances.gallery import prepare_gallery
 from prm_bench.instances.retrieval import SharedSums, retrieval_scores, retrieve
 from prm_bench.instances.retrieval_options import TERMS, RetrievalConfig
 from prm_bench.registry import UnknownNameError
-
-H, W = 24, 20
-
-
-def scene(seed: int = 0, proposals: int = 12, peaks: int = 5):
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((proposals, H, W), dtype=bool)
-    for p in range(proposals):
-        y, x = rng.integers(0, H - 4), rng.integers(0, W - 4)
-        masks[p, y : y + rng.integers(3, 12), x : x + rng.integers(3, 12)] = True
-    masks[-1] = True  # the whole image: area 1.0 is above max_area
-    prms = rng.random((peaks, H, W)) ** 4
-    prms /= prms.sum(axis=(1, 2), keepdims=True)
-    crm = rng.standard_normal((1, 3, 6, 5)) * 5
-    peak_rows = np.stack([np.zeros(peaks), rng.integers(0, 3, peaks), rng.integers(0, 6, peaks),
-                          rng.integers(0, 5, peaks)], axis=1).astype(int)  # fmt: skip
-    return masks, prms, crm, peak_rows
-
-
-def dense_contours(masks: np.ndarray, width: int) -> np.ndarray:
-    """The contours a prepared gallery uses, as bool masks (P, H, W)."""
-    _, contours = gallery_runs(pack_rows(masks, margin=width), masks.shape[2], width)
-    return np.stack([contours.dense(p, masks.shape[1:]) for p in range(len(masks))])
-
-
-def reference_contour(mask: np.ndarray, width: int) -> np.ndarray:
-    """OpenCV's gradient written out: outside is 0 for the dilation, 1 for the erosion."""
-    r = width // 2
-    padded0 = np.pad(mask, r, constant_values=False)
-    padded1 = np.pad(mask, r, constant_values=True)
-    out = np.zeros_like(mask)
-    for y in range(mask.shape[0]):
-        for x in range(mask.shape[1]):
-            dil = padded0[y : y + width, x : x + width].any()
-            ero = padded1[y : y + width, x : x + width].all()
-            out[y, x] = dil and not ero
-    return out
+from tests.instances.conftest import H, W, reference_contour, scene
 
 
 def reference_scores(masks, prms, crm, peaks, params: RetrievalConfig) -> np.ndarray:
@@ -92,36 +53,6 @@ def test_scores_and_choices_equal_the_per_proposal_loop(terms, resize_mode):
     instances = retrieve(prms, peaks, crm, masks, params.model_copy(update={"nms_threshold": None}))
     chosen = {i["peaks"][0]: i["proposal"] for i in instances}
     assert chosen == {k: int(slow[k].argmax()) for k in range(len(prms))}
-
-
-def test_contours_match_the_written_out_gradient():
-    masks, *_ = scene(3)
-    for width in (1, 3, 5):
-        got = dense_contours(masks, width)
-        for m, g in zip(masks, got, strict=True):
-            assert np.array_equal(g, reference_contour(m, width))
-    # the image border is not a contour: a full mask has none
-    assert not dense_contours(np.ones((1, 8, 8), bool), 5).any()
-
-
-def test_background_mask_modes_differ_and_follow_the_mean_rule():
-    crm = np.random.default_rng(1).standard_normal((5, 4))
-    bicubic = background_mask(crm, (20, 16), 0.95, "bicubic")
-    legacy = background_mask(crm, (20, 16), 0.95, "legacy")
-    assert bicubic.shape == legacy.shape == (20, 16)
-    assert not np.array_equal(bicubic, legacy)
-    resized = legacy_resize(crm, (20, 16))
-    assert np.array_equal(legacy, resized < 0.95 * resized.mean())
-    # legacy resize goes through 8 bits: min -> 0, max -> 255 before the bicubic resize
-    same = legacy_resize(crm, crm.shape)
-    assert same.min() == 0 and same.max() == 255
-
-
-def test_legacy_resize_matches_the_8_bit_pil_path():
-    values = np.array([[0.0, 1.0], [2.0, 4.0]])
-    byte = np.array([[0, 64], [128, 255]], dtype=np.uint8)  # (v / 4 * 255 + 0.5) truncated
-    expected = np.asarray(Image.fromarray(byte).resize((3, 5), Image.BICUBIC), dtype=np.float64)
-    np.testing.assert_array_equal(legacy_resize(values, (5, 3)), expected)
 
 
 def test_ties_pick_the_first_proposal_and_invalid_ones_are_skipped():
@@ -216,28 +147,6 @@ def test_confidence_options():
         retrieve(prms, peaks, crm, masks, {"confidence": "class"})
 
 
-def test_prepared_gallery_is_reused_and_checked():
-    masks, prms, crm, peaks = scene(4)
-    params = RetrievalConfig()
-    gallery = prepare_gallery(masks, (H, W), params)
-    fresh = retrieve(prms, peaks, crm, masks, params)
-    reused = retrieve(prms, peaks, crm, gallery, params)
-    assert [(i["proposal"], i["peaks"]) for i in fresh] == [
-        (i["proposal"], i["peaks"]) for i in reused
-    ]
-    with pytest.raises(ValueError, match="prepared gallery was made for other parameters"):
-        retrieve(prms, peaks, crm, gallery, {"contour_width": 3})
-
-
-def test_proposals_of_another_size_are_resized_nearest():
-    masks = np.zeros((1, H // 2, W // 2), dtype=bool)
-    masks[0, 2:5, 3:6] = True
-    gallery = prepare_gallery(masks, (H, W))
-    big = gallery.dense(0)
-    assert big.shape == (H, W) and big.sum() == 4 * masks.sum()
-    assert np.array_equal(big, ndimage.zoom(masks[0], 2, order=0))
-
-
 def test_bad_parameters_are_refused():
     with pytest.raises(ValidationError, match="unknown retrieval terms 'no-instanse'"):
         RetrievalConfig(terms="no-instanse")
@@ -247,22 +156,6 @@ def test_bad_parameters_are_refused():
         RetrievalConfig(alhpa=1.0)
     with pytest.raises(UnknownNameError):
         TERMS.get("everything")
-
-
-def test_runs_sum_like_dense_masks_and_round_trip():
-    masks, prms, *_ = scene(5, proposals=6)
-    masks[2] = False  # an empty mask sums to 0
-    masks[3, :, :] = False
-    masks[3, 4, :] = masks[3, 5, :3] = True  # a run that wraps from one row into the next
-    gallery = prepare_gallery(masks, (H, W), {"min_area": 0.0})
-    dense = prms.reshape(len(prms), -1) @ masks.reshape(len(masks), -1).T.astype(float)
-    np.testing.assert_allclose(gallery.masks.sums(prefix_sums(prms.reshape(len(prms), -1))), dense)
-    for index, mask in enumerate(masks):
-        assert np.array_equal(gallery.dense(index), mask)
-    assert gallery.valid[2]  # min_area 0 keeps the empty mask
-    scores = retrieval_scores(prms, np.zeros((len(prms), 4), int), np.zeros((1, 1, 2, 2)), gallery,
-                              {"min_area": 0.0, "terms": "instance-only"})  # fmt: skip
-    assert (scores[:, 2] == 0).all()
 
 
 def test_shared_sums_give_each_setting_the_scores_it_computes_alone():

@@ -1,19 +1,24 @@
 """Cells that share an inference and a gallery are retrieved in one pass: the same files
 as one cell at a time, a failing cell alone, and one prepared gallery per preparation."""
 
+import numpy as np
 import pytest
 
 from prm_bench.config import load_plan
 from prm_bench.config.keys import stage_keys
-from prm_bench.orchestrate.runner import RunOptions, Task, group_tasks, run_plan
+from prm_bench.instances.proposals.embedded import embedded_proposals
+from prm_bench.instances.retrieval import retrieve
+from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages import retrieve as retrieve_stage
 from prm_bench.stages.store import Store
-from tests.test_runner import tiny
+from tests.conftest import tiny_config
 
 GRID = {
     "retrieval.terms": ["full", "no-instance", "class-only", "instance+boundary"],
     "retrieval.confidence": ["retrieval", "class", "peak"],
 }
+
+
 EXTRA = [  # the same inference and gallery, other preparations, resolution and a baseline
     {"retrieval.top_n": [7], "retrieval.contour_width": [3]},
     {"retrieval.resolution": ["input"], "retrieval.nms_threshold": [None]},
@@ -24,7 +29,7 @@ EXTRA = [  # the same inference and gallery, other preparations, resolution and 
 @pytest.fixture(scope="module")
 def grouped_run(shapes_root, tmp_path_factory):
     # the network sees 48 px: the input resolution scores at another size than the image's
-    plan = load_plan(tiny(shapes_root, grid=[GRID, *EXTRA], data={"image_size": 48}))
+    plan = load_plan(tiny_config(shapes_root, grid=[GRID, *EXTRA], data={"image_size": 48}))
     run_dir = tmp_path_factory.mktemp("grouped")
     summary = run_plan(plan.with_run(jobs=1), RunOptions(run_dir))
     assert not summary.failed_cells
@@ -60,7 +65,7 @@ def test_each_preparation_keeps_its_own_prepared_galleries(grouped_run):
 
 
 def test_a_failing_cell_fails_alone_in_its_group(shapes_root, tmp_path, monkeypatch):
-    plan = load_plan(tiny(shapes_root, grid=GRID))
+    plan = load_plan(tiny_config(shapes_root, grid=GRID))
     broken = stage_keys(plan.cells[4].config)["retrieve"]
     original = retrieve_stage._instances
 
@@ -81,20 +86,6 @@ def test_a_failing_cell_fails_alone_in_its_group(shapes_root, tmp_path, monkeypa
     assert not again.failed_cells and again.executed["retrieve"] == 1
 
 
-def test_groups_follow_what_cells_share_and_split_to_keep_workers_busy(shapes_root):
-    plan = load_plan(tiny(shapes_root, grid={**GRID, "infer.upsample": [1, 2]}))
-    cells = {cell.index: cell for cell in plan.cells}
-    tasks = [Task("retrieve", c.keys["retrieve"], [i], False) for i, c in cells.items()]
-    for width, sizes in ((1, [12, 12]), (2, [12, 12]), (4, [6, 6, 6, 6]), (5, [6, 6, 6, 3, 3])):
-        groups = group_tasks(tasks, cells, width)
-        assert sorted(map(len, groups), reverse=True) == sizes
-        for group in groups:  # a group never mixes inferences
-            assert len({stage_keys(cells[t.cells[0]].config)["infer"] for t in group}) == 1
-    assert sorted(t.key for g in groups for t in g) == sorted(t.key for t in tasks)
-    trains = [Task("train", "k", [0], False), Task("train", "j", [1], False)]
-    assert group_tasks(trains, cells, 1) == [[trains[0]], [trains[1]]]
-
-
 def test_galleries_built_on_the_embedded_proposals_compute_them_once(
     shapes_root, tmp_path, monkeypatch
 ):
@@ -110,7 +101,46 @@ def test_galleries_built_on_the_embedded_proposals_compute_them_once(
     monkeypatch.setattr(proposals, "embedded_proposals", counted)
     grid = {"proposals.gallery": ["embedded", "gt+embedded"]}
     summary = run_plan(
-        load_plan(tiny(shapes_root, grid=grid)).with_run(jobs=1), RunOptions(tmp_path)
+        load_plan(tiny_config(shapes_root, grid=grid)).with_run(jobs=1), RunOptions(tmp_path)
     )
     assert not summary.failed_cells and summary.executed["retrieve"] == 2
     assert len(calls) == 6  # the 6 val images, once, for both galleries
+
+
+def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
+    from prm_bench.data.shapes import ShapesSpec, draw_image
+    from prm_bench.instances.gallery import prepare_gallery
+    from prm_bench.instances.retrieval_options import RetrievalConfig
+    from prm_bench.stages.retrieve import prepared_gallery
+
+    image, *_ = draw_image(ShapesSpec(size=64), 1)
+    proposals, _ = embedded_proposals(image)
+    params = RetrievalConfig()
+    calls = []
+
+    def source():
+        calls.append(1)
+        return proposals
+
+    path = tmp_path / "prepared" / "a.npz"
+    first = prepared_gallery(path, source, (64, 64), params)
+    again = prepared_gallery(path, source, (64, 64), params)
+    assert len(calls) == 1 and again.key == first.key  # the second came from the file
+    fresh = prepare_gallery(proposals, (64, 64), params)
+    for name in ("masks", "contours"):
+        for field in ("starts", "ends", "offsets"):
+            assert np.array_equal(
+                getattr(getattr(again, name), field), getattr(getattr(fresh, name), field)
+            )
+    assert np.array_equal(again.valid, fresh.valid)
+    prms = np.random.default_rng(0).random((3, 64, 64))
+    peaks = np.array([[0, 0, 1, 1], [0, 1, 2, 2], [0, 0, 3, 3]])
+    crm = np.random.default_rng(1).random((1, 2, 4, 4))
+    assert [i["proposal"] for i in retrieve(prms, peaks, crm, again, params)] == [
+        i["proposal"] for i in retrieve(prms, peaks, crm, proposals, params)
+    ]
+    prepared_gallery(path, source, (32, 32), params)  # another PRM size: prepared anew
+    assert len(calls) == 2
+    path.write_bytes(b"garbage")  # an unreadable cache is prepared again
+    assert prepared_gallery(path, source, (32, 32), params).size == (32, 32)
+    assert len(calls) == 3

@@ -4,7 +4,7 @@ import pytest
 from prm_bench.config import ConfigError, RunSettings, load_plan
 from prm_bench.orchestrate.executors import EXECUTORS, LocalExecutor, make_executor
 from prm_bench.orchestrate.runner import RunOptions, run_plan
-from tests.test_runner import comparable, tiny
+from tests.conftest import comparable, tiny_config
 
 
 def square(x: int, y: int) -> int:
@@ -35,7 +35,7 @@ def test_the_executor_setting_offers_exactly_the_registered_executors():
 
 def test_dask_cluster_on_loopback_gives_the_local_results(shapes_root, tmp_path):
     distributed = pytest.importorskip("distributed")
-    plan = load_plan(tiny(shapes_root))
+    plan = load_plan(tiny_config(shapes_root))
     local = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "local")).results
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
@@ -55,7 +55,7 @@ def test_submitit_local_job_arrays_give_the_local_results(shapes_root, tmp_path)
     pytest.importorskip("submitit")
     from prm_bench.orchestrate.executors import SlurmExecutor
 
-    plan = load_plan(tiny(shapes_root))
+    plan = load_plan(tiny_config(shapes_root))
     local = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / "local")).results
     executor = SlurmExecutor(tmp_path / "slurm", jobs=2, timeout_min=10, cluster="local")
     arrays = run_plan(plan, RunOptions(tmp_path / "slurm-run"), executor).results

@@ -21,12 +21,13 @@ from prm_bench.config.keys import stage_keys
 from prm_bench.orchestrate.rundir import environments
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.store import Store
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory, make_shapes):
     root = make_shapes(seed=11, n_train=24, n_val=6, size=64, classes=3)
-    config = plan_config_for(root)
+    config = tiny_config(root)
     plan = load_plan(config)
     runs = tmp_path_factory.mktemp("runs")
     summary = run_plan(plan.with_run(jobs=1), RunOptions(runs))
@@ -34,19 +35,8 @@ def clean(tmp_path_factory, make_shapes):
     return plan, runs
 
 
-def plan_config_for(root) -> dict:
-    return {
-        "data": {"name": "shapes", "root": str(root)},
-        "backbone": {"name": "test_resnet"},
-        "train": {"epochs": 1, "batch_size": 8},
-        "infer": {"upsample": 2, "max_peaks": 4},
-        "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality", "semantic"]},
-        "grid": {"retrieval.terms": ["full", "no-instance"]},
-    }
-
-
 def plan_config(plan) -> dict:
-    return plan_config_for(plan.cells[0].config.data.root)
+    return tiny_config(plan.cells[0].config.data.root)
 
 
 def sorted_results(path) -> pd.DataFrame:

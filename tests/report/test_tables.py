@@ -1,16 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-from typer.testing import CliRunner
 
-from prm_bench.cli import app
-from prm_bench.config import load_plan
-from prm_bench.orchestrate.runner import RunOptions, run_plan
-from prm_bench.report import build_report
-from prm_bench.report.claims import CLAIMS, NO_STATISTICS, measure_claims
+from prm_bench.report.claims import NO_STATISTICS, measure_claims
 from prm_bench.report.tables import build_tables
-from tests.test_runner import tiny
 
 
 def synthetic_results() -> pd.DataFrame:
@@ -92,66 +85,3 @@ def test_a_zipped_axis_with_a_null_value_keeps_its_cells_in_one_table():
     (table,) = build_tables(results, axes)
     assert table.axes == ["backbone.name"] and len(table.numbers) == 2
     assert len(build_tables(results)) == 2  # without the declared axes the null splits them
-
-
-def test_paper_effects_are_computed_from_the_paper_numbers():
-    effects = {c.text: c.paper_effect() for c in CLAIMS}
-    assert effects["PRM beats CAM + proposals on mAP^r@0.5"] == pytest.approx(26.8 - 7.8)
-    assert effects["Peak stimulation gives better PRMs than GAP (CAM)"] == pytest.approx(8.3)
-    assert effects["ResNet beats VGG on mAP^r@0.5"] == pytest.approx(4.0)
-    assert effects["The boundary-aware term raises mAP^r@0.5"] == 2.5  # stated in words
-    assert effects["Peak stimulation beats GAP on mAP^r@0.5"] is None
-
-
-def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
-    grid = [
-        {"zip": {"method.name": ["prm", "cam-rect"], "stimulation.name": ["peak", "gap"]}},
-        {"retrieval.terms": ["full", "no-instance"]},
-    ]
-    plan = load_plan(tiny(shapes_root, grid=grid))
-    run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
-    out = build_report(tmp_path / plan.name, tmp_path / "report")
-    text = (out / "README.md").read_text()
-    assert (
-        "T1/T4. Instance and semantic segmentation" in text and "T5. Retrieval-term subsets" in text
-    )
-    assert "mAP@0.5 paper" in text and "The paper's claims" in text
-    claims = pd.read_csv(out / "tables" / "claims.csv").set_index("claim")
-    instance = claims.loc["Removing the instance-aware term lowers mAP^r@0.5"]
-    assert instance["verdict"] in ("holds", "contradicted", "inconclusive")
-    low, high = (float(v) for v in instance["95% CI"].strip("[]").split(","))
-    assert low <= float(instance["measured effect"]) <= high
-    assert "paired bootstrap over images (one seed) with 1000 seeded resamples" in text
-    for name in (
-        "t1_instance",
-        "t5_terms",
-        "training_curves",
-        "pr_curves",
-        "qualitative",
-        "claims",
-    ):
-        for suffix in (".png", ".pdf"):
-            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
-        with Image.open(out / "figures" / f"{name}.png") as image:
-            assert image.size[0] > 300 and image.size[1] > 200
-    assert (out / "tables" / "t1_instance.tex").read_text().startswith("\\begin{table}")
-    assert "\\toprule" in (out / "tables" / "t5_terms.tex").read_text()
-    result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
-    assert result.exit_code == 2 and "not a prm-bench run directory" in result.output
-
-
-def test_saved_figures_are_the_same_bytes_each_time(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from prm_bench.report import figures
-
-    figure, axes = plt.subplots()
-    axes.plot([0, 1], [1, 0])
-    first = [p.read_bytes() for p in figures.save(figure, tmp_path / "a", "f")]
-    second = [p.read_bytes() for p in figures.save(figure, tmp_path / "b", "f")]
-    plt.close(figure)
-    assert first == second and first[1].startswith(b"%PDF")
-    assert b"CreationDate" not in first[1]

@@ -1,7 +1,6 @@
 """`prm-bench tune`: the tuning split, the search space, shared stages, resume, best.yaml,
 test-once and the report section."""
 
-import json
 import socket
 import subprocess
 import sys
@@ -14,40 +13,16 @@ from typer.testing import CliRunner
 from prm_bench.cli import app
 from prm_bench.config import ConfigError, load_plan
 from prm_bench.config.keys import stage_keys
-from prm_bench.config.search import parse_space
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError
-from prm_bench.data.shapes import ShapesSpec, ensure_shapes, generate_shapes, split_ids
 from prm_bench.orchestrate import runner as runner_module
 from prm_bench.orchestrate.preflight import preflight
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions
 from prm_bench.orchestrate.tune import TuneRequest, TuneSummary, tune, write_best
 from prm_bench.stages.inputs import open_split
+from tests.orchestrate.tuning import config_for
 
 optuna = pytest.importorskip("optuna")
-
-SEARCH = {
-    "retrieval.alpha": {"low": 0.2, "high": 3.0, "log": True},
-    "retrieval.confidence": {"choices": ["retrieval", "class"]},
-}
-
-
-def config_for(root, search=SEARCH) -> dict:
-    return {
-        "data": {"name": "shapes", "root": str(root), "tune_split": "tune"},
-        "backbone": {"name": "test_resnet"},
-        "train": {"epochs": 1, "batch_size": 8},
-        "infer": {"upsample": 1, "max_peaks": 4},
-        "eval": {"metrics": ["voc-map", "abo"]},
-        "run": {"name": "study"},
-        "grid": {"retrieval.terms": ["full", "no-instance"]},
-        "search": search,
-    }
-
-
-@pytest.fixture(scope="module")
-def root(make_shapes):
-    return make_shapes(seed=21, n_train=16, n_val=5, size=48, classes=2, n_tune=5)
 
 
 def write_config(tmp_path, tree) -> str:
@@ -56,42 +31,14 @@ def write_config(tmp_path, tree) -> str:
     return str(path)
 
 
-def small(**settings) -> ShapesSpec:
-    return ShapesSpec(**{"seed": 3, "n_train": 4, "n_val": 2, "size": 48, **settings})
-
-
 def with_data(root, **data) -> dict:
     return {**config_for(root), "data": {"name": "shapes", "root": str(root), **data}}
 
 
-def test_the_tune_split_is_new_images_and_leaves_train_and_val_byte_identical(tmp_path):
-    with_tune = generate_shapes(tmp_path / "a", small(n_tune=3), jobs=1)
-    without = generate_shapes(tmp_path / "b", small(n_tune=0), jobs=1)
-    splits = split_ids(small(n_tune=3))
-    assert not set(splits["tune"]) & (set(splits["train"]) | set(splits["val"]))
-    for image_id in splits["train"] + splits["val"]:
-        for folder, ext in (("JPEGImages", "jpg"), ("SegmentationObject", "png")):
-            a = (with_tune / folder / f"{image_id}.{ext}").read_bytes()
-            assert a == (without / folder / f"{image_id}.{ext}").read_bytes()
-    for split in ("train", "val", "trainval"):
-        listing = f"ImageSets/Segmentation/{split}.txt"
-        assert (with_tune / listing).read_text() == (without / listing).read_text()
-    tune_set = open_dataset("shapes", with_tune, "tune", segmentation=True)
-    assert tune_set.ids == splits["tune"] and all(tune_set.instances(i) for i in tune_set.ids)
-
-
-def test_a_tree_from_before_the_tune_split_gets_one(tmp_path):
-    old = generate_shapes(tmp_path / "old", small(n_tune=0), jobs=1)
-    stamp = json.loads((old / "shapes.json").read_text())
-    del stamp["n_tune"]  # what the generator wrote before the tune split existed
-    (old / "shapes.json").write_text(json.dumps(stamp))
-    before = (old / "JPEGImages" / "shapes_000000.jpg").read_bytes()
-    assert ensure_shapes(old, jobs=1) is True
-    assert ensure_shapes(old, jobs=1) is False
-    fresh = generate_shapes(tmp_path / "fresh", small(), jobs=1)
-    assert open_dataset("shapes", old, "tune").ids == open_dataset("shapes", fresh, "tune").ids
-    assert (old / "JPEGImages" / "shapes_000000.jpg").read_bytes() == before
-    assert (old / "shapes.json").read_text() == (fresh / "shapes.json").read_text()
+@pytest.fixture
+def root(study_root):
+    """The shapes tree of the study (with a tune split)."""
+    return study_root
 
 
 def test_the_tuning_split_is_never_the_evaluation_split(root, tmp_path):
@@ -114,28 +61,6 @@ def test_evaluating_on_tune_changes_only_the_evaluated_stages(root):
     assert a["train"] == b["train"]
     assert all(a[s] != b[s] for s in ("infer", "proposals", "retrieve", "evaluate"))
     assert open_split(tuned, "evaluated").ids == open_dataset("shapes", root, "tune").ids
-
-
-@pytest.mark.parametrize(
-    "search, message",
-    [
-        ({"retrieval.gamma": {"low": 0, "high": 1}}, "search.retrieval.gamma: unknown key"),
-        ({"retrieval.alpha": {"low": 2.0, "high": 0.1}}, "low 2.0 is above high 0.1"),
-        ({"retrieval.terms": {"low": 0.1, "high": 1}}, "retrieval.terms is not a number"),
-        ({"retrieval.alpha": {"low": "a", "high": 1}}, "retrieval.alpha.low must be a number"),
-        ({"retrieval.alpha": {"low": 0, "high": 1, "log": True}}, "a log range needs low > 0"),
-        ({"retrieval.top_n": {"low": 0, "high": 10}}, "retrieval.top_n does not take 0"),
-        ({"retrieval.alpha": [0.1, 1]}, "expected a mapping with low and high"),
-        ({"eval.prm_threshold": {"low": 0.1, "high": 0.9}}, "the eval section cannot be searched"),
-        ({"retrieval.confidence": {"choices": ["retrieval", "best"]}}, "does not take 'best'"),
-        ({}, "the config has no search section"),
-    ],
-)
-def test_a_bad_search_space_is_one_line_naming_the_key(root, search, message):
-    base = load_plan(config_for(root), use_grid=False).cells[0].config
-    with pytest.raises(ConfigError, match=message) as caught:
-        parse_space(search, base, "study.yaml")
-    assert "\n" not in str(caught.value)
 
 
 def test_a_bad_search_space_exits_2_without_a_traceback(root, tmp_path):

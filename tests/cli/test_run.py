@@ -1,0 +1,76 @@
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from prm_bench.cli import app
+from prm_bench.config import ConfigError, load_plan
+from tests.conftest import small_config
+
+CONFIG_MISTAKES = [
+    ("data:\n  name: shapes\ndata:\n  name: voc\n", "key 'data' is given twice"),
+    ("grid:\n  zip:\n    train.seed: 3\n", "grid.zip maps section.key names to non-empty lists"),
+    ("grid:\n  variants: {a: 5}\n", "grid.variants.a must map section.key names"),
+    ("extends: 5\n", "extends must be the path of one config file, got 5"),
+    ("extends: [a.yaml]\n", "extends must be the path of one config file"),
+    ("extends: nowhere.yaml\n", "(the `extends` of"),
+    ("stimulation:\n  options: {win_size: abc}\n", "win_size must be an odd integer"),
+    ("eval:\n  iou_thresholds: [0.5, 1.5]\n", "eval.iou_thresholds.1"),
+    ("eval:\n  iou_thresholds: [-0.2]\n", "eval.iou_thresholds.0"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CONFIG_MISTAKES)
+def test_config_mistakes_exit_2_with_one_message(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_plan(path)
+    assert message in str(caught.value)
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_config_named_dots_gets_no_run_name_outside_runs(tmp_path):
+    path = tmp_path / "...yaml"
+    path.write_text("data:\n  name: shapes\n")
+    with pytest.raises(ConfigError, match=r"the run name '\.\.'"):
+        load_plan(path)
+
+
+def test_runs_dir_that_is_a_file_exits_2(shapes, tmp_path):
+    config = tmp_path / "ok.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(
+        app, ["run", str(config), "--runs-dir", str(blocker)], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 2 and "isafile,notafolder" in "".join(result.output.split())
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_stops_the_run_with_exit_130_and_it_resumes(shapes, tmp_path, number):
+    config = tmp_path / "stop.yaml"
+    config.write_text(
+        yaml.safe_dump(small_config(shapes, grid={"retrieval.terms": ["full", "no-class"]}))
+    )
+    command = [sys.executable, "-m", "prm_bench", "run", str(config),
+               "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "runs" / "stop" / "run.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "train:" in log.read_text()):
+        time.sleep(0.05)
+    process.send_signal(number)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "run the same command again to resume" in output and "Traceback" not in output
+    assert "interrupted" in log.read_text()
+    assert "FAILED" not in log.read_text()  # an interrupt is never a cell failure
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,46 @@
+import pandas as pd
+from PIL import Image
+from typer.testing import CliRunner
+
+from prm_bench.cli import app
+from prm_bench.config import load_plan
+from prm_bench.orchestrate.runner import RunOptions, run_plan
+from prm_bench.report import build_report
+from tests.conftest import tiny_config
+
+
+def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
+    grid = [
+        {"zip": {"method.name": ["prm", "cam-rect"], "stimulation.name": ["peak", "gap"]}},
+        {"retrieval.terms": ["full", "no-instance"]},
+    ]
+    plan = load_plan(tiny_config(shapes_root, grid=grid))
+    run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
+    out = build_report(tmp_path / plan.name, tmp_path / "report")
+    text = (out / "README.md").read_text()
+    assert (
+        "T1/T4. Instance and semantic segmentation" in text and "T5. Retrieval-term subsets" in text
+    )
+    assert "mAP@0.5 paper" in text and "The paper's claims" in text
+    claims = pd.read_csv(out / "tables" / "claims.csv").set_index("claim")
+    instance = claims.loc["Removing the instance-aware term lowers mAP^r@0.5"]
+    assert instance["verdict"] in ("holds", "contradicted", "inconclusive")
+    low, high = (float(v) for v in instance["95% CI"].strip("[]").split(","))
+    assert low <= float(instance["measured effect"]) <= high
+    assert "paired bootstrap over images (one seed) with 1000 seeded resamples" in text
+    for name in (
+        "t1_instance",
+        "t5_terms",
+        "training_curves",
+        "pr_curves",
+        "qualitative",
+        "claims",
+    ):
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+        with Image.open(out / "figures" / f"{name}.png") as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+    assert (out / "tables" / "t1_instance.tex").read_text().startswith("\\begin{table}")
+    assert "\\toprule" in (out / "tables" / "t5_terms.tex").read_text()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "not a prm-bench run directory" in result.output
