@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from benchmarks.prm import bench_prm_against_original
@@ -58,11 +59,22 @@ def grid_on(device: str, folder: Path) -> dict:
     dev = run_plan(plan.with_run(jobs=1, device=device), RunOptions(folder / "dev"))
     seconds = time.perf_counter() - start
     assert dev.executed["train"] == 0, "the device run must reuse the CPU's checkpoint"
-    merged = cpu.results.merge(dev.results, on=["cell", "metric"], suffixes=("_cpu", "_dev"))
-    differences = (merged["value_cpu"] - merged["value_dev"]).abs()
     infer_key = stage_keys(plan.cells[0].config)["infer"]
     inferred = [Store(folder / side / plan.name / "store").path("infer", infer_key)
                 for side in ("cpu", "dev")]  # fmt: skip
+    return {
+        "device": device,
+        **compare_runs(cpu.results, dev.results, inferred),
+        "seconds_infer_retrieve_evaluate": seconds,
+    }
+
+
+def compare_runs(cpu: pd.DataFrame, dev: pd.DataFrame, inferred: list[Path]) -> dict:
+    """How far the device run is from the CPU run: the largest metric difference (cells
+    matched by cell and metric) and the largest stored PRM difference (infinite where an
+    image has another number of peaks), and whether both are within the tolerances."""
+    merged = cpu.merge(dev, on=["cell", "metric"], suffixes=("_cpu", "_dev"))
+    differences = (merged["value_cpu"] - merged["value_dev"]).abs()
     prm_difference = 0.0
     for path in sorted(inferred[0].glob("*.npz")):
         cpu_prms, dev_prms = (read_image(f, path.stem)["prms"] for f in inferred)
@@ -71,13 +83,11 @@ def grid_on(device: str, folder: Path) -> dict:
         else:
             prm_difference = max(prm_difference, float(np.abs(cpu_prms - dev_prms).max(initial=0)))
     return {
-        "device": device,
         "metrics": len(merged),
         "max_metric_difference": float(differences.max()),
         "max_prm_difference": prm_difference,
         "within_tolerance": bool(differences.max() <= TOLERANCE)
         and prm_difference <= PRM_TOLERANCE,
-        "seconds_infer_retrieve_evaluate": seconds,
         "differences": merged[differences > 0][
             ["cell", "metric", "value_cpu", "value_dev"]
         ].to_dict("records"),

@@ -1,6 +1,6 @@
 import pytest
 
-from prm_bench.registry import Registry, UnknownNameError
+from prm_bench.registry import Registry, UnknownNameError, keyword_options
 
 
 def make() -> Registry:
@@ -66,3 +66,32 @@ def test_prefix_resolver_builds_entries_on_demand():
     assert "or up:<name>" in registry.unknown_message("nope")
     with pytest.raises(ValueError, match="prefix 'up:' is already registered"):
         registry.add_prefix("up:", str)
+
+
+def test_temporarily_registers_for_the_block_only_even_when_it_fails():
+    registry = Registry("thing")
+    with registry.temporarily("a", 1) as entry:
+        assert entry == 1 and registry.get("a") == 1 and "a" in registry
+    assert "a" not in registry
+    with pytest.raises(RuntimeError), registry.temporarily("b", 2):
+        raise RuntimeError("inside")
+    assert "b" not in registry and len(registry) == 0
+
+
+def test_entries_describe_themselves_or_by_their_options_and_docstring():
+    registry = Registry("thing")
+
+    def scaled(maps, *, factor: float = 2.0, mode: str = "a"):
+        """Scale the maps.
+
+        More words."""
+
+    class Spec:
+        def describe(self):
+            return "own", "words"
+
+    registry.add("scaled", scaled)
+    registry.add("spec", Spec())
+    assert registry.describe("scaled") == ("factor=2.0, mode='a'", "Scale the maps.")
+    assert registry.describe("spec") == ("own", "words")
+    assert keyword_options(scaled) == {"factor": 2.0, "mode": "a"}

@@ -67,6 +67,9 @@ def metric_samples(stats: Statistics, metric: str, weights: np.ndarray) -> np.nd
     raise KeyError(f"no per-image statistics of {metric!r}")
 
 
+ZERO = 1e-9  # metrics are shares in [0, 1]: a difference below this is rounding
+
+
 @dataclass(frozen=True)
 class Interval:
     """A measured difference (better minus worse) and its bootstrap CI."""
@@ -80,13 +83,15 @@ class Interval:
 
     def verdict(self, expected_sign: int = 1) -> Verdict:
         """`holds` when the CI lies on the expected side of 0, `contradicted` when on
-        the other side, `inconclusive` when it contains 0."""
+        the other side, `inconclusive` when it contains 0. A bound within `ZERO` of 0 is
+        0: resamples where both sides tie differ by float rounding (-5e-17), not by an
+        effect."""
         low, high = self.low * expected_sign, self.high * expected_sign
         if expected_sign < 0:
             low, high = high, low
-        if low > 0:
+        if low > ZERO:
             return "holds"
-        if high < 0:
+        if high < -ZERO:
             return "contradicted"
         return "inconclusive"
 

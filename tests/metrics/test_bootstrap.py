@@ -87,3 +87,15 @@ def test_verdicts_follow_the_ci():
     assert at(-0.3, -0.1).verdict() == "contradicted"
     assert at(-0.1, 0.3).verdict() == "inconclusive"
     assert at(0.0, 0.3).verdict() == "inconclusive"
+
+
+def test_a_bound_that_is_zero_up_to_rounding_is_zero():
+    """Seen in a tuning test: tied resamples put the upper bound at -5.4e-17."""
+
+    def at(low, high):
+        return Interval(0.0, low, high, 1000, 0.95, "test")
+
+    assert at(-0.2, -5.4e-17).verdict() == "inconclusive"
+    assert at(5.4e-17, 0.2).verdict() == "inconclusive"
+    assert at(-0.2, -1e-6).verdict() == "contradicted"
+    assert at(1e-6, 0.2).verdict() == "holds"

@@ -15,10 +15,13 @@ from prm_bench.config import ConfigError, load_plan
 from prm_bench.config.keys import stage_keys
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError
+from prm_bench.metrics.bootstrap import paired_bootstrap
 from prm_bench.orchestrate import runner as runner_module
 from prm_bench.orchestrate.preflight import preflight
+from prm_bench.orchestrate.rundir import plan_from_manifest, store_of
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions
 from prm_bench.orchestrate.tune import TuneRequest, TuneSummary, tune, write_best
+from prm_bench.stages.evaluate import read_statistics
 from prm_bench.stages.inputs import open_split
 from tests.orchestrate.tuning import config_for
 
@@ -175,8 +178,15 @@ def test_a_study_killed_mid_trial_resumes_to_the_same_study(root, tmp_path, monk
 
 
 def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
-    plan = load_plan(config_for(root), use_grid=False)
-    tune(plan, TuneRequest(trials=3, evaluate=True), RunOptions(tmp_path))
+    """A study whose one choice differs from the default (class-score confidence, on the
+    ground-truth gallery, so the ranking meets hits and misses): the report's effects and
+    verdicts are the paired bootstrap of the stored statistics, and a metric the choice
+    cannot move (ABO ignores confidences) is named as left out."""
+    search = {"retrieval.confidence": {"choices": ["class"]}}
+    tree = {**config_for(root, search), "proposals": {"gallery": "gt"}}  # hits and misses
+    plan = load_plan(tree, ["train.epochs=3"], use_grid=False)
+    summary = tune(plan, TuneRequest(trials=2, evaluate=True), RunOptions(tmp_path))
+    assert summary.best_params == {"retrieval.confidence": "class"}
     result = CliRunner().invoke(
         app, ["report", str(tmp_path / "study"), "--out", str(tmp_path / "report"),
               "--resamples", "200"],
@@ -184,10 +194,22 @@ def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
     assert result.exit_code == 0, result.output
     text = (tmp_path / "report" / "README.md").read_text()
     assert "## Tuned on `tune`, tested once on `val`" in text
-    test = pd.read_csv(tmp_path / "report" / "tables" / "tuning_test.csv")
-    if test.empty:  # tiny data: the tuned retrieval may pick the default's instances
-        assert "the same values on every image" in text
-    else:
-        assert set(test["verdict (tuned better)"]) <= {"holds", "contradicted", "inconclusive"}
-        assert "mAP@0.5" in set(test["metric"]) or "`mAP@0.5`" in text
+    assert "so left out: `abo`" in text
+    table = pd.read_csv(tmp_path / "report" / "tables" / "tuning_test.csv")
+    assert "mAP@0.5" in set(table["metric"])
+    test_dir = tmp_path / "study" / "tuning" / "test"
+    cells = {c.axes["variant"]: c for c in plan_from_manifest(test_dir).cells}
+    store = store_of(test_dir)
+    stats = {name: read_statistics(store, c.keys["evaluate"]) for name, c in cells.items()}
+    results = pd.read_csv(test_dir / "results.csv")
+    for row in table.itertuples():
+        values = results[results["metric"] == row.metric].set_index("cell")["value"]
+        assert row.default == round(100 * values[cells["default"].index], 1)
+        assert row.tuned == round(100 * values[cells["tuned"].index], 1)
+        interval = paired_bootstrap([stats["tuned"]], [stats["default"]], row.metric, 200)
+        assert row._4 == (
+            f"{100 * interval.effect:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+        )
+        assert row._5 == interval.verdict()
     assert (tmp_path / "report" / "figures" / "tuning_history.png").is_file()
+    assert (tmp_path / "report" / "figures" / "tuning_history.pdf").is_file()
