@@ -3,6 +3,7 @@ with no import back up, no import cycle (imports inside functions included), and
 limits of docs/design.md section 5 with every exception named and explained here."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -146,3 +147,21 @@ def test_functions_with_many_parameters_say_why_in_their_docstring():
         f"over {PARAMETERS} parameters with no 'Takes N parameters: why' in the docstring: "
         + ", ".join(silent)
     )
+
+
+def design_sections() -> set[str]:
+    """The section numbers of docs/design.md ("## 3." -> "3", "### 2.5" -> "2.5")."""
+    text = (PACKAGE.parent / "docs" / "design.md").read_text()
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, flags=re.MULTILINE))
+
+
+def test_every_design_reference_names_a_section_of_the_design_document():
+    sections = design_sections()
+    assert {"2.1", "2.4", "2.5", "3", "5", "6", "7"} <= sections
+    cited = {}
+    sources = [*PACKAGE.rglob("*.py"), PACKAGE.parent / "README.md"]
+    for path in sources:
+        for number in re.findall(r"DESIGN (\d+(?:\.\d+)?)", path.read_text()):
+            cited.setdefault(number, path.name)
+    missing = {n: where for n, where in cited.items() if n not in sections}
+    assert not missing, f"DESIGN references with no section in docs/design.md: {missing}"

@@ -74,3 +74,12 @@ def test_an_interrupt_stops_the_run_with_exit_130_and_it_resumes(shapes, tmp_pat
     assert "FAILED" not in log.read_text()  # an interrupt is never a cell failure
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_unknown_device_or_executor_is_refused_by_the_command_line(shapes, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    for option, value in (("--device", "tpu"), ("--executor", "ray")):
+        result = CliRunner().invoke(app, ["run", str(config), option, value, "--dry-run"])
+        assert result.exit_code == 2 and "Invalid value" in result.output, result.output
+        assert "Traceback" not in result.output

@@ -190,3 +190,37 @@ def test_the_sub_pixel_factors_are_separate_axes_of_full():
     assert factors == {(8, 1), (1, 1), (1, 4), (8, 8)}  # the original's is (8, 1)
     keys = {stage_keys(c.config)["train"] for c in plan.cells if "infer.upsample" in c.axes}
     assert len(keys) == 2 * 3  # two training factors x three seeds
+
+
+@pytest.mark.parametrize(
+    "grid", [{"run.device": ["cpu", "cuda"]}, {"run.threads": [1, 2]}, [{"run.jobs": [1, 2]}]]
+)
+def test_a_grid_over_run_settings_is_refused_in_one_line(grid):
+    with pytest.raises(ConfigError, match=r"grid axis 'run\.\w+': run settings .* whole run") as e:
+        load_plan({"grid": grid})
+    assert "\n" not in str(e.value)
+
+
+def test_run_settings_belong_to_the_plan_and_no_cell_or_key():
+    plan = load_plan(
+        {"run": {"device": "cpu", "threads": 1, "jobs": 2}, "grid": {"train.seed": [0, 1]}}
+    )
+    assert (plan.run.device, plan.run.threads, plan.run.jobs) == ("cpu", 1, 2)
+    assert all("run" not in cell.config.model_dump() for cell in plan.cells)
+    other = load_plan({"run": {"device": "auto", "threads": 4}, "grid": {"train.seed": [0, 1]}})
+    assert [c.keys for c in plan.cells] == [c.keys for c in other.cells]
+    # the command line's settings go on top of the file's, None keeping the file's
+    assert plan.with_run(device="cuda", jobs=None).run.jobs == 2
+    assert plan.with_run(device="cuda").run.device == "cuda"
+    with pytest.raises(ValueError, match="device"):
+        plan.with_run(device="tpu")
+    with pytest.raises(ConfigError, match=r"run\.device: Input should be 'auto', 'cpu' or"):
+        load_plan({"run": {"device": "gpu"}})
+
+
+def test_cells_carry_the_keys_of_their_stages():
+    plan = load_plan({"grid": {"retrieval.terms": ["full", "no-class"], "train.seed": [0, 1]}})
+    for cell in plan.cells:
+        assert cell.keys == stage_keys(cell.config)
+    assert len({c.keys["train"] for c in plan.cells}) == 2
+    assert len({c.keys["retrieve"] for c in plan.cells}) == 4
