@@ -28,7 +28,6 @@ from benchmarks.prm import bench_prm_against_original
 from benchmarks.retrieval import bench_retrieval
 from benchmarks.run import RESULTS, bench_train_step, machine
 from prm_bench.config import load_plan
-from prm_bench.config.keys import stage_keys
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.infer import read_image
@@ -52,14 +51,14 @@ def grid_on(device: str, folder: Path) -> dict:
     }
     plan = load_plan(config)
     cpu = run_plan(plan.with_run(jobs=1, device="cpu"), RunOptions(folder / "cpu"))
-    train_key = stage_keys(plan.cells[0].config)["train"]
+    train_key = plan.cells[0].keys["train"]
     trained = Store(folder / "cpu" / plan.name / "store").path("train", train_key)
     shutil.copytree(trained, Store(folder / "dev" / plan.name / "store").path("train", train_key))
     start = time.perf_counter()
     dev = run_plan(plan.with_run(jobs=1, device=device), RunOptions(folder / "dev"))
     seconds = time.perf_counter() - start
     assert dev.executed["train"] == 0, "the device run must reuse the CPU's checkpoint"
-    infer_key = stage_keys(plan.cells[0].config)["infer"]
+    infer_key = plan.cells[0].keys["infer"]
     inferred = [Store(folder / side / plan.name / "store").path("infer", infer_key)
                 for side in ("cpu", "dev")]  # fmt: skip
     return {

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from prm_bench.config import load_plan
-from prm_bench.config.keys import stage_keys
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages import retrieve
@@ -47,7 +46,7 @@ def bench_retrieve_level(images: int = 400) -> dict:
         )  # trains, infers and prepares the galleries
         store = Store(Path(folder) / "runs" / first.name / "store")
         configs = [cell.config for cell in plan.cells]
-        keys = [stage_keys(c) for c in configs]
+        keys = [cell.keys for cell in plan.cells]
         cpu = torch.device("cpu")
 
         def files() -> list[bytes]:
