@@ -36,11 +36,11 @@ def preflight(plan: Plan) -> None:
             )
         if data.generate:
             generate_missing(data.name, data.root)
-        train_sizes = check_split(open_split(cell.config, "train"))
-        check_split(open_split(cell.config, "eval", segmentation=True))
+        train_sizes = check_split(open_split(cell.config.data, "train"))
+        check_split(open_split(cell.config.data, "eval", segmentation=True))
         if data.tune_split is not None:
-            check_split(open_split(cell.config, "tune", segmentation=True))
-            open_training_data(cell.config)  # refuses any overlap of the three splits
+            check_split(open_split(cell.config.data, "tune", segmentation=True))
+            open_training_data(cell.config.data)  # refuses any overlap of the three splits
         shapes = sorted(set(train_sizes.values()))
         if data.image_size is None and len(shapes) > 1:
             shown = ", ".join(f"{w}x{h}" for h, w in shapes[:3])

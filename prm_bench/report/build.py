@@ -24,7 +24,7 @@ from prm_bench.report.tables import ReportTable, build_tables, to_latex, to_mark
 from prm_bench.report.tuning import has_tuning, tuning_section
 from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
 from prm_bench.stages.infer import read_image
-from prm_bench.stages.inputs import open_split
+from prm_bench.stages.inputs import ground_truth, open_split
 from prm_bench.stages.retrieve import read_results
 from prm_bench.stages.store import Store
 
@@ -272,10 +272,8 @@ def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.nda
         keys = cell.keys
         if value is None or str(value) in curves or not store.is_done("retrieve", keys["retrieve"]):
             continue
-        dataset = open_split(cell.config, "evaluated", segmentation=True)
-        truth = [
-            [{"mask": i.mask, "class": i.label} for i in dataset.instances(x)] for x in dataset.ids
-        ]
+        dataset = open_split(cell.config.data, "evaluated", segmentation=True)
+        truth = ground_truth(dataset)
         predictions = read_results(store.path("retrieve", keys["retrieve"]), dataset.ids)
         curves[str(value)] = voc_pr_curve(predictions, truth, 0.5, len(dataset.class_names))
     return curves
@@ -288,7 +286,7 @@ def _qualitative(plan, store: Store, count: int) -> list[dict]:
     keys = cell.keys
     if not store.is_done("retrieve", keys["retrieve"]):
         return []
-    dataset = open_split(cell.config, "evaluated", segmentation=True)
+    dataset = open_split(cell.config.data, "evaluated", segmentation=True)
     ids = dataset.ids[:count]
     predictions = read_results(store.path("retrieve", keys["retrieve"]), ids)
     samples = []

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prm_bench.config import ExperimentConfig
+from prm_bench.config import DataConfig, ExperimentConfig
 from prm_bench.data.base import Dataset
 from prm_bench.metrics import METRICS, EvalInputs, evaluate
 from prm_bench.stages.infer import read_image
-from prm_bench.stages.inputs import open_split
+from prm_bench.stages.inputs import ground_truth, open_split
 from prm_bench.stages.retrieve import read_results
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
@@ -27,7 +27,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     CPU: `device` is part of the stage contract only)."""
     folder = store.reset("evaluate", keys["evaluate"])
     start = time.perf_counter()
-    inputs = _inputs(config, store, keys)
+    inputs = _inputs(config.data, config.eval.metrics, store, keys)
     result = evaluate(config.eval.metrics, inputs, config.eval)
     write_json(folder / METRICS_FILE, result.values)
     save_npz(folder / STATISTICS_FILE, **result.statistics)
@@ -40,18 +40,12 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     return folder
 
 
-def _inputs(config: ExperimentConfig, store: Store, keys: dict[str, str]) -> EvalInputs:
+def _inputs(data: DataConfig, metrics: list[str], store: Store, keys: dict[str, str]) -> EvalInputs:
     """What the configured metrics read: always the instances and void masks, the stored
     inference and image sizes only where a metric declares that it needs them."""
-    dataset = open_split(config, "evaluated", segmentation=True)
-    needs = set().union(*(METRICS.get(m).needs for m in config.eval.metrics))
-    truth = [
-        [
-            {"mask": i.mask, "class": i.label, "box": i.box, "difficult": i.difficult}
-            for i in dataset.instances(image_id)
-        ]
-        for image_id in dataset.ids
-    ]
+    dataset = open_split(data, "evaluated", segmentation=True)
+    needs = set().union(*(METRICS.get(m).needs for m in metrics))
+    truth = ground_truth(dataset)
     void = [dataset.void(image_id) for image_id in dataset.ids]
     inputs = EvalInputs(
         predictions=read_results(store.path("retrieve", keys["retrieve"]), dataset.ids),

@@ -125,7 +125,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     """Infer every evaluation image of a cell with its trained model."""
     key, train_key = keys["infer"], keys["train"]
     folder = store.reset("infer", key)
-    dataset = open_split(config, "evaluated")
+    dataset = open_split(config.data, "evaluated")
     classes = store.record("train", train_key)["classes"]
     model = build_classifier(
         config.backbone.name, len(classes), output_stride=config.backbone.output_stride

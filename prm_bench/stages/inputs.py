@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from prm_bench.config.keys import computed_proposals_key
-from prm_bench.config.models import DataConfig, ExperimentConfig
+from prm_bench.config.models import DataConfig
 from prm_bench.data import open_dataset
 from prm_bench.data.base import DataError, Dataset, check_disjoint
 from prm_bench.model.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
@@ -25,10 +25,9 @@ def computed_proposals(data: DataConfig, store: Store) -> Path:
     return store.path("proposals", computed_proposals_key(data))
 
 
-def open_split(config: ExperimentConfig, which: str, segmentation: bool = False) -> Dataset:
+def open_split(data: DataConfig, which: str, segmentation: bool = False) -> Dataset:
     """A split of a cell, limited to its first N images: `train`, `eval`, `tune`, or
     `evaluated` (the one the cell infers and evaluates on: eval, or tune when tuning)."""
-    data = config.data
     split, limit = {
         "train": (data.train_split, data.limit_train),
         "eval": (data.eval_split, data.limit_eval),
@@ -43,14 +42,26 @@ def open_split(config: ExperimentConfig, which: str, segmentation: bool = False)
     return dataset
 
 
-def open_training_data(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
+def ground_truth(dataset: Dataset) -> list[list[dict]]:
+    """Per image of `dataset`, its instances as the metrics read them: `mask`, `class`,
+    `box` and `difficult`."""
+    return [
+        [
+            {"mask": i.mask, "class": i.label, "box": i.box, "difficult": i.difficult}
+            for i in dataset.instances(image_id)
+        ]
+        for image_id in dataset.ids
+    ]
+
+
+def open_training_data(data: DataConfig) -> tuple[Dataset, Dataset]:
     """Training and evaluation splits, refusing any overlap between them (and with the
     tuning split, whose images the classifier must not see either)."""
-    train = open_split(config, "train")
-    evaluation = open_split(config, "eval")
+    train = open_split(data, "train")
+    evaluation = open_split(data, "eval")
     check_disjoint(train, evaluation)
-    if config.data.tune_split is not None:
-        tune = open_split(config, "tune")
+    if data.tune_split is not None:
+        tune = open_split(data, "tune")
         check_disjoint(train, tune, second="tuning")
         check_disjoint(tune, evaluation, first="tuning")
     return train, evaluation

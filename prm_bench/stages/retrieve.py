@@ -197,7 +197,7 @@ def run_cells(
         raise ValueError("cells retrieved together must share their inference and proposals")
     first, ids = configs[0], keys[0]
     traits = GALLERIES.get(first.proposals.gallery)
-    dataset = open_split(first, "evaluated", segmentation=traits.needs_truth)
+    dataset = open_split(first.data, "evaluated", segmentation=traits.needs_truth)
     root = computed_proposals(first.data, store) if traits.store_cache else first.proposals.root
     needs_gallery = any(METHODS.get(c.method.name).needs_proposals for c in configs)
     gallery = open_gallery(first.proposals.gallery, root, dataset) if needs_gallery else None

@@ -121,7 +121,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     decoded batch by batch (`train.loader_workers` processes ahead), never held whole."""
     key = keys["train"]
     folder = store.reset("train", key)
-    train_set, eval_set = open_training_data(config)
+    train_set, eval_set = open_training_data(config.data)
     images = ImageSplit(train_set, config.data.image_size)
     eval_images = ImageSplit(eval_set, config.data.image_size)
     torch.manual_seed(config.train.seed)

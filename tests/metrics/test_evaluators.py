@@ -109,7 +109,7 @@ def test_a_registered_metric_is_computed_by_the_evaluate_stage_and_filed(tmp_pat
     # the value is the mean number of instances the retrieve stage stored per image
     cell = plan.cells[0]
     folder = Store(tmp_path / plan.name / "store").path("retrieve", cell.keys["retrieve"])
-    ids = open_split(cell.config, "evaluated").ids
+    ids = open_split(cell.config.data, "evaluated").ids
     stored = read_results(folder, ids)
     assert len(stored) == 3
     assert rows.loc["mean_instances", "value"] == np.mean([len(p) for p in stored])

@@ -63,7 +63,7 @@ def test_evaluating_on_tune_changes_only_the_evaluated_stages(root):
     a, b = stage_keys(base), stage_keys(tuned)
     assert a["train"] == b["train"]
     assert all(a[s] != b[s] for s in ("infer", "proposals", "retrieve", "evaluate"))
-    assert open_split(tuned, "evaluated").ids == open_dataset("shapes", root, "tune").ids
+    assert open_split(tuned.data, "evaluated").ids == open_dataset("shapes", root, "tune").ids
 
 
 def test_a_bad_search_space_exits_2_without_a_traceback(root, tmp_path):

@@ -42,7 +42,7 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
     )
     # the in-memory reference: every image decoded up front, the same draws
     cell = load_plan(config).cells[0].config
-    train_set, _ = open_training_data(cell)
+    train_set, _ = open_training_data(cell.data)
     split = ImageSplit(train_set, None)
     images = torch.stack([split[i] for i in range(len(split))])
     torch.manual_seed(0)
