@@ -56,6 +56,25 @@ PROGRESS_COLUMNS = (
 )
 
 
+# `--set a=1 b=2`: the key=value words after one --set reach the command as extra words
+EXTRA_OVERRIDES = {"allow_extra_args": True}
+
+
+def _extra_overrides(ctx: typer.Context) -> list[str]:
+    """The extra words of the command line, each a `section.key=value` override (Hydra's
+    habit: several after one `--set`).
+
+    Raises:
+        ConfigError: a word that is no override.
+    """
+    for word in ctx.args:
+        if "=" not in word or word.startswith("-"):
+            raise ConfigError(
+                f"unexpected argument {word!r}: give overrides as section.key=value after --set"
+            )
+    return list(ctx.args)
+
+
 def _check_writable(runs_dir: Path) -> None:
     """Refuse a --runs-dir that is a file or that cannot be written."""
     if runs_dir.exists() and not runs_dir.is_dir():
@@ -120,8 +139,9 @@ def _progress_events(progress: Progress) -> Callable[[str, dict], None]:
     return report
 
 
-@app.command()
+@app.command(context_settings=EXTRA_OVERRIDES)
 def run(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment YAML, e.g. ablations/quick.yaml."),
     overrides: list[str] = OVERRIDES_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
@@ -133,10 +153,10 @@ def run(
 ) -> None:
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages.
 
-    Takes eight parameters: each is a command-line option."""
+    Takes nine parameters: the click context (for `--set a=1 b=2`) and each option."""
     settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
     try:
-        plan = _load(config, overrides, True, settings)
+        plan = _load(config, [*overrides, *_extra_overrides(ctx)], True, settings)
         _check_writable(runs_dir)
     except (ConfigError, DataError) as err:
         fail(err)
@@ -169,8 +189,9 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(context_settings=EXTRA_OVERRIDES)
 def tune(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment YAML with a search: section."),
     trials: int = typer.Option(20, help="Finished trials the study should hold."),
     metric: str = typer.Option("mAP@0.5", help="The value to optimise (a headline metric)."),
@@ -192,13 +213,13 @@ def tune(
     """Tune the config's search: keys on data.tune_split with Optuna, then (--evaluate)
     test default and tuned once on the evaluation split. Stages are shared with `run`.
 
-    Takes thirteen parameters: each is a command-line option."""
+    Takes fourteen parameters: the click context (for `--set a=1 b=2`) and each option."""
     from prm_bench.orchestrate.tune import TuneFailed, TuneRequest
     from prm_bench.orchestrate.tune import tune as run_tune
 
     settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
     try:
-        plan = _load(config, overrides, False, settings)
+        plan = _load(config, [*overrides, *_extra_overrides(ctx)], False, settings)
         _check_writable(runs_dir)
     except (ConfigError, DataError) as err:
         fail(err)

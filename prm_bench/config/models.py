@@ -63,7 +63,8 @@ class DataConfig(_Section):
     limit_train: int | None = Field(None, ge=1)
     limit_eval: int | None = Field(None, ge=1)
     # generated kinds (shapes): make the dataset at root when it is absent; off, a missing
-    # root is an error, so a typo in root does not silently generate a new dataset
+    # root is an error, so a typo in root does not silently generate a new dataset. Read
+    # kinds (voc, coco) are never made: for them it has no effect (their layout is checked)
     generate: bool = False
     # the held-out split that `prm-bench tune` scores trials on (never the eval split);
     # evaluate_on: tune makes a cell infer, retrieve and evaluate on it instead of eval

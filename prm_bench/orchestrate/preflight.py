@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from prm_bench.config import Plan
-from prm_bench.data import generate_missing
+from prm_bench.data import generate_missing, generator_of
 from prm_bench.data.base import DataError, check_split
 from prm_bench.instances.proposals import GALLERIES
 from prm_bench.stages.inputs import open_split, open_training_data
@@ -34,7 +34,7 @@ def preflight(plan: Plan) -> None:
                 f"proposals.root {proposals.root} must be the folder of the "
                 f"{proposals.gallery} files"
             )
-        if data.generate:
+        if data.generate and generator_of(data.name) is not None:
             generate_missing(data.name, data.root)
         train_sizes = check_split(open_split(cell.config.data, "train"))
         check_split(open_split(cell.config.data, "eval", segmentation=True))

@@ -83,3 +83,25 @@ def test_an_unknown_device_or_executor_is_refused_by_the_command_line(shapes, tm
         result = CliRunner().invoke(app, ["run", str(config), option, value, "--dry-run"])
         assert result.exit_code == 2 and "Invalid value" in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_several_overrides_follow_one_set_flag(shapes, tmp_path, monkeypatch):
+    import prm_bench.cli.run as command
+
+    planned = []
+    monkeypatch.setattr(command, "_print_plan", lambda plan, run_dir: planned.append(plan))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    both = CliRunner().invoke(
+        app, ["run", str(config), "--set", "train.epochs=2", "infer.max_peaks=5", *runs]
+    )
+    assert both.exit_code == 0, both.output
+    apart = CliRunner().invoke(
+        app, ["run", str(config), "--set", "train.epochs=2", "--set", "infer.max_peaks=5", *runs]
+    )
+    assert apart.exit_code == 0, apart.output
+    first, second = (p.cells[0].config for p in planned)
+    assert first == second and (first.train.epochs, first.infer.max_peaks) == (2, 5)
+    stray = CliRunner().invoke(app, ["run", str(config), "--set", "train.epochs=2", "oops", *runs])
+    assert stray.exit_code == 2 and "unexpected argument 'oops'" in stray.output

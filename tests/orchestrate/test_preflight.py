@@ -90,3 +90,13 @@ def test_coco_faults_are_named(tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(DataError, match="file_name"):
         open_dataset("coco", tmp_path / "coco", "val")
+
+
+def test_data_generate_makes_generated_kinds_and_leaves_read_kinds_to_their_checks(tmp_path):
+    """`full.yaml` generates shapes; pointed at COCO with one --set, it needs no
+    data.generate=false: a read kind is checked, never made."""
+    missing = tmp_path / "coco"
+    config = small_config(missing, data={"name": "coco", "generate": True})
+    with pytest.raises(DataError, match="instances_train.json does not exist"):
+        preflight(load_plan(config))
+    assert not missing.exists()
