@@ -7,6 +7,7 @@ from rich.table import Table
 
 from prm_bench.cli.app import app, console
 from prm_bench.data import DATASETS
+from prm_bench.data.sources import SOURCES
 from prm_bench.instances.baselines import BASELINES
 from prm_bench.instances.methods import METHODS
 from prm_bench.instances.proposals import GALLERIES
@@ -27,6 +28,7 @@ FAMILIES: dict[str, Registry] = {
     "metrics": METRICS,
     "datasets": DATASETS,
     "executors": EXECUTORS,
+    "sources": SOURCES,
 }
 
 
@@ -36,7 +38,7 @@ def list_entries(
     pattern: str = typer.Argument("*", help="fnmatch pattern over the names, e.g. 'resnet*'."),
 ) -> None:
     """List the entries of the registries (backbones, stimulations, terms, galleries,
-    baselines, methods, metrics, datasets, executors)."""
+    baselines, methods, metrics, datasets, executors, sources)."""
     if family is not None and family not in FAMILIES:
         console.print(
             f"[red]error:[/] unknown family {family!r} (choose from {', '.join(FAMILIES)})"
