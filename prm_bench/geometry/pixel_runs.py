@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 def prefix_sums(maps: np.ndarray) -> np.ndarray:
@@ -35,6 +34,8 @@ def one_torch_thread() -> Iterator[None]:
     torch operations (scans, resizes), whose results do not depend on the thread count:
     beside other busy jobs a second thread only waits for a core (two threads made a
     448 px retrieval 2-3x slower while another job ran)."""
+    import torch  # here, not at import: reading proposals or masks needs no torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -46,6 +47,8 @@ def one_torch_thread() -> Iterator[None]:
 def _cumsum(values: np.ndarray, dim: int, out: np.ndarray) -> None:
     """numpy's `cumsum(values, axis=dim, out=out)`, the same additions in the same order,
     by torch's faster CPU scan (on one thread); `values` may be a strided view."""
+    import torch
+
     target = torch.from_numpy(out)
     if not values.flags.writeable:  # torch warns on read-only arrays; a copy is exact
         values = values.copy(order="K")

@@ -27,6 +27,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from prm_bench.config import ExperimentConfig, config_hash
+from prm_bench.data.base import Dataset
 from prm_bench.geometry.masks import encode_rle
 from prm_bench.geometry.pixel_runs import one_torch_thread
 from prm_bench.instances.baselines import cam_baseline
@@ -199,8 +200,7 @@ def run_cells(
     traits = GALLERIES.get(first.proposals.gallery)
     dataset = open_split(first.data, "evaluated", segmentation=traits.needs_truth)
     root = computed_proposals(first.data, store) if traits.store_cache else first.proposals.root
-    needs_gallery = any(METHODS.get(c.method.name).needs_proposals for c in configs)
-    gallery = open_gallery(first.proposals.gallery, root, dataset) if needs_gallery else None
+    gallery = _gallery(configs, root, dataset)
     inferred = store.path("infer", ids["infer"])
     proposals = store.path("proposals", ids["proposals"])
     cells = [_Cell(c, k["retrieve"]) for c, k in zip(configs, keys, strict=True)]
@@ -221,6 +221,18 @@ def run_cells(
             info = {"instances": len(cell.results), "seconds": cell.seconds, "group": len(cells)}
             store.complete("retrieve", cell.key, info, [RESULTS])
     return [cell.error for cell in cells]
+
+
+def _gallery(configs: list[ExperimentConfig], root: Path | None, dataset: Dataset) -> Any:
+    """The cells' gallery, or None when none of their methods reads proposals. When only
+    retrievals read it, file galleries read no more than the largest `top_n` (an MCG file
+    holds 5,000 proposals; retrieval scores the first 100)."""
+    readers = [c for c in configs if METHODS.get(c.method.name).needs_proposals]
+    if not readers:
+        return None
+    retrieving = all(METHODS.get(c.method.name).uses_retrieval for c in readers)
+    top_n = max(c.retrieval.top_n for c in readers) if retrieving else None
+    return open_gallery(configs[0].proposals.gallery, root, dataset, top_n)
 
 
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:

@@ -70,8 +70,10 @@ GALLERIES: Registry[GallerySpec] = Registry(
 )
 
 
-def _file_gallery(name: str, suffix: str, reader: Callable[[Path], np.ndarray]) -> GallerySpec:
-    def factory(root: Path | None, dataset: Dataset | None = None) -> Gallery:
+def _file_gallery(name: str, suffix: str, reader: Callable[..., np.ndarray]) -> GallerySpec:
+    def factory(
+        root: Path | None, dataset: Dataset | None = None, top_n: int | None = None
+    ) -> Gallery:
         if root is None or not Path(root).is_dir():
             raise DataError(f"proposal folder {root} does not exist (expected <root>/<id>{suffix})")
 
@@ -79,11 +81,12 @@ def _file_gallery(name: str, suffix: str, reader: Callable[[Path], np.ndarray]) 
             path = Path(root) / f"{image_id}{suffix}"
             if not path.is_file():
                 raise DataError(f"proposal file {path} does not exist")
-            return reader(path)
+            return reader(path, top_n)
 
         return proposals
 
-    description = f"Proposals read from <root>/<image id>{suffix} ({reader.__doc__})"
+    summary = (reader.__doc__ or "").split(";")[0].split("\n\n")[0].replace("\n", " ")
+    description = f"Proposals read from <root>/<image id>{suffix} ({summary.rstrip('.')})"
     return GallerySpec(name, factory, description, needs_root=True)
 
 
@@ -105,6 +108,7 @@ def embedded_gallery(
     root: Path | None = None,
     dataset: Dataset | None = None,
     params: EmbeddedParams | None = None,
+    top_n: int | None = None,
 ) -> Gallery:
     """Training-free proposals computed from the image, cached under `root` as COCO RLE
     json (one file per image, written atomically); no cache when `root` is None."""
@@ -145,7 +149,9 @@ GALLERIES.add(
 )
 
 
-def ground_truth_gallery(root: Path | None = None, dataset: Dataset | None = None) -> Gallery:
+def ground_truth_gallery(
+    root: Path | None = None, dataset: Dataset | None = None, top_n: int | None = None
+) -> Gallery:
     """The image's ground-truth instance masks, in annotation order."""
     if dataset is None:
         raise DataError("the gt gallery needs the dataset whose instances it returns")
@@ -174,8 +180,10 @@ GALLERIES.add(
 def _with_ground_truth(name: str) -> GallerySpec:
     inner = GALLERIES.get(name)
 
-    def factory(root: Path | None = None, dataset: Dataset | None = None) -> Gallery:
-        truth, others = ground_truth_gallery(root, dataset), inner.open(root, dataset)
+    def factory(
+        root: Path | None = None, dataset: Dataset | None = None, top_n: int | None = None
+    ) -> Gallery:
+        truth, others = ground_truth_gallery(root, dataset), inner.open(root, dataset, top_n=top_n)
 
         def proposals(image_id: str) -> np.ndarray:
             gt, rest = truth(image_id), others(image_id)
@@ -197,7 +205,13 @@ GALLERIES.add_prefix("gt+", _with_ground_truth)
 
 
 def open_gallery(
-    name: str, root: str | Path | None = None, dataset: Dataset | None = None
+    name: str,
+    root: str | Path | None = None,
+    dataset: Dataset | None = None,
+    top_n: int | None = None,
 ) -> Gallery:
-    """Resolve a gallery by name (e.g. `mcg`, `gt`, `gt+mcg`) for a root and dataset."""
-    return GALLERIES.get(name).open(Path(root) if root is not None else None, dataset)
+    """Resolve a gallery by name (e.g. `mcg`, `gt`, `gt+mcg`) for a root and dataset; with
+    `top_n`, file galleries read only their best `top_n` proposals (computed and ground
+    truth galleries are whole)."""
+    root = Path(root) if root is not None else None
+    return GALLERIES.get(name).open(root, dataset, top_n=top_n)

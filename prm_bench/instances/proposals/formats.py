@@ -1,7 +1,7 @@
 """Readers of the proposal file formats in circulation; each returns (P, H, W) bool, best first.
 
-- MCG: a .mat with `superpixels` (H x W label image), `labels` (a cell of superpixel-id
-  lists, one per proposal) and `scores`.
+- MCG: a .mat (v5/v7, or v7.3 HDF5) with `superpixels` (H x W label image), `labels` (a
+  cell of superpixel-id lists, one per proposal) and `scores`.
 - COB: a .mat with `maskmat`: an H x W x P array or a cell of H x W masks.
 - COCO RLE json: a list of RLE dicts, or of objects holding one under `segmentation`
   (with an optional `score`).
@@ -26,7 +26,7 @@ def _load_mat(path: Path, keys: tuple[str, ...]) -> dict:
     try:
         content = scipy.io.loadmat(str(path), squeeze_me=False)
     except NotImplementedError as err:  # MATLAB v7.3 files are HDF5
-        raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file; save it with -v7") from err
+        raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file this reader cannot take") from err
     except (ValueError, OSError) as err:
         raise DataError(f"{path} is not a readable .mat file: {err}") from err
     missing = [k for k in keys if k not in content]
@@ -42,21 +42,62 @@ def _by_score(masks: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
     return masks[np.argsort(-scores, kind="stable")]
 
 
-def read_mcg(path: Path) -> np.ndarray:
-    """MCG proposals: the union of each proposal's superpixels, sorted by score."""
+def read_mcg(path: Path, top_n: int | None = None) -> np.ndarray:
+    """MCG proposals: the union of each proposal's superpixels, sorted by score; with
+    `top_n`, only the best `top_n` are built (a VOC-size file holds 5,000 proposals and
+    retrieval scores 100). MATLAB v5/v7 files are read with scipy, v7.3 (HDF5) with h5py."""
+    superpixels, groups = _mcg_contents(Path(path), top_n)
+    if not groups:
+        return np.zeros((0, *superpixels.shape), dtype=bool)
+    count = int(max(superpixels.max(), max(int(g.max(initial=0)) for g in groups))) + 1
+    member = np.zeros((len(groups), count), dtype=bool)
+    for row, group in enumerate(groups):
+        member[row, group.astype(np.int64)] = True
+    return member[:, superpixels]  # (P, H, W): each proposal's superpixels, looked up
+
+
+def _best(scores: np.ndarray | None, count: int, top_n: int | None) -> np.ndarray:
+    """The proposals to build, best first (file order without scores)."""
+    order = np.argsort(-scores, kind="stable") if scores is not None else np.arange(count)
+    return order if top_n is None else order[:top_n]
+
+
+def _mcg_contents(path: Path, top_n: int | None) -> tuple[np.ndarray, list]:
+    import h5py
+
+    if h5py.is_hdf5(path):
+        return _mcg_hdf5(path, top_n)
     content = _load_mat(path, ("superpixels", "labels"))
     superpixels = np.asarray(content["superpixels"])
-    groups = [np.asarray(g).ravel() for g in np.asarray(content["labels"], dtype=object).ravel()]
-    masks = (
-        np.stack([np.isin(superpixels, g) for g in groups])
-        if groups
-        else np.zeros((0, *superpixels.shape), dtype=bool)
-    )
+    labels = np.asarray(content["labels"], dtype=object).ravel()
     scores = np.asarray(content["scores"], dtype=float).ravel() if "scores" in content else None
-    return _by_score(masks, scores)
+    scores = scores if scores is not None and len(scores) == len(labels) else None
+    chosen = _best(scores, len(labels), top_n)
+    return superpixels, [np.asarray(labels[i]).ravel() for i in chosen]
 
 
-def read_cob(path: Path) -> np.ndarray:
+def _mcg_hdf5(path: Path, top_n: int | None) -> tuple[np.ndarray, list]:
+    """A v7.3 MCG file: MATLAB stores arrays column-major, so h5py sees them transposed,
+    and a cell is an array of references, each read only when chosen."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            missing = [k for k in ("superpixels", "labels") if k not in file]
+            if missing:
+                raise DataError(f"{path} has no {', '.join(missing)} (found: {sorted(file)})")
+            superpixels = np.asarray(file["superpixels"]).T
+            references = np.asarray(file["labels"]).ravel()
+            scores = np.asarray(file["scores"]).ravel().astype(float) if "scores" in file else None
+            scores = scores if scores is not None and len(scores) == len(references) else None
+            chosen = _best(scores, len(references), top_n)
+            groups = [np.asarray(file[references[i]]).ravel() for i in chosen]
+    except OSError as err:
+        raise DataError(f"{path} is not a readable MATLAB v7.3 file: {err}") from err
+    return superpixels, groups
+
+
+def read_cob(path: Path, top_n: int | None = None) -> np.ndarray:
     """COB proposals from `maskmat` (H x W x P array or cell of masks), sorted by score."""
     content = _load_mat(path, ("maskmat",))
     maskmat = content["maskmat"]
@@ -69,7 +110,7 @@ def read_cob(path: Path) -> np.ndarray:
             f"{path}: maskmat must be H x W x P or a cell of masks, got {maskmat.shape}"
         )
     scores = np.asarray(content["scores"], dtype=float).ravel() if "scores" in content else None
-    return _by_score(masks, scores)
+    return _by_score(masks, scores)[:top_n]
 
 
 def _read_json(path: Path) -> list:
@@ -82,7 +123,7 @@ def _read_json(path: Path) -> list:
     return content
 
 
-def read_rle_json(path: Path) -> np.ndarray:
+def read_rle_json(path: Path, top_n: int | None = None) -> np.ndarray:
     """COCO RLE proposals, sorted by `score` when every entry has one."""
     entries = _read_json(path)
     rles, scores = [], []
@@ -101,10 +142,10 @@ def read_rle_json(path: Path) -> np.ndarray:
         rles = [mask_utils.frPyObjects(r, *r["size"]) for r in rles]
     masks = np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
     valid = all(s is not None for s in scores)
-    return _by_score(masks, np.asarray(scores, dtype=float) if valid else None)
+    return _by_score(masks, np.asarray(scores, dtype=float) if valid else None)[:top_n]
 
 
-def read_prm_demo_json(path: Path) -> np.ndarray:
+def read_prm_demo_json(path: Path, top_n: int | None = None) -> np.ndarray:
     """Proposals of the original PRM demo: base64 uint32 (start, length) runs."""
     masks = []
     for entry in _read_json(path):
@@ -116,4 +157,4 @@ def read_prm_demo_json(path: Path) -> np.ndarray:
         masks.append(flat.reshape(height, width))
     if not masks:
         raise DataError(f"{path} holds no proposal; image size unknown")
-    return np.stack(masks)
+    return np.stack(masks)[:top_n]

@@ -6,7 +6,9 @@ import pytest
 import scipy.io
 from pycocotools import mask as mask_utils
 
+from benchmarks.proposals import mcg_file
 from prm_bench.instances.proposals import open_gallery
+from prm_bench.instances.proposals.formats import read_mcg
 
 SUPERPIXELS = np.array(
     [
@@ -71,3 +73,24 @@ def test_prm_demo_json_runs_decode_to_the_masks(tmp_path):
     expected = masks_of([[1, 4], [2], [1, 2, 3, 4]])
     (tmp_path / "img1.json").write_text(json.dumps([demo_entry(m) for m in expected]))
     assert np.array_equal(open_gallery("prm-demo-json", tmp_path)("img1"), expected)
+
+
+@pytest.mark.parametrize("v73", [False, True])
+def test_mcg_top_n_equals_the_first_masks_of_a_full_read(tmp_path, v73):
+    path = mcg_file(tmp_path / "a.mat", proposals=300, superpixels=60, size=(50, 70), v73=v73)
+    full = read_mcg(path)
+    assert full.shape == (300, 50, 70)
+    np.testing.assert_array_equal(read_mcg(path, top_n=40), full[:40])
+    assert len(read_mcg(path, top_n=1000)) == 300
+
+
+def test_mcg_v73_reads_as_the_same_file_in_v5(tmp_path):
+    shape = {"proposals": 50, "superpixels": 30, "size": (40, 30), "seed": 3}
+    v5 = read_mcg(mcg_file(tmp_path / "a.mat", **shape))
+    v73 = read_mcg(mcg_file(tmp_path / "b.mat", v73=True, **shape))
+    np.testing.assert_array_equal(v5, v73)
+    # and the masks are the unions of the superpixels the labels list, best score first
+    content = scipy.io.loadmat(tmp_path / "a.mat")
+    best = int(np.argmax(content["scores"].ravel()))
+    ids = content["labels"].ravel()[best].ravel()
+    np.testing.assert_array_equal(v5[0], np.isin(content["superpixels"], ids))

@@ -64,3 +64,12 @@ def test_every_gallery_declares_what_it_needs(name):
         name.removeprefix("gt+") in ("mcg", "cob", "rle-json", "prm-demo-json")
     )
     assert traits.store_cache == name.endswith("embedded")
+
+
+def test_file_galleries_read_only_the_top_n_they_are_asked_for(tmp_path):
+    from benchmarks.proposals import mcg_file
+
+    mcg_file(tmp_path / "a.mat", proposals=40, superpixels=20, size=(30, 20))
+    full = open_gallery("mcg", tmp_path)("a")
+    top = open_gallery("mcg", tmp_path, top_n=7)("a")
+    assert len(full) == 40 and np.array_equal(top, full[:7])
