@@ -104,13 +104,18 @@ class Registry(Generic[T]):
 
     @contextmanager
     def temporarily(self, name: str, obj: T) -> Iterator[T]:
-        """Register `obj` as `name` for the block, then remove it (tests register
-        throwaway entries this way without leaking them into other tests)."""
-        self.add(name, obj)
+        """Register `obj` as `name` for the block, then remove it, or put back the entry
+        it stood in for (tests register throwaway entries, or rehearse a real one
+        against local files, without leaking them into other tests)."""
+        previous = self._entries.get(name)
+        self._entries[name] = obj
         try:
             yield obj
         finally:
-            del self._entries[name]
+            if previous is None:
+                del self._entries[name]
+            else:
+                self._entries[name] = previous
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching the fnmatch `pattern`, in registration order."""

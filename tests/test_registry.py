@@ -95,3 +95,11 @@ def test_entries_describe_themselves_or_by_their_options_and_docstring():
     assert registry.describe("scaled") == ("factor=2.0, mode='a'", "Scale the maps.")
     assert registry.describe("spec") == ("own", "words")
     assert keyword_options(scaled) == {"factor": 2.0, "mode": "a"}
+
+
+def test_temporarily_stands_in_for_an_entry_and_puts_it_back():
+    registry = Registry("thing")
+    registry.add("a", 1)
+    with registry.temporarily("a", 2):
+        assert registry.get("a") == 2
+    assert registry.get("a") == 1

@@ -297,15 +297,26 @@ def _cell_config(
     return _resolve_paths(config, base)
 
 
+_SPLITS = ("train_split", "eval_split", "tune_split")
+
+
 def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
-    """Relative paths of a config file are relative to the file."""
+    """Relative paths of a config file are relative to the file: the data root, split
+    list files, weights and the proposal folder."""
 
     def resolve(value: Path | None) -> Path | None:
         return value if value is None or value.is_absolute() else (base / value).resolve()
 
+    def resolve_split(split: str | None) -> str | None:
+        """A split given as a list file (a .txt or a path) is a path; a name is a name."""
+        if split is None or not (split.endswith(".txt") or "/" in split):
+            return split
+        return str(resolve(Path(split)))
+
+    splits = {k: resolve_split(getattr(config.data, k)) for k in _SPLITS}
     return config.model_copy(
         update={
-            "data": config.data.model_copy(update={"root": resolve(config.data.root)}),
+            "data": config.data.model_copy(update={"root": resolve(config.data.root), **splits}),
             "backbone": config.backbone.model_copy(
                 update={"weights": resolve(config.backbone.weights)}
             ),

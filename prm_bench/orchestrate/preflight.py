@@ -3,21 +3,77 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from prm_bench.config import Plan
 from prm_bench.data import generate_missing, generator_of
 from prm_bench.data.base import DataError, check_split
+from prm_bench.data.sources import SOURCES
 from prm_bench.instances.proposals import GALLERIES
 from prm_bench.stages.inputs import open_split, open_training_data
 
 
+class MissingInputs(DataError):
+    """Inputs of a plan that are not on disk: one line each, with the command that makes
+    it where one does (`lines`)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(f"{len(lines)} inputs are missing:\n- " + "\n- ".join(lines))
+        self.lines = lines
+
+
+def _hint(path: Path) -> str:
+    """The command that makes `path`, where a data source or `data prepare` does."""
+    text = path.as_posix()
+    if text.endswith("ImageSets/Segmentation/train_aug.txt"):
+        root = text.removesuffix("VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt")
+        return f"prm-bench data prepare voc2012 --root {root.rstrip('/') or '.'}"
+    for name in SOURCES.names():
+        for archive in SOURCES.get(name).archives:
+            for made in (archive.provides, archive.into):  # the file, or its folder
+                if made != "." and text.endswith(made):
+                    root = text.removesuffix(made).rstrip("/") or "."
+                    return f"prm-bench data fetch {name} --root {root}"
+    return ""
+
+
+def missing_inputs(plan: Plan) -> list[str]:
+    """Every input path the plan's cells read that does not exist, each with the command
+    that makes it (a dry run lists them all; a run refuses to start)."""
+    wanted: dict[Path, str] = {}
+    for cell in plan.cells:
+        config = cell.config
+        data = config.data
+        if not (data.generate and generator_of(data.name) is not None):
+            wanted.setdefault(Path(data.root), "data.root")
+            for key in ("train_split", "eval_split", "tune_split"):
+                split = getattr(data, key)
+                if split is not None and ("/" in split or split.endswith(".txt")):
+                    wanted.setdefault(Path(split), f"data.{key}")
+        if GALLERIES.get(config.proposals.gallery).needs_root and config.proposals.root:
+            wanted.setdefault(Path(config.proposals.root), "proposals.root")
+        if config.backbone.weights is not None:
+            wanted.setdefault(Path(config.backbone.weights), "backbone.weights")
+    lines = []
+    for path, key in wanted.items():
+        if not path.exists():
+            hint = _hint(path)
+            lines.append(f"{key} {path} does not exist" + (f": {hint}" if hint else ""))
+    return lines
+
+
 def preflight(plan: Plan) -> None:
-    """Check every cell's inputs before any compute: dataset layouts and proposal folders.
+    """Check every cell's inputs before any compute: every path it reads, then dataset
+    layouts and proposal folders.
 
     Raises:
-        DataError: naming the missing path (a generated kind is made first where the
+        MissingInputs: every missing path, with the command that makes it.
+        DataError: naming the first bad layout (a generated kind is made first where the
             config sets data.generate).
     """
+    missing = missing_inputs(plan)
+    if missing:
+        raise MissingInputs(missing)
     seen: set[str] = set()
     for cell in plan.cells:
         data, proposals = cell.config.data, cell.config.proposals
