@@ -136,20 +136,6 @@ for _source in (
         ),
     ),
     Source(
-        "mcg-coco2014",
-        "MCG proposals of COCO 2014 val",
-        (
-            Archive(
-                f"{_MCG}/MCG-COCO-val2014-proposals.tgz",
-                None,
-                None,
-                "tar",
-                "coco",
-                "coco/MCG-COCO-val2014-proposals",
-            ),
-        ),
-    ),
-    Source(
         "coco2014",
         "COCO 2014 train and val images and their instance annotations",
         (
@@ -176,6 +162,20 @@ for _source in (
                 "zip",
                 "coco",
                 "coco/annotations/instances_val2014.json",
+            ),
+        ),
+    ),
+    Source(
+        "mcg-coco2014",
+        "MCG proposals of COCO 2014 val",
+        (
+            Archive(
+                f"{_MCG}/MCG-COCO-val2014-proposals.tgz",
+                None,
+                None,
+                "tar",
+                "coco",
+                "coco/MCG-COCO-val2014-proposals",
             ),
         ),
     ),
