@@ -30,9 +30,12 @@ def _hint(path: Path) -> str:
         return f"prm-bench data prepare voc2012 --root {root.rstrip('/') or '.'}"
     for name in SOURCES.names():
         for archive in SOURCES.get(name).archives:
-            for made in (archive.provides, archive.into):  # the file, or its folder
-                if made != "." and text.endswith(made):
-                    root = text.removesuffix(made).rstrip("/") or "."
+            # the path it provides, the folder it unpacks into, or a file of that folder
+            folder = path.parent.as_posix() if archive.unpack is None else None
+            for made, seen in ((archive.provides, text), (archive.into, text),
+                               (archive.into, folder)):  # fmt: skip
+                if made != "." and seen is not None and seen.endswith(made):
+                    root = seen.removesuffix(made).rstrip("/") or "."
                     return f"prm-bench data fetch {name} --root {root}"
     return ""
 

@@ -81,6 +81,12 @@ def test_the_readme_voc_commands_fetch_prepare_run_and_report(voc):
     fetch, prepare, run = commands[:3]
     assert fetch[:2] == ["data", "fetch"] and prepare[:2] == ["data", "prepare"]
     assert run[:2] == ["run", "ablations/voc2012.yaml"]
+    nothing = invoke("run", "ablations/voc2012.yaml", "--dry-run", "--runs-dir", "runs")
+    assert nothing.exit_code == 2 and "5 inputs are missing" in nothing.output
+    flat = " ".join(nothing.output.split())
+    for command in ("fetch voc2012", "prepare voc2012", "fetch mcg-voc2012", "fetch weights"):
+        assert f"prm-bench data {command} --root {voc.work / 'data'}" in flat, command
+    assert not (voc.work / "runs").exists() or not list((voc.work / "runs").iterdir())
     voc.mirror.cut.add("VOCtrainval_11-May-2012.tar")  # the first download drops half-way
     fetched = invoke(*fetch, "--mirror", voc.mirror.url)
     assert fetched.exit_code == 0, fetched.output
