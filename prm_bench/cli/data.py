@@ -14,7 +14,7 @@ from prm_bench.cli.app import app, console, fail
 from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesSpec, generate_shapes
-from prm_bench.instances.proposals import GALLERIES, open_gallery
+from prm_bench.instances.proposals import GALLERIES, cache_gallery, open_gallery
 from prm_bench.instances.proposals.quality import gallery_quality
 
 data_app = typer.Typer(help="Generate and inspect datasets.", no_args_is_help=True)
@@ -156,16 +156,27 @@ def data_proposals(
     top_n: int = typer.Option(100, help="Proposals considered per image."),
     limit: int = typer.Option(None, help="Use only the first N images."),
     out: Path = typer.Option(None, help="JSON file for the figures (default: beside the data)."),
+    cache: Path = typer.Option(
+        None, help="Convert the top-N proposals to COCO RLE json here first (rle-json)."
+    ),
+    jobs: int = typer.Option(1, min=1, help="Worker processes converting to --cache."),
 ) -> None:
-    """Recall at IoU 0.5 / 0.7 and ABO of a proposal gallery against the ground truth.
+    """Recall at IoU 0.5 / 0.7 and ABO of a proposal gallery against the ground truth;
+    with --cache, first convert it (e.g. a folder of MCG .mat files) into compact RLE
+    files once, in parallel: `proposals.gallery: rle-json`, `proposals.root: CACHE`.
 
-    Takes eight parameters: each is a command-line option.
+    Takes ten parameters: each is a command-line option.
     """
     try:
         dataset = _open(kind, root, split, True)
         if gallery not in GALLERIES:
             raise DataError(GALLERIES.unknown_message(gallery))
         ids = dataset.ids[:limit] if limit else dataset.ids
+        if cache is not None:
+            options = {"top_n": top_n, "jobs": jobs, "ids": ids}
+            cache_gallery(gallery, proposals, dataset, cache, options)
+            console.print(f"{len(ids)} images' top {top_n} proposals in {cache} (rle-json)")
+            gallery, proposals = "rle-json", cache
         result = gallery_quality(dataset, open_gallery(gallery, proposals, dataset), ids, top_n)
     except DataError as err:
         fail(err)

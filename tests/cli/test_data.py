@@ -87,3 +87,28 @@ def test_tune_split_of_a_coco_layout_writes_instances_subsets(shapes_root, tmp_p
         masks = [i.mask for i in tune.instances(image_id)]
         expected = [i.mask for i in full.instances(image_id)]
         assert all(np.array_equal(a, b) for a, b in zip(masks, expected, strict=True))
+
+
+def test_proposal_files_convert_once_into_an_rle_cache_that_reads_back_the_same(
+    shapes_root, tmp_path
+):
+    from benchmarks.proposals import mcg_file
+    from prm_bench.instances.proposals.formats import read_mcg, read_rle_json
+
+    mats = tmp_path / "mcg"
+    mats.mkdir()
+    ids = open_dataset("shapes", shapes_root, "val").ids
+    for n, image_id in enumerate(ids):
+        mcg_file(mats / f"{image_id}.mat", proposals=25, superpixels=9, size=(64, 64), seed=n)
+    cache = tmp_path / "cache"
+    words = ["data", "proposals", str(shapes_root), "mcg", "--dataset", "shapes", "--proposals",
+             str(mats), "--cache", str(cache), "--top-n", "10", "--jobs", "2",
+             "--out", str(tmp_path / "q.json")]  # fmt: skip
+    result = CliRunner().invoke(app, words)
+    assert result.exit_code == 0, result.output
+    for image_id in ids:
+        expected = read_mcg(mats / f"{image_id}.mat", top_n=10)
+        np.testing.assert_array_equal(read_rle_json(cache / f"{image_id}.json"), expected)
+    first = (cache / f"{ids[0]}.json").stat().st_mtime_ns
+    assert CliRunner().invoke(app, words).exit_code == 0
+    assert (cache / f"{ids[0]}.json").stat().st_mtime_ns == first  # converted once

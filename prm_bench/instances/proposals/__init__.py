@@ -215,3 +215,34 @@ def open_gallery(
     truth galleries are whole)."""
     root = Path(root) if root is not None else None
     return GALLERIES.get(name).open(root, dataset, top_n=top_n)
+
+
+def cache_gallery(
+    name: str, root: Path | None, dataset: Dataset, out: Path, options: dict
+) -> list[Path]:
+    """Convert a gallery's proposals into `<out>/<image id>.json` (COCO RLE, best first,
+    with descending scores), the `rle-json` gallery, once: a grid then reads compact RLE
+    instead of reopening every .mat file. `options`: `top_n` (proposals kept per image),
+    `jobs` (worker processes), `ids` (the images; default every image of the dataset).
+    Files already there are kept."""
+    from joblib import Parallel, delayed
+
+    out.mkdir(parents=True, exist_ok=True)
+    ids = options.get("ids") or dataset.ids
+    todo = [i for i in ids if not (out / f"{i}.json").is_file()]
+    Parallel(n_jobs=options.get("jobs", 1))(
+        delayed(_cache_one)(name, root, dataset, out, (i, options.get("top_n"))) for i in todo
+    )
+    return [out / f"{i}.json" for i in ids]
+
+
+def _cache_one(
+    name: str, root: Path | None, dataset: Dataset, out: Path, item: tuple[str, int | None]
+) -> None:
+    image_id, top_n = item
+    masks = open_gallery(name, root, dataset, top_n=top_n)(image_id)[:top_n]
+    entries = [
+        {"segmentation": encode_rle(m), "score": float(len(masks) - rank)}
+        for rank, m in enumerate(masks)
+    ]
+    write_atomic(out / f"{image_id}.json", json.dumps(entries).encode())
