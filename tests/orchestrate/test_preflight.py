@@ -97,6 +97,6 @@ def test_data_generate_makes_generated_kinds_and_leaves_read_kinds_to_their_chec
     data.generate=false: a read kind is checked, never made."""
     missing = tmp_path / "coco"
     config = small_config(missing, data={"name": "coco", "generate": True})
-    with pytest.raises(DataError, match=r"instances_train\.json does not exist"):
+    with pytest.raises(DataError, match="coco does not exist: prm-bench data fetch coco2014"):
         preflight(load_plan(config))
     assert not missing.exists()

@@ -77,7 +77,8 @@ def test_a_failing_cell_does_not_stop_the_others(shapes_root, tmp_path):
 def test_cli_exit_code_is_1_when_a_cell_fails(shapes_root, tmp_path):
     import yaml
 
-    grid = {"variants": {"good": {}, "broken": {"backbone.weights": "missing.safetensors"}}}
+    (tmp_path / "garbage.pth").write_bytes(b"no state dict")  # there, but fails in training
+    grid = {"variants": {"good": {}, "broken": {"backbone.weights": "garbage.pth"}}}
     config = tmp_path / "grid.yaml"
     config.write_text(yaml.safe_dump(tiny_config(shapes_root, grid=grid), sort_keys=False))
     result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")],
