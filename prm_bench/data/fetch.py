@@ -196,7 +196,7 @@ def _verify(path: Path, archive: Archive, root: Path, say: Callable, delete: boo
         while block := file.read(CHUNK):
             md5.update(block)
             sha256.update(block)
-    kind, _, expected = (archive.checksum or "::").partition(":")
+    kind, _, expected = (archive.checksum or _recorded(root, archive)).partition(":")
     actual = {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
     wrong = None
     if archive.size is not None and size != archive.size:
@@ -212,10 +212,19 @@ def _verify(path: Path, archive: Archive, root: Path, say: Callable, delete: boo
             f"{path} is corrupt ({wrong}); "
             + ("it was deleted, fetch again" if delete else "replace it")
         )
-    if archive.checksum is None:
+    if archive.checksum is None and not kind:
         say(f"{archive.filename}: no checksum is published; recorded its SHA-256 "
             f"{actual['sha256']} in {record_path(root, archive)}")  # fmt: skip
     return actual["sha256"]
+
+
+def _recorded(root: Path, archive: Archive) -> str:
+    """`sha256:<hex>` an earlier fetch recorded for an archive with no published
+    checksum, or "" (the first fetch)."""
+    try:
+        return "sha256:" + json.loads(record_path(root, archive).read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return ""
 
 
 def _untar(path: Path, destination: Path) -> None:

@@ -232,3 +232,21 @@ def test_an_archive_member_outside_the_root_is_refused(tmp_path, unpack):
     with pytest.raises(FetchError, match=r"outside|cannot be unpacked"):
         fetch_archive(tmp_path / "root", archive, FetchOptions(from_dir=offline))
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_an_unpublished_checksum_is_recorded_on_the_first_fetch_and_checked_after(voc):
+    name = "MCG-Pascal-Segmentation_trainvaltest_2012-proposals.tgz"
+    mcg = SOURCES.get("mcg-voc2012").archives[0]
+    words = ["data", "fetch", "mcg-voc2012", "--root", "data", "--mirror", voc.mirror.url]
+    with SOURCES.temporarily(
+        "mcg-voc2012", SOURCES.get("mcg-voc2012").__class__(
+            "mcg-voc2012", "unpublished", (mcg.__class__(**{**mcg.__dict__, "checksum": None,
+                                                             "size": None}),))
+    ):  # fmt: skip
+        first = invoke(*words)
+        assert first.exit_code == 0 and "no checksum is published" in first.output
+        shutil.rmtree(voc.work / "data" / "MCG-Pascal-Segmentation_trainvaltest_2012-proposals")
+        data = voc.mirror.files[name]
+        voc.mirror.files[name] = data[:-4] + bytes([data[-4] ^ 1]) + data[-3:]  # changed upstream
+        second = invoke(*words)
+    assert second.exit_code == 2 and "is corrupt (SHA256" in "".join(second.output.split("\n"))
