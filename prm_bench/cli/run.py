@@ -87,13 +87,26 @@ def _check_writable(runs_dir: Path) -> None:
         raise ConfigError(f"--runs-dir {runs_dir} is not writable")
 
 
-def _load(config: Path, overrides: list[str], use_grid: bool, settings: dict) -> Plan:
+def _load(
+    ctx: typer.Context,
+    config: Path,
+    overrides: list[str],
+    use_grid: bool,
+    settings: dict,
+    runs_dir: Path,
+) -> Plan:
     """The plan of `config`, the command line's run settings (None: the config's) on top,
-    with its inputs checked."""
-    plan = load_plan(config, overrides, use_grid=use_grid)
-    named = {k: (v.value if hasattr(v, "value") else v) for k, v in settings.items()}
-    plan = plan.with_run(**named)
-    preflight(plan)
+    with its inputs checked and the runs folder writable; a user mistake exits 2.
+
+    Takes six parameters: what `run` and `tune` both read from their command line."""
+    try:
+        plan = load_plan(config, [*overrides, *_extra_overrides(ctx)], use_grid=use_grid)
+        named = {k: (v.value if hasattr(v, "value") else v) for k, v in settings.items()}
+        plan = plan.with_run(**named)
+        preflight(plan)
+        _check_writable(runs_dir)
+    except (ConfigError, DataError) as err:
+        fail(err)
     return plan
 
 
@@ -155,11 +168,7 @@ def run(
 
     Takes nine parameters: the click context (for `--set a=1 b=2`) and each option."""
     settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
-    try:
-        plan = _load(config, [*overrides, *_extra_overrides(ctx)], True, settings)
-        _check_writable(runs_dir)
-    except (ConfigError, DataError) as err:
-        fail(err)
+    plan = _load(ctx, config, overrides, True, settings, runs_dir)
     run_dir = runs_dir / plan.name
     _print_plan(plan, run_dir)
     if dry_run:
@@ -218,11 +227,7 @@ def tune(
     from prm_bench.orchestrate.tune import tune as run_tune
 
     settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
-    try:
-        plan = _load(config, [*overrides, *_extra_overrides(ctx)], False, settings)
-        _check_writable(runs_dir)
-    except (ConfigError, DataError) as err:
-        fail(err)
+    plan = _load(ctx, config, overrides, False, settings, runs_dir)
     start = time.perf_counter()
     report = _trial_printer(metric)
     request = TuneRequest(trials, metric, direction, storage, seed, evaluate, report)
