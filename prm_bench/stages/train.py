@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -12,16 +13,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prm_bench.atomic import atomic_path
+from prm_bench.atomic import atomic_path, write_atomic
 from prm_bench.config import ExperimentConfig, StimulationConfig, TrainConfig
 from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.model.backbones import build_classifier, save_checkpoint
 from prm_bench.model.peaks import class_scores
 from prm_bench.stages.errors import StageError
 from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise, open_training_data
+from prm_bench.stages.resume import Resumed, clear_state, load_state, save_state
 from prm_bench.stages.store import Store, write_json
 
 CHECKPOINT = "model.safetensors"
+EVENTS = "events.jsonl"
 EVAL_BATCH = 64  # images per batch when scoring the evaluation split
 
 
@@ -116,9 +119,24 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
     return float(np.mean(losses))
 
 
+def _in_order(count: int) -> BatchPlan:
+    """Batches of `EVAL_BATCH` images in split order (the evaluation pass of each epoch)."""
+    return BatchPlan(
+        [list(range(s, min(s + EVAL_BATCH, count))) for s in range(0, count, EVAL_BATCH)]
+    )
+
+
+def _write_events(folder: Path, log: list[dict]) -> None:
+    """`events.jsonl`: a line per finished epoch, written as each one ends (whole, so a
+    resumed training never holds an epoch twice)."""
+    write_atomic(folder / EVENTS, "".join(json.dumps(e) + "\n" for e in log).encode())
+
+
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
-    """Train one cell's classifier; writes `model.safetensors` and `log.json`. Images are
-    decoded batch by batch (`train.loader_workers` processes ahead), never held whole."""
+    """Train one cell's classifier; writes `model.safetensors`, `log.json` and, as each
+    epoch ends, `events.jsonl` and the state a stopped training resumes from (exactly:
+    `stages/resume.py`). Images are decoded batch by batch (`train.loader_workers`
+    processes ahead), never held whole."""
     key = keys["train"]
     folder = store.reset("train", key)
     train_set, eval_set = open_training_data(config.data)
@@ -139,32 +157,30 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     workers, pin = config.train.loader_workers, device.type == "cuda"
     plan = BatchPlan()
     loop = _Loop(model, optimizer, images.labels, batches(images, plan, workers, pin), plan, device)
-    eval_plan = BatchPlan(
-        [
-            list(range(s, min(s + EVAL_BATCH, len(eval_images))))
-            for s in range(0, len(eval_images), EVAL_BATCH)
-        ]
-    )
-    eval_loader = batches(eval_images, eval_plan, workers, pin)
-    log = []
-    start = time.perf_counter()
-    for epoch in range(1, config.train.epochs + 1):
+    eval_loader = batches(eval_images, _in_order(len(eval_images)), workers, pin)
+    training = {"model": model, "optimizer": optimizer, "generator": generator}
+    resumed = load_state(folder, training) or Resumed(0, [], 0.0)
+    log = resumed.log
+    start = time.perf_counter() - resumed.seconds
+    for epoch in range(resumed.epoch + 1, config.train.epochs + 1):
         store.check()
         plan.batches = draw_plan(len(images), generator, config.train.batch_size, config.train.flip)
         loss = _epoch(loop, config.train, config.stimulation, epoch)
         val = _scores(model, eval_loader, config.stimulation, device)
-        log.append(
-            {
-                "epoch": epoch,
-                "loss": loss,
-                "eval_classification_mAP": classification_map(val, labels),
-                "eval_label_accuracy": float(((val > 0) == (labels > 0)).mean()),
-                "seconds": time.perf_counter() - start,
-            }
-        )
+        seconds = time.perf_counter() - start
+        log.append({
+            "epoch": epoch, "loss": loss,
+            "eval_classification_mAP": classification_map(val, labels),
+            "eval_label_accuracy": float(((val > 0) == (labels > 0)).mean()),
+            "seconds": seconds, "images_per_second": len(images) * epoch / seconds,
+        })  # fmt: skip
+        _write_events(folder, log)
+        if epoch < config.train.epochs:  # the last epoch's state is the model itself
+            save_state(folder, training, Resumed(epoch, log, time.perf_counter() - start))
     with atomic_path(folder / CHECKPOINT) as tmp:
         save_checkpoint(model, tmp)
     write_json(folder / "log.json", log)
+    clear_state(folder)
     info = {
         "classes": train_set.class_names,
         "seconds": time.perf_counter() - start,

@@ -1,10 +1,12 @@
 import hashlib
 import json
 
+import pytest
 import torch
 
 from prm_bench.config import load_plan
 from prm_bench.model.backbones import build_classifier, load_state_dict_file
+from prm_bench.stages import train
 from prm_bench.stages.store import Store
 
 
@@ -34,7 +36,12 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
         folder = train.run(cell, store, stage_keys(cell), torch.device("cpu"))
         digests.append(hashlib.sha256((folder / train.CHECKPOINT).read_bytes()).hexdigest())
         entries = json.loads((folder / "log.json").read_text())
-        logs.append([{k: v for k, v in e.items() if k != "seconds"} for e in entries])
+        logs.append(
+            [
+                {k: v for k, v in e.items() if k not in ("seconds", "images_per_second")}
+                for e in entries
+            ]
+        )
     assert digests[0] == digests[1] and logs[0] == logs[1]
     assert (
         stage_keys(load_plan(config, ["train.loader_workers=2"]).cells[0].config)["train"]
@@ -74,3 +81,51 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
     trained = load_state_dict_file(folder / train.CHECKPOINT)
     for name, value in reference.items():
         torch.testing.assert_close(trained[name], value, rtol=0, atol=0)
+
+
+def train_config(root, epochs: int = 4) -> dict:
+    return {
+        "data": {"name": "shapes", "root": str(root)},
+        "backbone": {"name": "test_resnet"},
+        "train": {"epochs": epochs, "batch_size": 5},
+    }
+
+
+def trained(folder) -> tuple[bytes, list]:
+    log = json.loads((folder / train.CHECKPOINT).with_name("log.json").read_text())
+    kept = [{k: v for k, v in e.items() if k not in ("seconds", "images_per_second")} for e in log]
+    return (folder / train.CHECKPOINT).read_bytes(), kept
+
+
+@pytest.mark.parametrize("stop", ["after epoch 1", "after epoch 2", "during epoch 3"])
+def test_a_stopped_training_resumes_to_the_uninterrupted_model(tmp_path, make_shapes, stop):
+    root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
+    cell = load_plan(train_config(root)).cells[0]
+    cpu = torch.device("cpu")
+    clean = trained(train.run(cell.config, Store(tmp_path / "clean"), cell.keys, cpu))
+    store = Store(tmp_path / "stopped")
+    # class scores are taken 4 times an epoch: 3 training batches, then the evaluation pass
+    stop_at = {"after epoch 1": 5, "after epoch 2": 9, "during epoch 3": 10}[stop]
+    calls = {"n": 0}
+    original = train.class_scores
+
+    def killed(*args, **kwargs):  # the process dies at this call
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "class_scores", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(cell.config, store, cell.keys, cpu)
+    folder = store.path("train", cell.keys["train"])
+    assert not store.is_done("train", cell.keys["train"])  # a partial state is no stage
+    state = json.loads((folder / ".resume.json").read_text())
+    assert state["epoch"] == int(stop.split()[-1]) - stop.startswith("during")
+    events = (folder / train.EVENTS).read_text().splitlines()
+    assert len(events) == state["epoch"]
+    assert trained(train.run(cell.config, store, cell.keys, cpu)) == clean
+    assert store.is_done("train", cell.keys["train"])
+    assert not (folder / ".resume.json").exists() and not (folder / ".resume.safetensors").exists()
+    assert len((folder / train.EVENTS).read_text().splitlines()) == 4
