@@ -11,10 +11,12 @@ from prm_bench.cli.app import app, console, fail
 from prm_bench.config import STAGES, ConfigError
 from prm_bench.orchestrate.rundir import (
     environments,
+    is_running,
     plan_from_manifest,
     read_manifest,
     stage_status,
     store_of,
+    training_epoch,
 )
 
 
@@ -33,13 +35,16 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
     table = Table(title=f"{run_dir}: {len(plan.cells)} cells", title_justify="left")
     for column in ("cell", "axes", *STAGES, "status"):
         table.add_column(column)
+    running = is_running(run_dir)
+    errors = {c["index"]: c.get("error") for c in manifest["cells"]}
+    cells = {c.index: c for c in plan.cells}
     for row in stage_status(plan, store):
         marks = ["done" if row[s] else "-" for s in STAGES]
-        recorded = manifest_status.get(row["cell"], "pending")
-        if all(row[s] for s in STAGES):
-            state = "done"
-        else:
-            state = "failed" if recorded == "failed" else "pending"
+        state = _state(row, manifest_status.get(row["cell"], "pending"), running,
+                       errors.get(row["cell"]))  # fmt: skip
+        epoch = training_epoch(store, cells[row["cell"]]) if state.startswith("running") else None
+        if epoch is not None:
+            state += f" (train epoch {epoch}/{cells[row['cell']].config.train.epochs})"
         axes = ", ".join(f"{k}={v}" for k, v in row["axes"].items())
         table.add_row(str(row["cell"]), axes, *marks, state)
     console.print(table)
@@ -48,6 +53,18 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         console.print(f"[yellow]stages were computed in {len(groups)} environments:[/]")
         for described, stages in groups.items():
             console.print(f"  {described}: {len(stages)} stages (e.g. {stages[0]})")
+
+
+def _state(row: dict, recorded: str, running: bool, error: str | None) -> str:
+    """A cell's state: done, failed (with why), running, stopped (its run was killed or
+    interrupted: the same command resumes it) or pending."""
+    if all(row[s] for s in STAGES):
+        return "done"
+    if recorded == "failed":
+        return f"failed: {error}" if error else "failed"
+    if recorded == "running":
+        return "running" if running else "stopped (run the same command to resume)"
+    return "pending"
 
 
 @app.command()

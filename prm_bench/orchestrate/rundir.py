@@ -164,6 +164,7 @@ def _manifest(plan: Plan, store: Store, run_dir: Path, progress: dict) -> dict[s
                 "axes": cell.axes,
                 "keys": cell.keys,
                 "status": statuses.get(cell.index, "pending"),
+                "error": progress.get("errors", {}).get(cell.index),
                 "config": cell.config.model_dump(mode="json"),
             }
             for cell in plan.cells
@@ -249,6 +250,32 @@ def environments(plan: Plan, store: Store) -> dict[str, list[str]]:
     stages = {(s, c.keys[s]) for c in plan.cells for s in STAGES}
     done = [(s, k) for s, k in sorted(stages) if (store.path(s, k) / "done.json").is_file()]
     return store.environments(done)
+
+
+def is_running(run_dir: Path) -> bool:
+    """Whether a prm-bench process holds the run directory's lock right now."""
+    path = Path(run_dir) / ".lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def training_epoch(store: Store, cell: Cell) -> int | None:
+    """The last finished epoch of a cell's training that is not done yet (from its
+    `events.jsonl`), or None."""
+    if store.is_done("train", cell.keys["train"]):
+        return None
+    events = store.path("train", cell.keys["train"]) / "events.jsonl"
+    try:
+        return len(events.read_text().splitlines())
+    except OSError:
+        return None
 
 
 def cells_not_in(run_dir: Path, plan: Plan) -> int:

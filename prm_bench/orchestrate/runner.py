@@ -139,11 +139,11 @@ def run_plan(
         log(f"run {plan.name}: {len(plan.cells)} cells, device {plan.run.device}, executor {where}")
         store = Store(options.store_dir or run_dir / "store")
         cells = {cell.index: cell for cell in plan.cells}
-        context = _Context(cells, store, executor, plan.run, notify, log)
+        context = _Context(cells, store, executor, plan.run, notify, log, str(log.path.resolve()))
         failed: dict[int, str] = {}
         seconds: dict[str, float] = {}
         # a manifest from the start: a run killed in its first stage is still a run directory
-        write_outputs(plan, store, run_dir, {})
+        write_outputs(plan, store, run_dir, {"statuses": dict.fromkeys(cells, "running")})
         try:
             with _interrupts_raise():
                 for level in plan_tasks(plan, store):
@@ -154,7 +154,8 @@ def run_plan(
                     seconds |= done.seconds
                     statuses = {c: ("failed" if c in failed else "running") for c in cells}
                     elapsed = time.perf_counter() - started
-                    progress = {"statuses": statuses, "seconds": seconds, "wall_seconds": elapsed}
+                    progress = {"statuses": statuses, "errors": failed, "seconds": seconds,
+                                "wall_seconds": elapsed}  # fmt: skip
                     write_outputs(plan, store, run_dir, progress)
         except KeyboardInterrupt:
             log("interrupted (SIGINT/SIGTERM): workers stopped, finished stages kept")
@@ -164,7 +165,7 @@ def run_plan(
             ) from None
         statuses = {c: ("failed" if c in failed else "done") for c in cells}
         progress = {
-            "statuses": statuses, "seconds": seconds,
+            "statuses": statuses, "errors": failed, "seconds": seconds,
             "wall_seconds": time.perf_counter() - started,
         }  # fmt: skip
         summary.results = write_outputs(plan, store, run_dir, progress)
@@ -184,6 +185,7 @@ class _Context:
     run: RunSettings
     notify: Event
     log: Callable[[str], None]
+    log_path: str | None = None
 
     def arguments(self, stage: str, groups: list[list[Task]]) -> list[tuple]:
         """One `execute_tasks` argument tuple per group of tasks."""
@@ -191,7 +193,7 @@ class _Context:
         parent = os.getpid() if isinstance(self.executor, LocalExecutor) else None
         return [
             (stage, [self.cells[t.cells[0]] for t in group], str(self.store.root),
-             Placement(self.run.device, self.run.threads, slot, parent))
+             Placement(self.run.device, self.run.threads, slot, parent, self.log_path))
             for slot, group in enumerate(groups)
         ]  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from prm_bench.config import Cell
-from prm_bench.stages import GROUPED, RUNNERS
+from prm_bench.stages import GROUPED, RUNNERS, progress
 from prm_bench.stages.errors import StageError, describe_failure, resolve_device
 from prm_bench.stages.store import Store
 
@@ -41,6 +42,7 @@ class Placement:
     threads: int
     slot: int = 0
     parent: int | None = None
+    log: str | None = None  # the run's run.log: stage progress lines go there too
 
 
 def execute_tasks(
@@ -56,6 +58,7 @@ def execute_tasks(
     store = Store(store_root, guard=guard)
     start = time.perf_counter()
     torch.set_num_threads(where.threads)  # fixed whatever --jobs is: see RunSettings
+    progress.install(_reporter(where.log))
     configs, keys = [c.config for c in cells], [c.keys for c in cells]
     try:
         device = resolve_device(where.device)
@@ -77,6 +80,26 @@ def execute_tasks(
         Outcome(stage, k[stage], error is None, share, error or "")
         for k, error in zip(keys, errors, strict=True)
     ]
+
+
+def _reporter(log: str | None) -> Callable[[str], None] | None:
+    """Progress lines appended to the run's log and printed plainly off a terminal (the
+    job's own log: a SLURM or joblib worker's output); on a terminal the bars show it."""
+    if log is None:
+        return None
+    plain = not sys.stderr.isatty()
+
+    def report(line: str) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
+        try:
+            with open(log, "a") as file:
+                file.write(stamped + "\n")
+        except OSError:
+            pass  # a worker on another machine may not see the run's folder
+        if plain:
+            print(stamped, file=sys.stderr, flush=True)
+
+    return report
 
 
 def _parent_alive(pid: int) -> Callable[[], None]:

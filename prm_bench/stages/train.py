@@ -18,6 +18,7 @@ from prm_bench.config import ExperimentConfig, StimulationConfig, TrainConfig
 from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.model.backbones import build_classifier, save_checkpoint
 from prm_bench.model.peaks import class_scores
+from prm_bench.stages import progress
 from prm_bench.stages.errors import StageError
 from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise, open_training_data
 from prm_bench.stages.resume import Resumed, clear_state, load_state, save_state
@@ -175,6 +176,10 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
             "seconds": seconds, "images_per_second": len(images) * epoch / seconds,
         })  # fmt: skip
         _write_events(folder, log)
+        left = progress.eta(seconds - resumed.seconds, epoch - resumed.epoch,
+                            config.train.epochs - resumed.epoch)  # fmt: skip
+        progress.report(f"train {key} epoch {epoch}/{config.train.epochs} loss {loss:.4f} "
+                        f"{log[-1]['images_per_second']:.1f} images/s, left {left}")  # fmt: skip
         if epoch < config.train.epochs:  # the last epoch's state is the model itself
             save_state(folder, training, Resumed(epoch, log, time.perf_counter() - start))
     with atomic_path(folder / CHECKPOINT) as tmp:

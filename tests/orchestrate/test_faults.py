@@ -4,6 +4,7 @@ recomputes only the damaged stage and gives results identical to the clean run."
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from prm_bench.config.keys import stage_keys
 from prm_bench.orchestrate.rundir import environments
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.store import Store
-from tests.conftest import tiny_config
+from tests.conftest import comparable, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +221,39 @@ def test_a_damaged_proposal_cache_is_recomputed(clean, tmp_path, folder, pattern
         sorted_results(tmp_path / plan.name / "results.csv"),
         sorted_results(runs / plan.name / "results.csv"),
     )
+
+
+def test_a_run_killed_mid_training_shows_its_epoch_then_resumes_to_the_same_model(
+    shapes_root, tmp_path
+):
+    """SIGKILL after the first epoch of four: `status` showed the running cell's epoch,
+    then says it stopped; the rerun resumes the training from its epoch state and ends
+    with the model and results of an uninterrupted run."""
+    tree = tiny_config(shapes_root, grid={"retrieval.terms": ["full"]}, train={"epochs": 4})
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    clean = run_plan(load_plan(config).with_run(jobs=1), RunOptions(tmp_path / "clean"))
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "prm_bench", "run", str(config), "--runs-dir", str(runs)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plan = load_plan(config)
+    folder = Store(runs / "long" / "store").path("train", plan.cells[0].keys["train"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (folder / ".resume.json").is_file():
+        time.sleep(0.02)
+    status = CliRunner().invoke(app, ["status", str(runs / "long")], env={"COLUMNS": "300"})
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert re.search(r"running \(train epoch [1-3]/4\)", status.output), status.output
+    after = CliRunner().invoke(app, ["status", str(runs / "long")], env={"COLUMNS": "300"})
+    assert "stopped (run the same command to resume)" in after.output, after.output
+    resumed = run_plan(load_plan(config).with_run(jobs=1), RunOptions(runs))
+    assert resumed.executed["train"] == 1 and not resumed.failed_cells
+    clean_folder = Store(tmp_path / "clean" / "long" / "store").path(
+        "train", plan.cells[0].keys["train"]
+    )
+    model = "model.safetensors"
+    assert (folder / model).read_bytes() == (clean_folder / model).read_bytes()
+    pd.testing.assert_frame_equal(comparable(resumed.results), comparable(clean.results))
+    second = (runs / "long" / "run.log").read_text().split(" run long: ")[-1]
+    assert " epoch 1/4 " not in second and " epoch 4/4 " in second  # resumed, not redone

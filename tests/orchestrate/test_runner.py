@@ -170,3 +170,18 @@ def test_groups_follow_what_cells_share_and_split_to_keep_workers_busy(shapes_ro
     assert sorted(t.key for g in groups for t in g) == sorted(t.key for t in tasks)
     trains = [Task("train", "k", [0], False), Task("train", "j", [1], False)]
     assert group_tasks(trains, cells, 1) == [[trains[0]], [trains[1]]]
+
+
+def test_off_a_terminal_each_epoch_is_a_line_with_its_loss_and_eta(shapes_root, tmp_path):
+    import yaml
+
+    config = tmp_path / "epochs.yaml"
+    tree = tiny_config(shapes_root, grid={"retrieval.terms": ["full"]}, train={"epochs": 2})
+    config.write_text(yaml.safe_dump(tree))
+    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in (tmp_path / "epochs" / "run.log").read_text().splitlines()
+             if " epoch " in line]  # fmt: skip
+    assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
+    assert all(" loss " in line and " images/s, left " in line for line in lines)
+    assert lines[-1].endswith("left 0:00:00")
