@@ -49,7 +49,8 @@ def _registered_in(registry: Registry, exempt: Callable[[str], bool] | None = No
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused in every float field: they change results silently
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -130,12 +131,12 @@ class TrainConfig(_Section):
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     backbone_lr: float | None = Field(None, gt=0)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1)
     flip: bool = True
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # torch's manual_seed takes 64 bits
     amp: bool = True
     # channels-last memory for the training convolutions: 20-30% faster on CPU; it
     # changes the order of float sums, so it is part of the training key
@@ -148,7 +149,7 @@ class TrainConfig(_Section):
 class InferConfig(_Section):
     """Peak finding and peak backpropagation at inference (DESIGN 2.2, 2.4)."""
 
-    win_size: int = 3
+    win_size: int = Field(3, ge=1)
     peak_filter: Literal["median", "mean", "max", "none"] | float = "median"
     upsample: int = Field(1, ge=1)
     class_threshold: float = 0.0
@@ -160,6 +161,14 @@ class InferConfig(_Section):
     # chunk_size signals per backward (default: 1 on CPU, 32 on GPU), `sequential` one
     strategy: Literal["batched", "sequential"] = "batched"
     chunk_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _odd_window(self) -> InferConfig:
+        if self.win_size % 2 == 0:
+            raise ValueError(
+                f"win_size must be odd (a window centred on its peak), got {self.win_size}"
+            )
+        return self
 
 
 class ProposalsConfig(_Section):

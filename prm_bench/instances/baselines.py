@@ -32,7 +32,7 @@ class BaselineConfig(BaseModel):
         min_area: smallest component kept, as a fraction of the image.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     cam_threshold: float = Field(0.2, gt=0, le=1)
     class_threshold: float = 0.0

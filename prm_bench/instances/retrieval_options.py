@@ -48,16 +48,16 @@ for _name, _terms in {
 class RetrievalConfig(BaseModel):
     """Retrieval options; defaults are the original demo's."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    alpha: float = 0.8
-    beta: float = 1e-5
-    bg_factor: float = 0.95
+    alpha: float = Field(0.8, ge=0)
+    beta: float = Field(1e-5, ge=0)
+    bg_factor: float = Field(0.95, gt=0)
     contour_width: int = Field(5, ge=1)
     min_area: float = Field(2e-5, ge=0)
     max_area: float = Field(0.85, gt=0)
     top_n: int = Field(100, ge=1)
-    nms_threshold: float | None = 0.3
+    nms_threshold: float | None = Field(0.3, ge=0, le=1)
     merge: bool = True
     resize_mode: Literal["bicubic", "legacy"] = "bicubic"
     confidence: Literal["retrieval", "class", "peak"] = "retrieval"

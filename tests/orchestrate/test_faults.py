@@ -257,3 +257,29 @@ def test_a_run_killed_mid_training_shows_its_epoch_then_resumes_to_the_same_mode
     pd.testing.assert_frame_equal(comparable(resumed.results), comparable(clean.results))
     second = (runs / "long" / "run.log").read_text().split(" run long: ")[-1]
     assert " epoch 1/4 " not in second and " epoch 4/4 " in second  # resumed, not redone
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("retrieval.alpha=.nan", "retrieval.alpha: Input should be a finite number"),
+        ("retrieval.alpha=-1", "retrieval.alpha: Input should be greater than or equal to 0"),
+        ("infer.peak_threshold=.nan", "infer.peak_threshold: Input should be a finite number"),
+        ("infer.win_size=4", "win_size must be odd"),
+        ("infer.win_size=0", "infer.win_size: Input should be greater than or equal to 1"),
+        ("infer.win_size=-1", "infer.win_size: Input should be greater than or equal to 1"),
+        ("train.weight_decay=-5", "train.weight_decay: Input should be greater than or equal"),
+        ("train.seed=99999999999999999999", "train.seed: Input should be less than"),
+        ("eval.tolerance=.inf", "eval.tolerance: Input should be a finite number"),
+    ],
+)
+def test_a_bad_value_is_refused_before_any_compute(shapes_root, tmp_path, override, message):
+    """Issue 23, defects 3 and 4: NaN, infinities, negative weights and even windows were
+    accepted and changed results, or failed only inside a stage."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(shapes_root)))
+    words = ["run", str(config), "--set", override, "--dry-run", "--runs-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, words, env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()  # nothing ran, nothing was written
