@@ -223,6 +223,7 @@ def load_plan(
         raise ConfigError(f"{where}: search must map section.key names to ranges or choices")
     run = _run_settings(tree.pop("run", None) or {}, where)
     names, assignments = _expand(grid if use_grid else {}, where)
+    _refuse_overridden_axes(overrides, assignments, where)
     base_dir = path.parent if path else Path.cwd()
     cells = [
         Cell(index=index, axes=axes, config=_cell_config(tree, axes, settings, where, base_dir))
@@ -238,6 +239,20 @@ def load_plan(
         source=path, name=name, axes=names, cells=cells, run=run, search=search,
         overrides=list(overrides),
     )  # fmt: skip
+
+
+def _refuse_overridden_axes(overrides: Any, assignments: list, where: str) -> None:
+    """An override of a key the grid sets in its cells would be replaced by the grid's
+    values in every cell, silently: refuse it."""
+    axes = {key for _, settings in assignments for key in settings}
+    for item in overrides:
+        key = ".".join(parse_override(item)[0])
+        if key in axes:
+            raise ConfigError(
+                f"--set {item}: {key} is a grid axis of {where} (its cells set it, so the "
+                "override would be dropped); change the grid, or add --set 'grid={}' to "
+                "run the base config alone"
+            )
 
 
 def _run_settings(section: Any, where: str) -> RunSettings:

@@ -283,3 +283,17 @@ def test_a_bad_value_is_refused_before_any_compute(shapes_root, tmp_path, overri
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()  # nothing ran, nothing was written
+
+
+def test_an_override_of_a_grid_axis_is_refused_not_dropped(shapes_root, tmp_path):
+    """Issue 23, defect 2: `--set stimulation.name=peek` on a grid over stimulation.name
+    exited 0 with the grid's values in every cell."""
+    config = tmp_path / "axes.yaml"
+    grid = {"stimulation.name": ["peak", "gap"]}
+    config.write_text(yaml.safe_dump(tiny_config(shapes_root, grid=grid)))
+    words = ["run", str(config), "--dry-run", "--runs-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, [*words, "--set", "stimulation.name=peek"])
+    assert result.exit_code == 2 and "stimulation.name is a grid axis" in result.output
+    alone = CliRunner().invoke(app, [*words, "--set", "grid={}", "stimulation.name=gap"])
+    assert alone.exit_code == 0, alone.output
+    assert "1 cells" in alone.output
