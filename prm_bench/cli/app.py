@@ -51,9 +51,17 @@ SCHEDULER_OPTION = typer.Option(None, help="dask scheduler address, e.g. tcp://h
 
 
 def fail(err: Exception) -> NoReturn:
-    """Print a user mistake as one red line and exit 2 (no traceback)."""
-    console.print(f"[red]error:[/] {err}")
+    """Print a user mistake as one red line (never wrapped) and exit 2 (no traceback)."""
+    console.print(f"[red]error:[/] {err}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+@app.callback()
+def _width() -> None:
+    """Benchmark and ablation harness for Peak Response Maps (PRM, CVPR 2018)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():  # read per command: the console was made at import
+        console.width = int(columns)
 
 
 def exit_interrupted() -> NoReturn:
