@@ -16,6 +16,7 @@ from prm_bench.data.base import DataError
 
 VOC = Path("VOCdevkit/VOC2012")
 SBD = Path("benchmark_RELEASE/dataset")
+LIST = VOC / "ImageSets" / "Segmentation" / "train_aug.txt"  # what prepare_voc2012 writes
 # the published sizes: what the real lists give
 TRAIN_AUG, VOC_TRAIN, VOC_VAL = 10_582, 1_464, 1_449
 
@@ -72,7 +73,7 @@ def prepare_voc2012(root: Path) -> Prepared:
             f"{len(missing)} files of train_aug are missing under {root / VOC} (e.g. "
             f"{missing[0]}): fetch voc2012 again"
         )
-    path = lists / "train_aug.txt"
+    path = root / LIST
     text = "".join(f"{i}\n" for i in ids)
     written = not path.is_file() or path.read_text() != text
     if written:

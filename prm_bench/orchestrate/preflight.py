@@ -8,6 +8,7 @@ from pathlib import Path
 from prm_bench.config import Plan
 from prm_bench.data import generate_missing, generator_of
 from prm_bench.data.base import DataError, check_split
+from prm_bench.data.prepare import LIST as TRAIN_AUG
 from prm_bench.data.sources import SOURCES
 from prm_bench.instances.proposals import GALLERIES
 from prm_bench.stages.inputs import open_split, open_training_data
@@ -25,9 +26,9 @@ class MissingInputs(DataError):
 def _hint(path: Path) -> str:
     """The command that makes `path`, where a data source or `data prepare` does."""
     text = path.as_posix()
-    if text.endswith("ImageSets/Segmentation/train_aug.txt"):
-        root = text.removesuffix("VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt")
-        return f"prm-bench data prepare voc2012 --root {root.rstrip('/') or '.'}"
+    if text.endswith(TRAIN_AUG.as_posix()):
+        root = text.removesuffix(TRAIN_AUG.as_posix()).rstrip("/") or "."
+        return f"prm-bench data prepare voc2012 --root {root}"
     for name in SOURCES.names():
         for archive in SOURCES.get(name).archives:
             # the path it provides, the folder it unpacks into, or a file of that folder
