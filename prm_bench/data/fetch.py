@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prm_bench.atomic import write_atomic
 from prm_bench.data.base import DataError
 from prm_bench.data.sources import Archive
 
@@ -61,7 +62,7 @@ def record_path(root: Path, archive: Archive) -> Path:
 
 def in_place(root: Path, archive: Archive) -> bool:
     """Whether the archive was fetched, verified and unpacked, and its files are there."""
-    return record_path(root, archive).is_file() and (Path(root) / archive.provides).exists()
+    return bool(_recorded(root, archive)) and (Path(root) / archive.provides).exists()
 
 
 def needed_bytes(root: Path, archive: Archive, options: FetchOptions) -> int | None:
@@ -106,8 +107,8 @@ def fetch_archive(root: Path, archive: Archive, options: FetchOptions) -> str:
         shutil.copyfile(path, destination / archive.filename)
     record = {"file": archive.filename, "size": path.stat().st_size, "sha256": digest,
               "checksum": archive.checksum, "url": archive.url}  # fmt: skip
-    record_path(root, archive).parent.mkdir(parents=True, exist_ok=True)
-    record_path(root, archive).write_text(json.dumps(record, indent=1) + "\n")
+    # written last and atomically: a record is there only once everything it says is
+    write_atomic(record_path(root, archive), (json.dumps(record, indent=1) + "\n").encode())
     if archive.unpack and options.from_dir is None and not options.keep:
         path.unlink()
     return "fetched"
