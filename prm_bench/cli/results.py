@@ -92,4 +92,6 @@ def report(
             folder = build_report(run_dir, out, resamples=resamples)
     except (ConfigError, FileNotFoundError) as err:
         fail(err)
+    except OSError as err:  # --out under a file, a full disk, no permission
+        fail(ConfigError(f"cannot write the report in {out or run_dir / 'report'}: {err}"))
     console.print(f"report written to {folder} (README.md, tables/, figures/)")

@@ -14,69 +14,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from prm_bench.config.files import read_yaml
 from prm_bench.config.models import ConfigError, ExperimentConfig, RunSettings
 from prm_bench.config.plan import Cell, Plan
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice in one mapping (last-wins hides a mistake)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
-)
-
-
-def _read_yaml(
-    path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = None
-) -> dict[str, Any]:
-    """A YAML file as a dict, with `extends:` (a path relative to the file) merged under it."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: `extends` forms a cycle ({' -> '.join(str(p) for p in seen)})")
-    if not path.is_file():
-        via = f" (the `extends` of {referrer})" if referrer else ""
-        raise ConfigError(f"config file {path}{via} does not exist")
-    try:
-        content = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
-    if not isinstance(content, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    parent = content.pop("extends", None)
-    if parent is None:
-        return content
-    if not isinstance(parent, str) or not parent.strip():
-        raise ConfigError(f"{path}: extends must be the path of one config file, got {parent!r}")
-    base = _read_yaml(path.parent / parent, (*seen, path), referrer=path)
-    if "grid" in content:
-        base.pop("grid", None)  # a child's grid replaces its parent's, axes are not mixed
-    return _merge(base, content)
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
@@ -214,7 +154,7 @@ def load_plan(
         ConfigError: naming the file, the key path, the bad value and what is allowed.
     """
     path = Path(source) if isinstance(source, (str, Path)) else None
-    tree = _read_yaml(path) if path else copy.deepcopy(source or {})
+    tree = read_yaml(path) if path else copy.deepcopy(source or {})
     where = str(path) if path else "config"
     tree = apply_overrides(tree, overrides)
     grid = tree.pop("grid", None) or {}
@@ -230,10 +170,11 @@ def load_plan(
         for index, (axes, settings) in enumerate(assignments)
     ]
     name = run.name or (path.stem if path else "run")
-    if not _RUN_NAME.fullmatch(name) or set(name) == {"."}:
+    if not _RUN_NAME.fullmatch(name) or set(name) == {"."} or len(name) > 200:
         raise ConfigError(
-            f"{where}: the run name {name!r} (from the file name or run.name) must start with "
-            "a letter or digit and hold only letters, digits, '_', '.' and '-'"
+            f"{where}: the run name {name[:60]!r}{'...' if len(name) > 60 else ''} (from the "
+            "file name or run.name) must start with a letter or digit, hold only letters, "
+            "digits, '_', '.' and '-', and be at most 200 characters"
         )
     return Plan(
         source=path, name=name, axes=names, cells=cells, run=run, search=search,

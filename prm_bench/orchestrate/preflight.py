@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prm_bench.config import Plan
 from prm_bench.data import generate_missing, generator_of
-from prm_bench.data.base import DataError, check_split
+from prm_bench.data.base import DataError, Dataset, check_split
 from prm_bench.data.prepare import LIST as TRAIN_AUG
 from prm_bench.data.sources import SOURCES
 from prm_bench.instances.proposals import GALLERIES
@@ -66,6 +66,19 @@ def missing_inputs(plan: Plan) -> list[str]:
     return lines
 
 
+def _check_objects(dataset: Dataset, split: str) -> None:
+    """Check an evaluation split's images, and that it holds images and labelled objects:
+    without them every AP is empty and the run would end without a number."""
+    check_split(dataset)
+    if not dataset.ids:
+        raise DataError(f"the evaluation split {split!r} holds no image")
+    if not any(dataset.labels(i).any() for i in dataset.ids):
+        raise DataError(
+            f"the evaluation split {split!r} ({len(dataset.ids)} images) holds no labelled "
+            "object: every AP would be empty; check its annotations"
+        )
+
+
 def preflight(plan: Plan) -> None:
     """Check every cell's inputs before any compute: every path it reads, then dataset
     layouts and proposal folders.
@@ -97,7 +110,7 @@ def preflight(plan: Plan) -> None:
         if data.generate and generator_of(data.name) is not None:
             generate_missing(data.name, data.root)
         train_sizes = check_split(open_split(cell.config.data, "train"))
-        check_split(open_split(cell.config.data, "eval", segmentation=True))
+        _check_objects(open_split(cell.config.data, "eval", segmentation=True), data.eval_split)
         if data.tune_split is not None:
             check_split(open_split(cell.config.data, "tune", segmentation=True))
             open_training_data(cell.config.data)  # refuses any overlap of the three splits

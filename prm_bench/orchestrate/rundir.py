@@ -209,7 +209,19 @@ def store_of(run_dir: Path) -> Store:
 def plan_from_manifest(run_dir: Path) -> Plan:
     """The plan a run directory was made from: its resolved cells with the stage keys the
     run used (a manifest written before cells carried keys gets them computed)."""
-    manifest = json.loads((Path(run_dir) / MANIFEST).read_text())
+    manifest = read_manifest(run_dir)
+    path = Path(run_dir) / MANIFEST
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("cells"), list)
+        or not all(
+            isinstance(c, dict) and isinstance(c.get("config"), dict) for c in manifest["cells"]
+        )
+    ):
+        raise ConfigError(
+            f"{path} is not a prm-bench manifest (expected an object whose cells each hold a "
+            "config); rerun the config to rewrite it"
+        )
     cells = []
     for cell in manifest["cells"]:
         config = dict(cell["config"])
@@ -218,7 +230,7 @@ def plan_from_manifest(run_dir: Path) -> Plan:
             Cell(
                 index=cell["index"],
                 axes=cell["axes"],
-                config=ExperimentConfig.model_validate(config),
+                config=_config_of(config, path),
                 keys=cell.get("keys") or {},
             )
         )
@@ -230,6 +242,14 @@ def plan_from_manifest(run_dir: Path) -> Plan:
         cells=cells,
         run=RunSettings.model_validate(run),
     )
+
+
+def _config_of(config: dict, path: Path) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(config)
+    except ValueError as err:
+        first = str(err).splitlines()[:3]
+        raise ConfigError(f"{path}: a cell's config does not load ({' '.join(first)})") from None
 
 
 def stage_status(plan: Plan, store: Store) -> list[dict[str, Any]]:

@@ -298,3 +298,63 @@ def test_an_override_of_a_grid_axis_is_refused_not_dropped(shapes_root, tmp_path
     alone = CliRunner().invoke(app, [*words, "--set", "grid={}", "stimulation.name=gap"])
     assert alone.exit_code == 0, alone.output
     assert "1 cells" in alone.output
+
+
+def one_line_error(result, *words: str) -> None:
+    """Exit 2 with one line that names what is wrong, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    for word in words:
+        assert word in result.output, (word, result.output)
+
+
+def test_an_evaluation_split_without_objects_is_refused_before_compute(make_shapes, tmp_path):
+    """Issue 23, defect 8: a COCO val json without annotations ran to the end with every AP
+    empty; one without images failed late and obscurely."""
+    root = make_shapes(seed=41, n_train=6, n_val=3, size=32, classes=2)
+    coco = tmp_path / "coco"
+    shutil.copytree(root, coco)
+    val = coco / "annotations" / "instances_val.json"
+    content = json.loads(val.read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(coco, data={"name": "coco"})))
+    words = ["run", str(config), "--dry-run", "--runs-dir", str(tmp_path / "runs")]
+    val.write_text(json.dumps({**content, "annotations": []}))
+    one_line_error(CliRunner().invoke(app, words), "holds no labelled object")
+    val.write_text(json.dumps({**content, "images": [], "annotations": []}))
+    one_line_error(CliRunner().invoke(app, words), "holds no image")
+
+
+@pytest.mark.parametrize("manifest", ["[]", '{"cells": [{"index": 0, "config": "x"}]}'])
+def test_a_report_of_a_damaged_manifest_is_one_line(clean, tmp_path, manifest):
+    """Issue 23, defect 9: `report` on a manifest that is `[]` or holds a string config."""
+    plan, runs = clean
+    shutil.copytree(runs / plan.name, tmp_path / plan.name)
+    (tmp_path / plan.name / "manifest.json").write_text(manifest)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / plan.name)])
+    one_line_error(result, "manifest.json", "is not a prm-bench manifest")
+
+
+def test_a_report_out_under_a_file_is_one_line(clean, tmp_path):
+    plan, runs = clean
+    (tmp_path / "file").write_text("x")
+    words = ["report", str(runs / plan.name), "--out", str(tmp_path / "file" / "report")]
+    one_line_error(CliRunner().invoke(app, words), "cannot write the report in")
+
+
+def test_a_long_run_name_and_a_yaml_alias_bomb_are_refused(tmp_path):
+    """Issue 23, defect 9: a 300-character run.name (OSError even with --dry-run) and a
+    1.3 KB alias bomb (MemoryError after 48 s and 2.8 GB)."""
+    long = tmp_path / "long.yaml"
+    long.write_text(yaml.safe_dump({"run": {"name": "a" * 300}}))
+    one_line_error(CliRunner().invoke(app, ["run", str(long), "--dry-run"]), "200 characters")
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    levels += [
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    start = time.perf_counter()
+    one_line_error(CliRunner().invoke(app, ["run", str(bomb), "--dry-run"]), "alias bomb")
+    assert time.perf_counter() - start < 5
