@@ -55,6 +55,8 @@ def execute_tasks(
     A worker orphaned by the death of `where.parent` (kill -9) stops instead of
     recording a stage after the lock is gone."""
     guard = _parent_alive(where.parent) if where.parent is not None else None
+    if where.parent is not None and where.parent != os.getpid():
+        _watch(where.parent)
     store = Store(store_root, guard=guard)
     start = time.perf_counter()
     torch.set_num_threads(where.threads)  # fixed whatever --jobs is: see RunSettings
@@ -100,6 +102,30 @@ def _reporter(log: str | None) -> Callable[[str], None] | None:
             print(stamped, file=sys.stderr, flush=True)
 
     return report
+
+
+_WATCHED: set[int] = set()
+
+
+def _watch(parent: int, every: float = 1.0) -> None:
+    """End this worker process within `every` seconds of the death of the run's process
+    (kill -9 included), whether a task is running or the worker waits idle for the next:
+    a pool of orphans would otherwise live on for minutes and keep writing. Started once
+    per worker process and parent."""
+    if parent in _WATCHED:
+        return
+    _WATCHED.add(parent)
+    check = _parent_alive(parent)
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                check()
+            except StageError:
+                os._exit(1)  # the run is gone: nothing this worker does can be recorded
+
+    threading.Thread(target=watch, name="prm-bench-parent-watch", daemon=True).start()
 
 
 def _parent_alive(pid: int) -> Callable[[], None]:
