@@ -55,7 +55,7 @@ def execute_tasks(
     A worker orphaned by the death of `where.parent` (kill -9) stops instead of
     recording a stage after the lock is gone."""
     guard = _parent_alive(where.parent) if where.parent is not None else None
-    if where.parent is not None and where.parent != os.getpid():
+    if where.parent is not None and where.parent == os.getppid():  # a pool worker of the run
         _watch(where.parent)
     store = Store(store_root, guard=guard)
     start = time.perf_counter()
