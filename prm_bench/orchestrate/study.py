@@ -159,7 +159,6 @@ class Study:
         return self.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
 
 
-def load_trials(name: str, storage: str) -> list[Any]:
-    """The trials of a stored study (for its figures)."""
-    optuna = import_optuna()
-    return optuna.load_study(study_name=name, storage=storage).trials
+def load_study(name: str, storage: str) -> Any:
+    """A stored Optuna study, read back (for its figures)."""
+    return import_optuna().load_study(study_name=name, storage=storage)

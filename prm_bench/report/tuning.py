@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from matplotlib.figure import Figure
 from prm_bench.metrics import headline_metrics
 from prm_bench.metrics.bootstrap import paired_bootstrap, supports
 from prm_bench.orchestrate.rundir import TUNING, plan_from_manifest, store_of
-from prm_bench.orchestrate.study import import_optuna, load_trials
+from prm_bench.orchestrate.study import import_optuna, load_study
 from prm_bench.orchestrate.tune import read_study_record
 from prm_bench.report.figures import save
 from prm_bench.report.markdown import shown_path
@@ -160,11 +161,12 @@ def study_figures(tuning: Path, out: Path) -> list[str]:
     API and saved as PNG and PDF in `out`; the PNG names written. Values are in % like
     the tables."""
     record = read_study_record(tuning)
-    trials = [t for t in load_trials(record["study"], record["storage"]) if t.value is not None]
+    study = load_study(record["study"], record["storage"])
+    trials = [t for t in study.trials if t.value is not None]
     if not trials:
         return []
     written = [_history(trials, record, out)]
-    importances = _importances(record)
+    importances = _importances(study)
     if importances:
         written.append(_importance_bars(importances, record, out))
     return written
@@ -189,9 +191,8 @@ def _history(trials: list, record: dict, out: Path) -> str:
     return "tuning_history.png"
 
 
-def _importances(record: dict) -> dict[str, float]:
+def _importances(study: Any) -> dict[str, float]:
     optuna = import_optuna()
-    study = optuna.load_study(study_name=record["study"], storage=record["storage"])
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # Optuna's default
         return optuna.importance.get_param_importances(study, evaluator=evaluator)
