@@ -29,6 +29,7 @@ from benchmarks.retrieval import bench_retrieval
 from benchmarks.run import RESULTS, bench_train_step, machine
 from prm_bench.config import load_plan
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
+from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store
@@ -49,7 +50,7 @@ def grid_on(device: str, folder: Path) -> dict:
         "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality"]},
         "grid": {"retrieval.terms": ["full", "no-class"]},
     }
-    plan = load_plan(config)
+    plan = bind_data(load_plan(config))
     cpu = run_plan(plan.with_run(jobs=1, device="cpu"), RunOptions(folder / "cpu"))
     train_key = plan.cells[0].keys["train"]
     trained = Store(folder / "cpu" / plan.name / "store").path("train", train_key)

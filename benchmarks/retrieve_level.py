@@ -11,6 +11,7 @@ import torch
 
 from prm_bench.config import load_plan
 from prm_bench.data.shapes import ShapesSpec, generate_shapes
+from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages import retrieve
 from prm_bench.stages.store import Store
@@ -39,7 +40,7 @@ def bench_retrieve_level(images: int = 400) -> dict:
                 "retrieval.confidence": ["retrieval", "class", "peak"],
             },
         }
-        plan = load_plan(config)
+        plan = bind_data(load_plan(config))
         first = load_plan({**config, "grid": {"retrieval.terms": ["full"]}})
         run_plan(
             first, RunOptions(Path(folder) / "runs")

@@ -103,7 +103,7 @@ def _load(
         plan = load_plan(config, [*overrides, *_extra_overrides(ctx)], use_grid=use_grid)
         named = {k: (v.value if hasattr(v, "value") else v) for k, v in settings.items()}
         plan = plan.with_run(**named)
-        preflight(plan)
+        plan = preflight(plan, RunOptions(runs_dir).data_cache)
         _check_writable(runs_dir)
     except (ConfigError, DataError) as err:
         fail(err)

@@ -7,17 +7,39 @@ the runner, `status` and the report read them from the cell (or the manifest).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel
 
 from prm_bench.config.models import DataConfig, ExperimentConfig
 from prm_bench.hashing import json_digest
 from prm_bench.instances.methods import METHODS
+from prm_bench.instances.proposals import GALLERIES
 
 STAGES = ("train", "infer", "retrieve", "evaluate")
 
 # data fields no trained model depends on: a new DataConfig field is part of the training
 # key unless it is listed here
 _NOT_TRAINING = {"generate", "tune_split", "limit_tune", "evaluate_on"}
+
+
+@dataclass(frozen=True)
+class DataDigests:
+    """What a cell's stages read from disk, by content (`prm_bench.data.fingerprint`).
+
+    Attributes:
+        training: the training and evaluation splits' images and labels (training
+            scores the evaluation split every epoch).
+        images: the evaluated split's images (inference and computed proposals).
+        truth: the evaluated split's labels and instance masks (evaluation, and
+            galleries that read the ground truth).
+        proposals: the proposal files a file gallery reads for the evaluated images.
+    """
+
+    training: str
+    images: str
+    truth: str
+    proposals: str | None = None
 
 
 def config_hash(*parts: BaseModel | dict | str) -> str:
@@ -47,23 +69,40 @@ def computed_proposals_key(data: DataConfig) -> str:
     return config_hash("computed", {"name": data.name, "root": str(data.root)})
 
 
-def stage_keys(config: ExperimentConfig) -> dict[str, str]:
-    """The key of every stage of a cell; each hashes only what the stage depends on."""
+def stage_keys(config: ExperimentConfig, data: DataDigests | None = None) -> dict[str, str]:
+    """The key of every stage of a cell; each hashes only what the stage depends on: its
+    config fields and, with `data` (every run binds it, `orchestrate.preflight`), the
+    content of the files it reads. Without `data` the keys name the config alone."""
+    read = data or DataDigests("", "", "")
+    bound = (lambda *parts: list(parts)) if data is not None else (lambda *parts: [])
     training = config.train.model_dump(mode="json", exclude={"loader_workers"})
     train = config_hash(
-        "train", _training_data(config.data), config.backbone, config.stimulation, training
+        "train",
+        _training_data(config.data),
+        config.backbone,
+        config.stimulation,
+        training,
+        *bound(read.training),
     )
     # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
     infer_part = config.infer.model_dump(mode="json", exclude={"strategy", "chunk_size"})
     if config.data.evaluate_on == "eval":  # the train key already names the eval split
         infer = config_hash("infer", train, infer_part)
     else:
-        infer = config_hash("infer", train, infer_part, _evaluated_data(config.data))
-    proposals = config_hash("proposals", _evaluated_data(config.data), config.proposals)
+        infer = config_hash(
+            "infer", train, infer_part, _evaluated_data(config.data), *bound(read.images)
+        )
+    gallery = GALLERIES.get(config.proposals.gallery)
+    proposals = config_hash(
+        "proposals",
+        _evaluated_data(config.data),
+        config.proposals,
+        *bound(read.images, read.proposals or "", read.truth if gallery.needs_truth else ""),
+    )
     uses_retrieval = METHODS.get(config.method.name).uses_retrieval
     method_part = config.retrieval if uses_retrieval else config.method.baseline
     retrieve = config_hash("retrieve", infer, proposals, config.method.name, method_part)
-    evaluate = config_hash("evaluate", retrieve, config.eval)
+    evaluate = config_hash("evaluate", retrieve, config.eval, *bound(read.truth))
     return {
         "train": train,
         "infer": infer,

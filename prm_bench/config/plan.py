@@ -39,6 +39,8 @@ class Plan(BaseModel):
     run: RunSettings = Field(default_factory=RunSettings)
     search: dict[str, Any] = Field(default_factory=dict)  # `prm-bench tune`'s space
     overrides: list[str] = Field(default_factory=list)  # the `a.b=c` items applied
+    # the cells' keys name the content of the data they read (`orchestrate.preflight`)
+    data_bound: bool = False
 
     def with_run(self, **settings: Any) -> Plan:
         """This plan with some run settings replaced (the CLI's --device, --jobs, ...);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -55,6 +56,15 @@ class Dataset(Protocol):
     def check(self, image_id: str) -> tuple[int, int]:
         """Read all of an image's files whole; its (height, width); DataError naming the
         file otherwise."""
+        ...
+
+    def files(self, image_id: str) -> dict[str, list[Path]]:
+        """The files of one image by role: `images`, `labels`, `masks`
+        (`prm_bench.data.fingerprint`)."""
+        ...
+
+    def split_files(self) -> dict[str, list[Path]]:
+        """Files every image of the split shares, by role."""
         ...
 
 

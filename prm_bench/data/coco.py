@@ -124,6 +124,15 @@ class CocoDataset:
                 )
         return size
 
+    def files(self, image_id: str) -> dict[str, list[Path]]:
+        """The files of one image by role: its image (labels and masks are in the
+        split's json, see `split_files`)."""
+        return {"images": [self.image_dir / self.coco.imgs[self._by_name[image_id]]["file_name"]]}
+
+    def split_files(self) -> dict[str, list[Path]]:
+        """The instances json: every image's labels and masks."""
+        return {"labels": [self.annotation_file], "masks": [self.annotation_file]}
+
     def void(self, image_id: str) -> np.ndarray | None:
         """COCO marks no void pixels: None."""
         return None

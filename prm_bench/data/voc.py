@@ -203,6 +203,25 @@ class VocDataset:
                     )
         return size
 
+    def files(self, image_id: str) -> dict[str, list[Path]]:
+        """The files of one image by role: `images`, `labels` (its XML) and, for a
+        segmentation split, `masks` (SegmentationObject and SegmentationClass)."""
+        files = {
+            "images": [self.root / "JPEGImages" / f"{image_id}.jpg"],
+            "labels": [self.root / "Annotations" / f"{image_id}.xml"],
+        }
+        if self.segmentation:
+            files["masks"] = [
+                self.root / folder / f"{image_id}.png"
+                for folder in ("SegmentationObject", "SegmentationClass")
+            ]
+        return files
+
+    def split_files(self) -> dict[str, list[Path]]:
+        """Files every image shares: the class names, where ROOT/classes.txt gives them."""
+        class_file = self.root / "classes.txt"
+        return {"labels": [class_file]} if class_file.is_file() else {}
+
     def void(self, image_id: str) -> np.ndarray:
         """(H, W) bool: the void pixels (255 in SegmentationObject), ignored by metrics."""
         return self._png("SegmentationObject", image_id) == VOID

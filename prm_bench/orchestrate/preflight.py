@@ -1,15 +1,20 @@
-"""Checks of a plan's inputs before any compute: dataset layouts and proposal folders."""
+"""Checks of a plan's inputs before any compute (dataset layouts, every image and
+annotation, proposal folders), and the binding of its stage keys to the data's content."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from prm_bench.config import Plan
+from prm_bench.config import Plan, stage_keys
+from prm_bench.config.keys import DataDigests
+from prm_bench.config.models import DataConfig, ExperimentConfig
 from prm_bench.data import generate_missing, generator_of
-from prm_bench.data.base import DataError, Dataset, check_split
+from prm_bench.data.base import DataError, Dataset
+from prm_bench.data.fingerprint import FileIndex, SplitPrint, index_for, survey
 from prm_bench.data.prepare import LIST as TRAIN_AUG
 from prm_bench.data.sources import SOURCES
+from prm_bench.hashing import json_digest
 from prm_bench.instances.proposals import GALLERIES
 from prm_bench.stages.inputs import open_split, open_training_data
 
@@ -67,9 +72,8 @@ def missing_inputs(plan: Plan) -> list[str]:
 
 
 def _check_objects(dataset: Dataset, split: str) -> None:
-    """Check an evaluation split's images, and that it holds images and labelled objects:
-    without them every AP is empty and the run would end without a number."""
-    check_split(dataset)
+    """Refuse an evaluation split without images or labelled objects: every AP would be
+    empty and the run would end without a number."""
     if not dataset.ids:
         raise DataError(f"the evaluation split {split!r} holds no image")
     if not any(dataset.labels(i).any() for i in dataset.ids):
@@ -79,9 +83,92 @@ def _check_objects(dataset: Dataset, split: str) -> None:
         )
 
 
-def preflight(plan: Plan) -> None:
+def _one_size(survey: SplitPrint, data: DataConfig, which: str) -> None:
+    """Refuse a split of several image sizes when images are not resized: training and
+    its per-epoch scoring stack images into batches of one size."""
+    shapes = sorted(set(survey.sizes.values()))
+    if data.image_size is None and len(shapes) > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
+        raise DataError(
+            f"data.image_size is null but the {len(survey.sizes)} {which} images of "
+            f"{data.root} have {len(shapes)} sizes ({shown}, ...): training batches need "
+            "one size, set data.image_size (e.g. 448)"
+        )
+
+
+class Surveys:
+    """The splits a plan reads, each checked and digested once (`data.fingerprint`),
+    with the file indexes kept in `cache_dir` (None: nothing kept between runs)."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        self.cache_dir = cache_dir
+        self._indexes: dict[str, FileIndex] = {}
+        self._splits: dict[str, tuple[Dataset, SplitPrint]] = {}
+
+    def index(self, root: Path) -> FileIndex:
+        """The file index of a data or proposals root."""
+        name = str(Path(root).resolve())
+        if name not in self._indexes:
+            self._indexes[name] = index_for(self.cache_dir, root)
+        return self._indexes[name]
+
+    def split(self, data: DataConfig, which: str) -> tuple[Dataset, SplitPrint]:
+        """A split of a cell (`train`, `eval`, `tune`; evaluated ones with their instance
+        masks), opened, checked and digested."""
+        split, limit = getattr(data, f"{which}_split"), getattr(data, f"limit_{which}")
+        marker = json.dumps([data.name, str(data.root), which, split, limit])
+        if marker not in self._splits:
+            dataset = open_split(data, which, segmentation=which != "train")
+            self._splits[marker] = dataset, survey(dataset, self.index(data.root))
+        return self._splits[marker]
+
+    def digests(self, config: ExperimentConfig) -> DataDigests:
+        """What a cell's stages read, by content."""
+        data = config.data
+        train, evaluation = self.split(data, "train")[1], self.split(data, "eval")[1]
+        dataset, evaluated = self.split(data, "eval" if data.evaluate_on == "eval" else "tune")
+        gallery = GALLERIES.get(config.proposals.gallery)
+        files = None
+        if gallery.suffix is not None and config.proposals.root is not None:
+            root, index = config.proposals.root, self.index(config.proposals.root)
+            files = json_digest([index.digest(root / f"{i}{gallery.suffix}") for i in dataset.ids])
+        return DataDigests(
+            training=json_digest([train.of("images", "labels"), evaluation.of("images", "labels")]),
+            images=evaluated.of("images"),
+            truth=evaluated.of("labels", "masks"),
+            proposals=files,
+        )
+
+    def save(self) -> None:
+        """Keep what was learnt for the next run."""
+        for index in self._indexes.values():
+            index.save()
+
+
+def bind_data(plan: Plan, cache_dir: Path | None = None) -> Plan:
+    """The plan with every cell's stage keys bound to the content of the data it reads,
+    so a replaced dataset or an edited split or annotation reruns exactly the stages
+    that read it (docs/design.md, section 5.3). Unchanged files are not read again."""
+    surveys = Surveys(cache_dir)
+    try:
+        return _bound(plan, surveys)
+    finally:
+        surveys.save()
+
+
+def _bound(plan: Plan, surveys: Surveys) -> Plan:
+    cells = [
+        cell.model_copy(update={"keys": stage_keys(cell.config, surveys.digests(cell.config))})
+        for cell in plan.cells
+    ]
+    return plan.model_copy(update={"cells": cells, "data_bound": True})
+
+
+def preflight(plan: Plan, cache_dir: Path | None = None) -> Plan:
     """Check every cell's inputs before any compute: every path it reads, then dataset
-    layouts and proposal folders.
+    layouts, every image and annotation (those unchanged since the file index in
+    `cache_dir` saw them are not decoded again) and proposal folders; the plan with its
+    keys bound to the data (`bind_data`).
 
     Raises:
         MissingInputs: every missing path, with the command that makes it.
@@ -92,33 +179,36 @@ def preflight(plan: Plan) -> None:
     if missing:
         raise MissingInputs(missing)
     seen: set[str] = set()
-    for cell in plan.cells:
-        data, proposals = cell.config.data, cell.config.proposals
-        marker = json.dumps(
-            [data.model_dump(mode="json"), proposals.model_dump(mode="json")], sort_keys=True
+    surveys = Surveys(cache_dir)
+    try:
+        for cell in plan.cells:
+            _check_cell(cell.config, surveys, seen)
+        return _bound(plan, surveys)
+    finally:
+        surveys.save()
+
+
+def _check_cell(config: ExperimentConfig, surveys: Surveys, seen: set[str]) -> None:
+    """Check the inputs of one cell, unless a cell with the same data and proposals was."""
+    data, proposals = config.data, config.proposals
+    marker = json.dumps(
+        [data.model_dump(mode="json"), proposals.model_dump(mode="json")], sort_keys=True
+    )
+    if marker in seen:
+        return
+    seen.add(marker)
+    if GALLERIES.get(proposals.gallery).needs_root and (
+        proposals.root is None or not proposals.root.is_dir()
+    ):
+        raise DataError(
+            f"proposals.root {proposals.root} must be the folder of the {proposals.gallery} files"
         )
-        if marker in seen:
-            continue
-        seen.add(marker)
-        if GALLERIES.get(proposals.gallery).needs_root and (
-            proposals.root is None or not proposals.root.is_dir()
-        ):
-            raise DataError(
-                f"proposals.root {proposals.root} must be the folder of the "
-                f"{proposals.gallery} files"
-            )
-        if data.generate and generator_of(data.name) is not None:
-            generate_missing(data.name, data.root)
-        train_sizes = check_split(open_split(cell.config.data, "train"))
-        _check_objects(open_split(cell.config.data, "eval", segmentation=True), data.eval_split)
-        if data.tune_split is not None:
-            check_split(open_split(cell.config.data, "tune", segmentation=True))
-            open_training_data(cell.config.data)  # refuses any overlap of the three splits
-        shapes = sorted(set(train_sizes.values()))
-        if data.image_size is None and len(shapes) > 1:
-            shown = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
-            raise DataError(
-                f"data.image_size is null but the {len(train_sizes)} training images of "
-                f"{data.root} have {len(shapes)} sizes ({shown}, ...): training batches need "
-                "one size, set data.image_size (e.g. 448)"
-            )
+    if data.generate and generator_of(data.name) is not None:
+        generate_missing(data.name, data.root)
+    _one_size(surveys.split(data, "train")[1], data, "training")
+    evaluation, printed = surveys.split(data, "eval")
+    _check_objects(evaluation, data.eval_split)
+    _one_size(printed, data, "evaluation")
+    if data.tune_split is not None:
+        surveys.split(data, "tune")
+        open_training_data(data)  # refuses any overlap of the three splits

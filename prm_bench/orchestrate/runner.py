@@ -23,6 +23,7 @@ import pandas as pd
 
 from prm_bench.config import STAGES, Cell, Plan, RunSettings
 from prm_bench.orchestrate.executors import Executor, LocalExecutor, make_executor
+from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.rundir import RunLog, run_lock, write_outputs
 from prm_bench.orchestrate.worker import INTERRUPTED, Outcome, Placement, execute_tasks
 from prm_bench.stages import GROUPED
@@ -55,18 +56,28 @@ class RunOptions:
         store_dir: the stage store (default `<run dir>/store`); `prm-bench tune` points
             its trials at the store of the run they tune.
         on_event: called with ("stage", info) and ("task", info) as work progresses.
+        cache_dir: where the data's file indexes are kept (`data.fingerprint`; default
+            `<runs_dir>/.cache`): an unchanged image is not decoded or read again.
     """
 
     runs_dir: Path = Path("runs")
     store_dir: Path | None = None
     on_event: Event | None = None
+    cache_dir: Path | None = None
+
+    @property
+    def data_cache(self) -> Path:
+        """The folder of the data's file indexes."""
+        return self.cache_dir or Path(self.runs_dir) / ".cache"
 
 
 @dataclass
 class RunSummary:
-    """The end of a run: per-cell status, stage counts and where results are."""
+    """The end of a run: per-cell status, stage counts and where results are; `plan`
+    is the plan as run, its keys bound to the data (`orchestrate.preflight.bind_data`)."""
 
     run_dir: Path
+    plan: Plan | None = None
     executed: dict[str, int] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=dict)
     failed_cells: dict[int, str] = field(default_factory=dict)
@@ -131,9 +142,11 @@ def run_plan(
     run_dir = Path(options.runs_dir) / plan.name
     executor = executor or make_executor(plan.run, run_dir / "slurm")
     notify = options.on_event or (lambda kind, info: None)
-    summary = RunSummary(run_dir)
     started = time.perf_counter()
     with run_lock(run_dir):
+        if not plan.data_bound:  # the CLI's preflight bound it; a tune trial or an API call
+            plan = bind_data(plan, options.data_cache)
+        summary = RunSummary(run_dir, plan)
         log = RunLog(run_dir / "run.log")
         where = type(executor).__name__
         log(f"run {plan.name}: {len(plan.cells)} cells, device {plan.run.device}, executor {where}")

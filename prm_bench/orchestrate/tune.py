@@ -168,7 +168,10 @@ class _TrialRunner:
         """Run `cells` as the plan `name` (its run directory under `tuning/`)."""
         plan = Plan(source=self.plan.source, name=name, axes=[axis], cells=cells, run=self.plan.run)
         options = replace(
-            self.options, runs_dir=self.run_dir / TUNING, store_dir=self.run_dir / "store"
+            self.options,
+            runs_dir=self.run_dir / TUNING,
+            store_dir=self.run_dir / "store",
+            cache_dir=self.options.data_cache,
         )
         return run_plan(plan, options, self.executor)
 

@@ -107,7 +107,7 @@ def test_a_registered_metric_is_computed_by_the_evaluate_stage_and_filed(tmp_pat
     assert rows.loc["mean_instances", "protocol"] == "counting"
     assert rows.loc["mAP@0.5", "protocol"] == "voc"
     # the value is the mean number of instances the retrieve stage stored per image
-    cell = plan.cells[0]
+    cell = summary.plan.cells[0]  # its keys bound to the data
     folder = Store(tmp_path / plan.name / "store").path("retrieve", cell.keys["retrieve"])
     ids = open_split(cell.config.data, "evaluated").ids
     stored = read_results(folder, ids)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from prm_bench.cli import app
 from prm_bench.config import load_plan
-from prm_bench.config.keys import stage_keys
+from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.rundir import environments
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.store import Store
@@ -29,7 +29,7 @@ from tests.conftest import comparable, tiny_config
 def clean(tmp_path_factory, make_shapes):
     root = make_shapes(seed=11, n_train=24, n_val=6, size=64, classes=3)
     config = tiny_config(root)
-    plan = load_plan(config)
+    plan = bind_data(load_plan(config))
     runs = tmp_path_factory.mktemp("runs")
     summary = run_plan(plan.with_run(jobs=1), RunOptions(runs))
     assert not summary.failed_cells
@@ -76,7 +76,7 @@ def test_a_damaged_file_is_recomputed_and_results_are_unchanged(
 ):
     plan, runs = clean
     shutil.copytree(runs / plan.name, tmp_path / plan.name)
-    key = stage_keys(plan.cells[0].config)[stage]
+    key = plan.cells[0].keys[stage]
     folder = tmp_path / plan.name / "store" / stage / key
     target = sorted(folder.glob("*.npz"))[0] if name == "<first image>" else folder / name
     damage(target, fault)
@@ -92,7 +92,7 @@ def test_a_damaged_file_is_recomputed_and_results_are_unchanged(
 def test_an_interrupted_inference_resumes_only_from_intact_images(clean, tmp_path, fault):
     plan, runs = clean
     shutil.copytree(runs / plan.name, tmp_path / plan.name)
-    folder = tmp_path / plan.name / "store" / "infer" / stage_keys(plan.cells[0].config)["infer"]
+    folder = tmp_path / plan.name / "store" / "infer" / plan.cells[0].keys["infer"]
     (folder / "done.json").unlink()  # the stage was interrupted after its images were written
     damaged = sorted(folder.glob("*.npz"))[-1]
     damage(damaged, fault)
@@ -117,7 +117,7 @@ def test_results_do_not_depend_on_jobs_and_the_environment_is_recorded(clean, tm
         sorted_results(runs / plan.name / "results.csv"),
     )
     record = json.loads(
-        (tmp_path / plan.name / "store" / "train" / stage_keys(plan.cells[0].config)["train"])
+        (tmp_path / plan.name / "store" / "train" / plan.cells[0].keys["train"])
         .joinpath("done.json")
         .read_text()
     )
@@ -129,9 +129,7 @@ def test_results_do_not_depend_on_jobs_and_the_environment_is_recorded(clean, tm
 def test_a_resume_in_another_environment_is_reported(clean, tmp_path):
     plan, runs = clean
     shutil.copytree(runs / plan.name, tmp_path / plan.name)
-    folder = (
-        tmp_path / plan.name / "store" / "evaluate" / stage_keys(plan.cells[0].config)["evaluate"]
-    )
+    folder = tmp_path / plan.name / "store" / "evaluate" / plan.cells[0].keys["evaluate"]
     (folder / "done.json").unlink()
     other = load_plan({**plan_config(plan), "run": {"threads": 1}})
     run_plan(other.with_run(jobs=1), RunOptions(tmp_path))
@@ -236,7 +234,7 @@ def test_a_run_killed_mid_training_shows_its_epoch_then_resumes_to_the_same_mode
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "prm_bench", "run", str(config), "--runs-dir", str(runs)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    plan = load_plan(config)
+    plan = bind_data(load_plan(config))
     folder = Store(runs / "long" / "store").path("train", plan.cells[0].keys["train"])
     deadline = time.time() + 120
     while time.time() < deadline and not (folder / ".resume.json").is_file():

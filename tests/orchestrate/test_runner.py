@@ -50,8 +50,8 @@ def test_a_new_retrieval_value_runs_only_retrieve_and_evaluate(shapes_root, tmp_
 
 def test_a_truncated_artifact_is_detected_and_only_its_stage_recomputed(shapes_root, tmp_path):
     plan = load_plan(tiny_config(shapes_root))
-    before = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path)).results
-    keys = stage_keys(plan.cells[0].config)
+    first = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
+    before, keys = first.results, first.plan.cells[0].keys
     results = tmp_path / plan.name / "store" / "retrieve" / keys["retrieve"] / "results.json"
     results.write_bytes(results.read_bytes()[:50])
     after = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from prm_bench.config import load_plan
-from prm_bench.config.keys import stage_keys
 from prm_bench.data import open_dataset
 from prm_bench.metrics.bootstrap import metric_samples
 from prm_bench.metrics.semantic import semantic_miou
+from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages.evaluate import read_statistics
 from prm_bench.stages.infer import read_image
@@ -29,7 +29,7 @@ def finished(tmp_path_factory, make_shapes):
         "eval": {"metrics": ["voc-map", "abo", "pointing", "prm-quality", "semantic"]},
         "grid": {"retrieval.resolution": ["image", "input"]},
     }
-    plan = load_plan(config)
+    plan = bind_data(load_plan(config))
     runs = tmp_path_factory.mktemp("runs")
     summary = run_plan(plan.with_run(jobs=1), RunOptions(runs))
     assert not summary.failed_cells
@@ -38,7 +38,7 @@ def finished(tmp_path_factory, make_shapes):
 
 def test_prms_are_stored_at_the_input_size_and_read_at_the_image_size(finished):
     plan, store, root = finished
-    keys = stage_keys(plan.cells[0].config)
+    keys = plan.cells[0].keys
     image_id = open_dataset("shapes", root, "val").ids[0]
     stored = read_image(store.path("infer", keys["infer"]), image_id)
     assert stored["prms"].shape[1:] == (96, 96)
@@ -53,7 +53,7 @@ def test_both_retrieval_resolutions_give_masks_at_the_image_size(finished):
     ids = open_dataset("shapes", root, "val").ids
     by_resolution = {}
     for cell in plan.cells:
-        folder = store.path("retrieve", stage_keys(cell.config)["retrieve"])
+        folder = store.path("retrieve", cell.keys["retrieve"])
         predictions = read_results(folder, ids)
         assert all(p["mask"].shape == (64, 64) for image in predictions for p in image)
         by_resolution[cell.config.retrieval.resolution] = predictions
@@ -63,7 +63,7 @@ def test_both_retrieval_resolutions_give_masks_at_the_image_size(finished):
 def test_metrics_ignore_void_and_statistics_reproduce_them(finished):
     plan, store, root = finished
     dataset = open_dataset("shapes", root, "val", segmentation=True)
-    keys = stage_keys(plan.cells[0].config)
+    keys = plan.cells[0].keys
     metrics = json.loads((store.path("evaluate", keys["evaluate"]) / "metrics.json").read_text())
     predictions = read_results(store.path("retrieve", keys["retrieve"]), dataset.ids)
     truth = [

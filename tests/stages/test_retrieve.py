@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from prm_bench.config import load_plan
-from prm_bench.config.keys import stage_keys
 from prm_bench.instances.proposals.embedded import embedded_proposals
 from prm_bench.instances.retrieval import retrieve
+from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.stages import retrieve as retrieve_stage
 from prm_bench.stages.store import Store
@@ -29,7 +29,9 @@ EXTRA = [  # the same inference and gallery, other preparations, resolution and 
 @pytest.fixture(scope="module")
 def grouped_run(shapes_root, tmp_path_factory):
     # the network sees 48 px: the input resolution scores at another size than the image's
-    plan = load_plan(tiny_config(shapes_root, grid=[GRID, *EXTRA], data={"image_size": 48}))
+    plan = bind_data(
+        load_plan(tiny_config(shapes_root, grid=[GRID, *EXTRA], data={"image_size": 48}))
+    )
     run_dir = tmp_path_factory.mktemp("grouped")
     summary = run_plan(plan.with_run(jobs=1), RunOptions(run_dir))
     assert not summary.failed_cells
@@ -40,16 +42,16 @@ def test_cells_retrieved_together_write_the_files_each_writes_alone(grouped_run,
     plan, store = grouped_run
     alone = Store(tmp_path / "alone")
     for cell in plan.cells:  # one inference for every cell: copy it, then retrieve alone
-        keys = stage_keys(cell.config)
+        keys = cell.keys
         for stage in ("train", "infer"):
             if not alone.is_done(stage, keys[stage]):
                 target = alone.path(stage, keys[stage])
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.symlink_to(store.path(stage, keys[stage]), target_is_directory=True)
         retrieve_stage.run(cell.config, alone, keys, None)
-    assert len(plan.cells) == 15 and len({stage_keys(c.config)["infer"] for c in plan.cells}) == 1
+    assert len(plan.cells) == 15 and len({c.keys["infer"] for c in plan.cells}) == 1
     for cell in plan.cells:
-        key = stage_keys(cell.config)["retrieve"]
+        key = cell.keys["retrieve"]
         together = (store.path("retrieve", key) / retrieve_stage.RESULTS).read_bytes()
         assert together == (alone.path("retrieve", key) / retrieve_stage.RESULTS).read_bytes()
         assert store.record("retrieve", key)["group"] == 15  # one task retrieved them all
@@ -57,7 +59,7 @@ def test_cells_retrieved_together_write_the_files_each_writes_alone(grouped_run,
 
 def test_each_preparation_keeps_its_own_prepared_galleries(grouped_run):
     plan, store = grouped_run
-    proposals = store.path("proposals", stage_keys(plan.cells[0].config)["proposals"])
+    proposals = store.path("proposals", plan.cells[0].keys["proposals"])
     folders = sorted((proposals / retrieve_stage.PREPARED).iterdir())
     # default preparation at image size, top_n 7 / width 3, and the input resolution
     assert len(folders) == 3
@@ -65,8 +67,8 @@ def test_each_preparation_keeps_its_own_prepared_galleries(grouped_run):
 
 
 def test_a_failing_cell_fails_alone_in_its_group(shapes_root, tmp_path, monkeypatch):
-    plan = load_plan(tiny_config(shapes_root, grid=GRID))
-    broken = stage_keys(plan.cells[4].config)["retrieve"]
+    plan = bind_data(load_plan(tiny_config(shapes_root, grid=GRID)))
+    broken = plan.cells[4].keys["retrieve"]
     original = retrieve_stage._instances
 
     def failing(cell, image):

@@ -46,6 +46,8 @@ class GallerySpec:
             segmentation ground truth).
         store_cache: computed, and cached in the run's store (the root is the store's
             proposals folder, not a config path).
+        suffix: for a file gallery, the suffix of its files `<root>/<image id><suffix>`
+            (their content is part of the proposals' stage key).
     """
 
     name: str
@@ -54,6 +56,7 @@ class GallerySpec:
     needs_root: bool = False
     needs_truth: bool = False
     store_cache: bool = False
+    suffix: str | None = None
 
     def describe(self) -> tuple[str, str]:
         """(properties, description) for `prm-bench list`."""
@@ -87,7 +90,7 @@ def _file_gallery(name: str, suffix: str, reader: Callable[..., np.ndarray]) -> 
 
     summary = (reader.__doc__ or "").split(";")[0].split("\n\n")[0].replace("\n", " ")
     description = f"Proposals read from <root>/<image id>{suffix} ({summary.rstrip('.')})"
-    return GallerySpec(name, factory, description, needs_root=True)
+    return GallerySpec(name, factory, description, needs_root=True, suffix=suffix)
 
 
 for _name, _suffix, _reader in (
