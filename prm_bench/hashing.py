@@ -1,12 +1,20 @@
-"""The one way prm-bench names things by content: SHA-256 of canonical JSON."""
+"""The one way prm-bench names things by content: SHA-256 of canonical JSON, or of a
+file's bytes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 COMPACT = (",", ":")
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content (hex)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def json_digest(value: Any, length: int = 16, separators: tuple[str, str] = COMPACT) -> str:

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prm_bench"
 
 # bottom to top: a module may import its own floor and the floors below it, never above
 FLOORS = [
-    "prm_bench",  # registry, atomic, hashing: depend on nothing of prm_bench
+    "prm_bench",  # registry, atomic, hashing, progress: depend on nothing of prm_bench
     "prm_bench.geometry",
     "prm_bench.data",
     "prm_bench.model",

@@ -143,6 +143,8 @@ def _progress_events(progress: Progress) -> Callable[[str, dict], None]:
                 progress.update(
                     bars[info["stage"]], completed=1, description=f"{info['stage']} ({why})"
                 )
+        elif kind == "recovered":
+            progress.console.print(f"[yellow]recovered:[/] {info['line']}")
         else:
             task = info["task"]
             progress.advance(bars[task.stage])

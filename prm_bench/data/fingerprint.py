@@ -5,7 +5,7 @@ edited split list or annotation), yet a 20 GB image tree cannot be read at every
 `FileIndex` keeps, per file, its (size, mtime_ns, inode) and the SHA-256 of its bytes,
 and per image the result of its check (decoded size) with the signature of the files
 the check read; a file whose stat is unchanged is not read again. `survey` checks a
-split and digests it by role (docs/design.md, section 5.3):
+split and digests it by role (docs/design.md, section 5, "Data in the keys"):
 
 - `images`: the split's membership and its image files (what inference reads);
 - `labels`: the files image-level labels come from (VOC XML, the COCO json);
@@ -17,7 +17,6 @@ list changes all three.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zlib
@@ -27,16 +26,10 @@ from pathlib import Path
 
 from prm_bench.atomic import write_atomic
 from prm_bench.data.base import DataError, Dataset
-from prm_bench.hashing import json_digest
+from prm_bench.hashing import file_digest, json_digest
 
 ROLES = ("images", "labels", "masks")
 FORMAT = 1  # of the index file; another format is read as empty
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 (32 hex digits) of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:32]
 
 
 def _stat(path: Path) -> list[int]:

@@ -148,7 +148,8 @@ class Surveys:
 def bind_data(plan: Plan, cache_dir: Path | None = None) -> Plan:
     """The plan with every cell's stage keys bound to the content of the data it reads,
     so a replaced dataset or an edited split or annotation reruns exactly the stages
-    that read it (docs/design.md, section 5.3). Unchanged files are not read again."""
+    that read it (docs/design.md, section 5, "Data in the keys"); unchanged files are
+    not read again."""
     surveys = Surveys(cache_dir)
     try:
         return _bound(plan, surveys)

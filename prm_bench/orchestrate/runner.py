@@ -159,7 +159,9 @@ def run_plan(
         write_outputs(plan, store, run_dir, {"statuses": dict.fromkeys(cells, "running")})
         try:
             with _interrupts_raise():
-                for level in plan_tasks(plan, store):
+                levels = plan_tasks(plan, store)
+                _name_damage(levels, context)
+                for level in levels:
                     done = _run_level(level, context, failed)
                     summary.executed[level[0].stage] = done.executed
                     summary.reused[level[0].stage] = done.reused
@@ -185,6 +187,17 @@ def run_plan(
         summary.failed_cells = failed
         log(f"finished: {len(cells) - len(failed)}/{len(cells)} cells")
     return summary
+
+
+def _name_damage(levels: list[list[Task]], context: _Context) -> None:
+    """Say, in run.log and to the event handler, which finished stages were found
+    damaged and will be computed again (nothing is recomputed silently)."""
+    for task in (t for level in levels for t in level if not t.done):
+        reason = context.store.damage(task.stage, task.key)
+        if reason is not None:
+            line = f"{task.stage} {task.key} was done but {reason}: computing it again"
+            context.log(line)
+            context.notify("recovered", {"stage": task.stage, "key": task.key, "line": line})
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from prm_bench import progress
 from prm_bench.config import Cell
-from prm_bench.stages import GROUPED, RUNNERS, progress
+from prm_bench.stages import GROUPED, RUNNERS
 from prm_bench.stages.errors import StageError, describe_failure, resolve_device
 from prm_bench.stages.store import Store
 

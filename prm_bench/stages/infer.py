@@ -20,6 +20,7 @@ from prm_bench.config import ExperimentConfig, InferConfig, StimulationConfig
 from prm_bench.model.backbones import build_classifier, load_checkpoint
 from prm_bench.model.backprop import peak_response_maps, resize_prms
 from prm_bench.model.peaks import class_scores, find_peaks, select_peaks, strongest_peaks
+from prm_bench.progress import report
 from prm_bench.stages.inputs import image_tensor, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz
 from prm_bench.stages.train import CHECKPOINT
@@ -137,6 +138,8 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
         path = folder / f"{image_id}.npz"
         if _intact(path):
             continue  # written whole by an interrupted run of this stage
+        if path.exists():
+            report(f"infer {key}: {path.name} is damaged: inferring it again")
         store.check()
         inferred = infer_image(
             model,

@@ -21,7 +21,8 @@ import safetensors.torch
 import torch
 
 from prm_bench.atomic import atomic_path, write_atomic
-from prm_bench.stages.store import file_digest
+from prm_bench.hashing import file_digest
+from prm_bench.progress import report
 
 TENSORS, STATE = ".resume.safetensors", ".resume.json"
 
@@ -66,13 +67,16 @@ def save_state(folder: Path, training: dict[str, Any], done: Resumed) -> None:
 def load_state(folder: Path, training: dict[str, Any]) -> Resumed | None:
     """Restore the last saved state into `training`'s model, optimizer and generator (and
     torch's own generator); None when there is none, or it is damaged (then training
-    starts over, as without a state)."""
+    starts over, as without a state, and says so)."""
+    if not (folder / STATE).exists():
+        return None
     try:
         record = json.loads((folder / STATE).read_text())
         if file_digest(folder / TENSORS) != record["tensors_sha256"]:
-            return None
+            raise ValueError("its tensors differ from their record")
         tensors = safetensors.torch.load_file(str(folder / TENSORS))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError) as err:
+        report(f"the epoch state in {folder} is damaged ({err}): training from the start")
         return None
     model, optimizer = training["model"], training["optimizer"]
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

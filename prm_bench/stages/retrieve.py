@@ -28,8 +28,10 @@ from pycocotools import mask as mask_utils
 
 from prm_bench.config import ExperimentConfig, config_hash
 from prm_bench.data.base import Dataset
+from prm_bench.data.fingerprint import FileIndex
 from prm_bench.geometry.masks import encode_rle
 from prm_bench.geometry.pixel_runs import one_torch_thread
+from prm_bench.hashing import json_digest
 from prm_bench.instances.baselines import cam_baseline
 from prm_bench.instances.gallery import (
     PreparedGallery,
@@ -41,6 +43,7 @@ from prm_bench.instances.methods import METHODS
 from prm_bench.instances.proposals import GALLERIES, open_gallery
 from prm_bench.instances.retrieval import Memo, SharedSums, retrieve
 from prm_bench.instances.retrieval_options import RetrievalConfig
+from prm_bench.progress import report
 from prm_bench.stages.errors import StageError, describe_failure
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.inputs import computed_proposals, open_split
@@ -57,28 +60,40 @@ def prepared_path(folder: Path, image_id: str, params: RetrievalConfig, size: tu
     return folder / PREPARED / preparation / f"{image_id}.npz"
 
 
+@dataclass(frozen=True)
+class Preparation:
+    """What an image's prepared gallery is made from: the parameters, the PRM size and
+    the digest of the files its proposals come from (`GallerySpec.sources`)."""
+
+    params: RetrievalConfig
+    size: tuple[int, int]
+    source: str
+
+
 def prepared_gallery(
-    path: Path,
-    proposals: Callable[[], np.ndarray],
-    size: tuple[int, int],
-    params: RetrievalConfig,
+    path: Path, proposals: Callable[[], np.ndarray], made: Preparation
 ) -> PreparedGallery:
-    """An image's gallery prepared for PRMs of `size`: read from `path` when it was
-    prepared with the same parameters, else prepared from `proposals()` and saved there.
+    """An image's gallery prepared for PRMs of `made.size`: read from `path` when it was
+    prepared with the same parameters from the same source files, else prepared from
+    `proposals()` and saved there.
 
     Preparing (resizing, contours, runs) costs several times the scoring itself, and every
-    cell that shares the data and gallery shares it; an unreadable file is prepared again.
+    cell that shares the data and gallery shares it; a damaged file, or one prepared from
+    other files (another image's, an older dataset's), is prepared again and named.
     """
-    expected = gallery_key(params, size)
+    expected = gallery_key(made.params, made.size)
     if path.is_file():
         try:
-            cached = PreparedGallery.from_arrays(load_npz(path))
-            if cached.key == expected:
+            arrays = load_npz(path)
+            cached = PreparedGallery.from_arrays(arrays)
+            if cached.key == expected and str(arrays.get("source")) == made.source:
                 return cached
+            why = "was prepared from other files"
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass
-    gallery = prepare_gallery(proposals(), size, params)
-    save_npz(path, **gallery.to_arrays())
+            why = "is damaged"
+        report(f"prepared gallery {path} {why}: preparing it again")
+    gallery = prepare_gallery(proposals(), made.size, made.params)
+    save_npz(path, **gallery.to_arrays(), source=np.array(made.source))
     return gallery
 
 
@@ -102,9 +117,12 @@ class _Image:
     """One evaluation image as the cells of a group see it: each input read or computed
     once, on first use, and shared."""
 
-    def __init__(self, image_id: str, inferred: Path, gallery: Any, proposals: Path) -> None:
+    def __init__(
+        self, image_id: str, inferred: Path, gallery: Any, proposals: tuple[Path, Callable]
+    ) -> None:
         self.image_id, self.inferred, self.gallery = image_id, inferred, gallery
-        self.proposals = proposals
+        # the proposals' store folder, and the digest of an image's source files
+        self.proposals, self.source = proposals
         self._memo = Memo()
 
     def stored(self, at_image_size: bool) -> dict[str, np.ndarray]:
@@ -123,7 +141,9 @@ class _Image:
 
         def make() -> PreparedGallery:
             path = prepared_path(self.proposals, self.image_id, params, size)
-            return prepared_gallery(path, self.raw_proposals, size, params)
+            source = self._memo.get_or_make(("source",), lambda: self.source(self.image_id))
+            made = Preparation(params, size, source)
+            return prepared_gallery(path, self.raw_proposals, made)
 
         return self._memo.get_or_make(("prepared", gallery_key(params, size)), make)
 
@@ -205,9 +225,15 @@ def run_cells(
     proposals = store.path("proposals", ids["proposals"])
     cells = [_Cell(c, k["retrieve"]) for c, k in zip(configs, keys, strict=True)]
     folders = {cell.key: store.reset("retrieve", cell.key) for cell in cells}
+    index = FileIndex(None)  # a digest per source file (a COCO json is hashed once)
+
+    def source(image_id: str) -> str:
+        files = traits.sources(root, dataset, image_id)
+        return json_digest([image_id, *(index.digest(p) for p in files)])
+
     with one_torch_thread():  # small torch operations only: see one_torch_thread
         for image_id in dataset.ids:
-            image = _Image(image_id, inferred, gallery, proposals)
+            image = _Image(image_id, inferred, gallery, (proposals, source))
             for cell in (c for c in cells if c.error is None):
                 start = time.perf_counter()
                 try:

@@ -11,7 +11,6 @@ verifies each stage once per process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from prm_bench.atomic import atomic_path, write_atomic
+from prm_bench.hashing import file_digest
 
 RECORD = "done.json"
 
@@ -55,15 +55,6 @@ def environment() -> dict[str, Any]:
     import torch
 
     return {"threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__}
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stats(folder: Path, names) -> dict[str, tuple[int, int]]:
@@ -113,6 +104,25 @@ class Store:
         if intact:
             self._verified[(stage, key)] = _stats(folder, [*files, RECORD])
         return intact
+
+    def damage(self, stage: str, key: str) -> str | None:
+        """Why a stage that was recorded as done no longer is (the first file found
+        missing or changed, or an unreadable record); None when it is done, or was never
+        recorded (not run yet, or interrupted before its end)."""
+        folder = self.path(stage, key)
+        if not (folder / RECORD).exists() or self.is_done(stage, key):
+            return None
+        try:
+            files = json.loads((folder / RECORD).read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"its record {RECORD} is unreadable"
+        for name, entry in files.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != entry.get("size") or file_digest(path) != entry.get("sha256"):
+                return f"{name} differs from its record"
+        return f"its record {RECORD} is incomplete"
 
     def complete(
         self,

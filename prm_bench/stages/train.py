@@ -13,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prm_bench import progress
 from prm_bench.atomic import atomic_path, write_atomic
 from prm_bench.config import ExperimentConfig, StimulationConfig, TrainConfig
 from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.model.backbones import build_classifier, save_checkpoint
 from prm_bench.model.peaks import class_scores
-from prm_bench.stages import progress
 from prm_bench.stages.errors import StageError
 from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise, open_training_data
 from prm_bench.stages.resume import Resumed, clear_state, load_state, save_state

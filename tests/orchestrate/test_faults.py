@@ -80,8 +80,15 @@ def test_a_damaged_file_is_recomputed_and_results_are_unchanged(
     folder = tmp_path / plan.name / "store" / stage / key
     target = sorted(folder.glob("*.npz"))[0] if name == "<first image>" else folder / name
     damage(target, fault)
-    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
+    events = []
+    options = RunOptions(tmp_path, on_event=lambda kind, info: events.append((kind, info)))
+    summary = run_plan(plan.with_run(jobs=1), options)
     assert summary.executed == executed and not summary.failed_cells
+    # the recovery is named (issue 23 defect 7): in run.log and to the console's handler
+    why = "is missing" if fault == "delete" else "differs from its record"
+    line = f"{stage} {key} was done but {target.name} {why}"
+    assert line in (tmp_path / plan.name / "run.log").read_text()
+    assert [i["line"] for k, i in events if k == "recovered"] == [f"{line}: computing it again"]
     pd.testing.assert_frame_equal(
         sorted_results(tmp_path / plan.name / "results.csv"),
         sorted_results(runs / plan.name / "results.csv"),
@@ -98,6 +105,8 @@ def test_an_interrupted_inference_resumes_only_from_intact_images(clean, tmp_pat
     damage(damaged, fault)
     summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
     assert summary.executed["infer"] == 1 and not summary.failed_cells
+    log = (tmp_path / plan.name / "run.log").read_text()
+    assert f"{damaged.name} is damaged: inferring it again" in log  # named, not silent
     clean_copy = runs / plan.name / "store" / "infer" / folder.name / damaged.name
     assert damaged.read_bytes() == clean_copy.read_bytes()  # inferred again, not trusted
     pd.testing.assert_frame_equal(

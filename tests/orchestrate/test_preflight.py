@@ -100,3 +100,108 @@ def test_data_generate_makes_generated_kinds_and_leaves_read_kinds_to_their_chec
     with pytest.raises(DataError, match="coco does not exist: prm-bench data fetch coco2014"):
         preflight(load_plan(config))
     assert not missing.exists()
+
+
+def run_once(root, runs):
+    """Run the one-cell small config on the tree at `root`; the summary."""
+    from prm_bench.orchestrate.runner import RunOptions, run_plan
+
+    plan = load_plan(small_config(root, eval={"metrics": ["voc-map", "abo"]}))
+    return run_plan(plan.with_run(jobs=1), RunOptions(runs))
+
+
+@pytest.fixture
+def copied(make_shapes, tmp_path):
+    """A small tree copied into the test's folder (keys name the root's path) and the
+    summary of a first run on it."""
+    import shutil
+
+    root = tmp_path / "shapes"
+    shutil.copytree(make_shapes(seed=21, n_train=12, n_val=4, size=48, classes=2), root)
+    return run_once(root, tmp_path / "runs"), root, tmp_path / "runs"
+
+
+ALL = {"train": 1, "infer": 1, "retrieve": 1, "evaluate": 1}
+
+
+def test_a_dataset_replaced_at_the_same_path_reruns_every_stage(copied, make_shapes):
+    """Issue 23 defect 1: regenerated with another seed, nothing of the old data is reused,
+    and the results are those of the new data."""
+    import shutil
+
+    first, root, runs = copied
+    moved = root.parent / "first-shapes"
+    root.rename(moved)
+    shutil.copytree(make_shapes(seed=22, n_train=12, n_val=4, size=48, classes=2), root)
+    again = run_once(root, runs)
+    assert again.executed == ALL
+    fresh = run_once(root, root.parent / "fresh")  # the new data in an empty run directory
+    assert fresh.executed == ALL
+    assert again.results["value"].tolist() == fresh.results["value"].tolist()
+    assert again.results["value"].tolist() != first.results["value"].tolist()
+    shutil.rmtree(root)
+    moved.rename(root)  # the old data back: every stage of the first run is reused
+    assert sum(run_once(root, runs).executed.values()) == 0
+
+
+def edit_split_list(root):
+    split = root / "ImageSets" / "Segmentation" / "val.txt"
+    split.write_text("\n".join(split.read_text().split()[:-1]) + "\n")
+
+
+def edit_eval_mask(root):
+    """A fixed instance mask: its last instance's pixels become void."""
+    image_id = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    path = root / "SegmentationObject" / f"{image_id}.png"
+    with Image.open(path) as png:
+        values, palette = np.array(png), png.getpalette()
+    values[values == values[values < 255].max()] = 255
+    fixed = Image.fromarray(values, mode="P")
+    fixed.putpalette(palette)
+    fixed.save(path)
+
+
+def edit_eval_annotation(root):
+    image_id = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    path = root / "Annotations" / f"{image_id}.xml"
+    path.write_text(path.read_text().replace("</annotation>", "<!-- fixed --></annotation>"))
+
+
+def edit_train_image(root):
+    image_id = (root / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
+    path = root / "JPEGImages" / f"{image_id}.jpg"
+    with Image.open(path) as image:
+        image.rotate(180).save(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "executed"),
+    [
+        (edit_split_list, ALL),  # training scores the evaluation split every epoch
+        (edit_eval_annotation, ALL),  # its labels too
+        (edit_eval_mask, {"train": 0, "infer": 0, "retrieve": 0, "evaluate": 1}),
+        (edit_train_image, ALL),
+    ],
+    ids=["split-list", "eval-annotation", "eval-mask", "train-image"],
+)
+def test_an_edit_reruns_exactly_the_stages_that_read_it(copied, edit, executed):
+    _, root, runs = copied
+    edit(root)
+    assert run_once(root, runs).executed == executed
+    assert sum(run_once(root, runs).executed.values()) == 0  # and then nothing
+
+
+def test_a_second_preflight_decodes_no_image(copied, tmp_path, monkeypatch):
+    from prm_bench.data.voc import VocDataset
+
+    _, root, _ = copied
+    calls = []
+    original = VocDataset.check
+    monkeypatch.setattr(VocDataset, "check", lambda self, i: calls.append(i) or original(self, i))
+    plan = load_plan(small_config(root))
+    first = preflight(plan, tmp_path / "cache")
+    assert len(calls) == 16  # 12 training and 4 evaluation images
+    calls.clear()
+    assert preflight(plan, tmp_path / "cache").cells[0].keys == first.cells[0].keys
+    assert calls == []
+    assert first.cells[0].keys != plan.cells[0].keys  # bound to the data, not the config alone

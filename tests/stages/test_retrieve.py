@@ -113,7 +113,7 @@ def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
     from prm_bench.data.shapes import ShapesSpec, draw_image
     from prm_bench.instances.gallery import prepare_gallery
     from prm_bench.instances.retrieval_options import RetrievalConfig
-    from prm_bench.stages.retrieve import prepared_gallery
+    from prm_bench.stages.retrieve import Preparation, prepared_gallery
 
     image, *_ = draw_image(ShapesSpec(size=64), 1)
     proposals, _ = embedded_proposals(image)
@@ -125,8 +125,9 @@ def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
         return proposals
 
     path = tmp_path / "prepared" / "a.npz"
-    first = prepared_gallery(path, source, (64, 64), params)
-    again = prepared_gallery(path, source, (64, 64), params)
+    made = Preparation(params, (64, 64), "image a")
+    first = prepared_gallery(path, source, made)
+    again = prepared_gallery(path, source, made)
     assert len(calls) == 1 and again.key == first.key  # the second came from the file
     fresh = prepare_gallery(proposals, (64, 64), params)
     for name in ("masks", "contours"):
@@ -141,8 +142,12 @@ def test_a_prepared_gallery_from_the_cache_scores_as_a_fresh_one(tmp_path):
     assert [i["proposal"] for i in retrieve(prms, peaks, crm, again, params)] == [
         i["proposal"] for i in retrieve(prms, peaks, crm, proposals, params)
     ]
-    prepared_gallery(path, source, (32, 32), params)  # another PRM size: prepared anew
+    small = Preparation(params, (32, 32), "image a")
+    prepared_gallery(path, source, small)  # another PRM size: prepared anew
     assert len(calls) == 2
     path.write_bytes(b"garbage")  # an unreadable cache is prepared again
-    assert prepared_gallery(path, source, (32, 32), params).size == (32, 32)
+    assert prepared_gallery(path, source, small).size == (32, 32)
     assert len(calls) == 3
+    # a valid file prepared from other source files (another image's) is not trusted
+    assert prepared_gallery(path, source, Preparation(params, (32, 32), "image b"))
+    assert len(calls) == 4

@@ -19,14 +19,16 @@ import numpy as np
 from prm_bench.atomic import write_atomic
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.geometry.masks import encode_rle
-from prm_bench.hashing import json_digest
+from prm_bench.hashing import file_digest, json_digest
 from prm_bench.instances.proposals.embedded import EmbeddedParams, embedded_proposals
 from prm_bench.instances.proposals.formats import (
+    masks_of_entries,
     read_cob,
     read_mcg,
     read_prm_demo_json,
     read_rle_json,
 )
+from prm_bench.progress import report
 from prm_bench.registry import Registry
 
 Gallery = Callable[[str], np.ndarray]
@@ -48,6 +50,9 @@ class GallerySpec:
             proposals folder, not a config path).
         suffix: for a file gallery, the suffix of its files `<root>/<image id><suffix>`
             (their content is part of the proposals' stage key).
+        sources: `sources(root, dataset, image_id)`, the files an image's proposals are
+            made from; a prepared gallery records their digest and is remade when it
+            differs (a cache file copied from another image is never trusted).
     """
 
     name: str
@@ -57,6 +62,7 @@ class GallerySpec:
     needs_truth: bool = False
     store_cache: bool = False
     suffix: str | None = None
+    sources: Callable[[Path | None, Dataset, str], list[Path]] = lambda root, dataset, i: []
 
     def describe(self) -> tuple[str, str]:
         """(properties, description) for `prm-bench list`."""
@@ -90,7 +96,11 @@ def _file_gallery(name: str, suffix: str, reader: Callable[..., np.ndarray]) -> 
 
     summary = (reader.__doc__ or "").split(";")[0].split("\n\n")[0].replace("\n", " ")
     description = f"Proposals read from <root>/<image id>{suffix} ({summary.rstrip('.')})"
-    return GallerySpec(name, factory, description, needs_root=True, suffix=suffix)
+
+    def sources(root: Path | None, dataset: Dataset, image_id: str) -> list[Path]:
+        return [Path(root) / f"{image_id}{suffix}"]
+
+    return GallerySpec(name, factory, description, needs_root=True, suffix=suffix, sources=sources)
 
 
 for _name, _suffix, _reader in (
@@ -124,21 +134,41 @@ def embedded_gallery(
 
     def proposals(image_id: str) -> np.ndarray:
         path = cache / f"{image_id}.json" if cache is not None else None
+        source = _image_digest(dataset, image_id)
         if path is not None and path.is_file():
-            try:
-                return read_rle_json(path)
-            except DataError:
-                pass  # a damaged cache entry is recomputed
+            cached = _read_bound(path, source)
+            if cached is not None:
+                return cached
         masks, scores = embedded_proposals(dataset.image(image_id), params)
         if path is not None and len(masks):
             entries = [
                 {"segmentation": encode_rle(m), "score": float(s)}
                 for m, s in zip(masks, scores, strict=True)
             ]
-            write_atomic(path, json.dumps(entries).encode())
+            write_atomic(path, json.dumps({"source": source, "proposals": entries}).encode())
         return masks
 
     return proposals
+
+
+def _image_digest(dataset: Dataset, image_id: str) -> str:
+    """The digest of the files of an image (what proposals computed from it depend on)."""
+    return json_digest([file_digest(p) for p in dataset.files(image_id)["images"]])
+
+
+def _read_bound(path: Path, source: str) -> np.ndarray | None:
+    """The cached proposals at `path` when they were computed from `source`; None (and a
+    line saying why) when the file is damaged or was made from other content."""
+    try:
+        stored = json.loads(path.read_bytes())
+        if not isinstance(stored, dict) or stored.get("source") != source:
+            why = "was computed from another image, or by an older version"
+        else:
+            return masks_of_entries(stored["proposals"], path)
+    except (OSError, ValueError, KeyError, TypeError, DataError):
+        why = "is damaged"
+    report(f"proposals cache {path} {why}: computing it again")
+    return None
 
 
 GALLERIES.add(
@@ -148,6 +178,7 @@ GALLERIES.add(
         embedded_gallery,
         "Training-free proposals computed from the image, cached in the store as COCO RLE",
         store_cache=True,
+        sources=lambda root, dataset, image_id: dataset.files(image_id)["images"],
     ),
 )
 
@@ -176,6 +207,7 @@ GALLERIES.add(
         ground_truth_gallery,
         "The image's ground-truth instance masks, in annotation order.",
         needs_truth=True,
+        sources=lambda root, dataset, image_id: dataset.files(image_id).get("masks", []),
     ),
 )
 
@@ -199,9 +231,13 @@ def _with_ground_truth(name: str) -> GallerySpec:
 
         return proposals
 
+    def sources(root: Path | None, dataset: Dataset, image_id: str) -> list[Path]:
+        truth = GALLERIES.get("gt").sources(root, dataset, image_id)
+        return [*truth, *inner.sources(root, dataset, image_id)]
+
     description = f"The ground truth first, then {name}'s proposals"
     return replace(inner, name=f"gt+{name}", open=factory, description=description,
-                   needs_truth=True)  # fmt: skip
+                   needs_truth=True, sources=sources)  # fmt: skip
 
 
 GALLERIES.add_prefix("gt+", _with_ground_truth)

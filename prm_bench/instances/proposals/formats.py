@@ -125,7 +125,14 @@ def _read_json(path: Path) -> list:
 
 def read_rle_json(path: Path, top_n: int | None = None) -> np.ndarray:
     """COCO RLE proposals, sorted by `score` when every entry has one."""
-    entries = _read_json(path)
+    return masks_of_entries(_read_json(path), path)[:top_n]
+
+
+def masks_of_entries(entries: list, path: Path) -> np.ndarray:
+    """Proposals (P, H, W) bool of COCO RLE entries read from `path` (named in errors),
+    sorted by `score` when every entry has one."""
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: expected a list of COCO RLE proposals")
     rles, scores = [], []
     for entry in entries:
         rle = entry.get("segmentation", entry)
@@ -142,7 +149,7 @@ def read_rle_json(path: Path, top_n: int | None = None) -> np.ndarray:
         rles = [mask_utils.frPyObjects(r, *r["size"]) for r in rles]
     masks = np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
     valid = all(s is not None for s in scores)
-    return _by_score(masks, np.asarray(scores, dtype=float) if valid else None)[:top_n]
+    return _by_score(masks, np.asarray(scores, dtype=float) if valid else None)
 
 
 def read_prm_demo_json(path: Path, top_n: int | None = None) -> np.ndarray:

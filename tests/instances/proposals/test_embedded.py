@@ -74,6 +74,13 @@ def test_embedded_cache_equals_fresh_and_heals(shapes, tmp_path):
     assert len(files) == 1
     assert np.array_equal(first, fresh(image_id))
     assert np.array_equal(cached(image_id), first)  # read back from the cache
+    intact = files[0].read_bytes()
     files[0].write_text(files[0].read_text()[:20])  # a truncated entry is recomputed
     assert np.array_equal(cached(image_id), first)
-    assert files[0].read_text().endswith("]")
+    assert files[0].read_bytes() == intact
+    # a valid entry of another image copied over this one's is not trusted either
+    other = dataset.ids[1]
+    cached(other)
+    files[0].write_bytes(next(tmp_path.rglob(f"{other}.json")).read_bytes())
+    assert np.array_equal(cached(image_id), first)
+    assert files[0].read_bytes() == intact
