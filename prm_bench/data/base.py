@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,18 +65,6 @@ class Dataset(Protocol):
     def split_files(self) -> dict[str, list[Path]]:
         """Files every image of the split shares, by role."""
         ...
-
-
-def check_split(dataset: Dataset, threads: int = 4) -> dict[str, tuple[int, int]]:
-    """Check every image of a split (decoding runs in threads: PIL releases the GIL);
-    the (height, width) of each.
-
-    Raises:
-        DataError: the first problem found, naming its file.
-    """
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        sizes = list(pool.map(dataset.check, dataset.ids))
-    return dict(zip(dataset.ids, sizes, strict=True))
 
 
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from prm_bench.config import RunSettings
+from prm_bench.config import ConfigError, RunSettings
 from prm_bench.registry import Registry
 
 
@@ -42,13 +42,30 @@ class LocalExecutor:
         )
 
 
-class DaskExecutor:
-    """joblib's dask backend on the cluster behind `scheduler` (an address or a Client)."""
+DASK_CONNECT_SECONDS = 10.0  # how long a run waits for its dask scheduler to answer
 
-    def __init__(self, scheduler: Any) -> None:
+
+class DaskExecutor:
+    """joblib's dask backend on the cluster behind `scheduler` (an address or a Client).
+
+    Raises:
+        ConfigError: the scheduler does not answer within `timeout` seconds.
+    """
+
+    def __init__(self, scheduler: Any, timeout: float | None = None) -> None:
         from dask.distributed import Client
 
-        self.client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+        if isinstance(scheduler, Client):
+            self.client = scheduler
+            return
+        timeout = timeout or DASK_CONNECT_SECONDS
+        try:
+            self.client = Client(scheduler, timeout=f"{timeout}s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ConfigError(
+                f"--scheduler {scheduler}: no dask scheduler answered within {timeout:g} s "
+                f"({type(err).__name__}); start one (`dask scheduler`) or fix the address"
+            ) from None
 
     def map(self, fn: Callable[..., Any], arguments: Sequence[tuple]) -> list[Any]:
         """Results of all tasks (the backend needs the client while they run)."""
@@ -61,8 +78,13 @@ class DaskExecutor:
 
 
 class SlurmExecutor:
-    """One submitit job per task, submitted as a job array (SLURM when `srun` exists,
-    submitit's local executor otherwise or when `cluster="local"`)."""
+    """One submitit job per task, submitted as a job array: on SLURM, or through
+    submitit's local executor with `cluster="local"` (tests).
+
+    Raises:
+        ConfigError: no `cluster` given and SLURM is not on this machine (submitit would
+            quietly run the jobs here, far slower than `local`).
+    """
 
     def __init__(
         self,
@@ -72,8 +94,15 @@ class SlurmExecutor:
         cluster: str | None = None,
         **parameters: Any,
     ) -> None:
+        import shutil
+
         import submitit
 
+        if cluster is None and shutil.which("sbatch") is None:
+            raise ConfigError(
+                "--executor slurm: SLURM is not on this machine (no sbatch on PATH); run "
+                "with --executor local here (same results), or from a SLURM login node"
+            )
         self.executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster)
         self.executor.update_parameters(
             timeout_min=timeout_min, slurm_array_parallelism=jobs, **parameters

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from prm_bench.config import ConfigError
@@ -57,6 +58,36 @@ def _is_stale(owner: str) -> bool:
     return False
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite(storage: str) -> None:
+    """Refuse a SQLite study file that is not one (garbage), or that is empty beside the
+    study record a finished tune wrote (its trials are lost: starting over silently would
+    hide that).
+
+    Raises:
+        ConfigError: naming the file and what to do.
+    """
+    if not storage.startswith("sqlite:///"):
+        return
+    path = Path(storage.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if not header and (path.parent / "study.json").is_file():
+        raise ConfigError(
+            f"{path} is empty but {path.parent / 'study.json'} records a study: its trials are "
+            "lost; restore the file, or remove both to start a new study"
+        )
+    if header and header != SQLITE_HEADER:
+        raise ConfigError(
+            f"{path} is not a SQLite database (damaged?); restore it, or remove it to start "
+            "a new study"
+        )
+
+
 class Study:
     """An Optuna study of one search space, opened (or resumed) in `storage`.
 
@@ -70,10 +101,17 @@ class Study:
     def __init__(self, name: str, storage: str, identity: dict[str, Any]) -> None:
         self.optuna = import_optuna()
         self.storage = storage
-        self.study = self.optuna.create_study(
-            study_name=name, storage=storage, direction=identity["direction"],
-            load_if_exists=True,
-        )  # fmt: skip
+        check_sqlite(storage)
+        try:
+            self.study = self.optuna.create_study(
+                study_name=name, storage=storage, direction=identity["direction"],
+                load_if_exists=True,
+            )  # fmt: skip
+        except Exception as err:  # SQLAlchemy's errors: a damaged or unreachable storage
+            if type(err).__module__.split(".")[0] not in ("sqlalchemy", "optuna"):
+                raise
+            first = str(err).splitlines()[0]
+            raise ConfigError(f"the study storage {storage} cannot be opened: {first}") from None
         identity = json.loads(json.dumps(identity))
         recorded = self.study.user_attrs.get("identity")
         if recorded is None:
@@ -103,8 +141,8 @@ class Study:
 
     @property
     def failed(self) -> int:
-        """Trials that failed."""
-        return len(self._trials("FAIL"))
+        """Trials that failed (not those an interrupt stopped: see `abandon`)."""
+        return sum(not t.user_attrs.get("interrupted") for t in self._trials("FAIL"))
 
     @property
     def best(self) -> Any:
@@ -112,13 +150,14 @@ class Study:
         return self.study.best_trial
 
     def begin(self, token: str) -> None:
-        """Mark this process's tune call `token` active and fail the trials that killed
-        calls left RUNNING (they are sampled again)."""
+        """Mark this process's tune call `token` active and close, as interrupted, the
+        trials that killed calls left RUNNING (they are sampled again)."""
         self.token = token
         _ACTIVE.add(token)
-        for trial in self._trials("RUNNING"):
-            if _is_stale(trial.user_attrs.get("owner", "")):
-                self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
+        stale = [t for t in self._trials("RUNNING") if _is_stale(t.user_attrs.get("owner", ""))]
+        for trial in stale:  # a killed process's trials: interrupted, not failed
+            self.study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
 
     def end(self) -> None:
         """This tune call is over: its RUNNING trials count as stale from now on."""
@@ -146,17 +185,31 @@ class Study:
             self.study.tell(trial, score)
 
     def abandon(self, trials: list[Any]) -> None:
-        """Mark trials whose batch was interrupted as failed."""
+        """Close the trials of an interrupted batch: Optuna has no interrupted state, so
+        they are FAIL marked `interrupted`, which no count of failures includes and the
+        trials table shows as INTERRUPTED (they are sampled again on resume)."""
         for trial in trials:
+            trial.set_user_attr("interrupted", True)
             self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
 
     def failure_reasons(self) -> set[str]:
         """Why the failed trials failed."""
-        return {t.user_attrs.get("failure", "?") for t in self.study.trials}
+        return {
+            t.user_attrs.get("failure", "?")
+            for t in self._trials("FAIL")
+            if not t.user_attrs.get("interrupted")
+        }
 
     def trials_frame(self) -> Any:
-        """The trials as a pandas frame (number, value, state, params, duration)."""
-        return self.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+        """The trials as a pandas frame (number, value, state, params, duration); an
+        interrupted trial's state reads INTERRUPTED."""
+        frame = self.study.trials_dataframe(
+            attrs=("number", "value", "state", "params", "duration")
+        )
+        stopped = {t.number for t in self._trials("FAIL") if t.user_attrs.get("interrupted")}
+        if len(frame):
+            frame.loc[frame["number"].isin(stopped), "state"] = "INTERRUPTED"
+        return frame
 
 
 def load_study(name: str, storage: str) -> Any:

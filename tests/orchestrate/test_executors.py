@@ -61,3 +61,39 @@ def test_submitit_local_job_arrays_give_the_local_results(shapes_root, tmp_path)
     arrays = run_plan(plan, RunOptions(tmp_path / "slurm-run"), executor).results
     pd.testing.assert_frame_equal(comparable(local), comparable(arrays))
     assert list((tmp_path / "slurm").glob("*/*_result.pkl"))  # the jobs really ran through submitit
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_or_a_machine_without_slurm_exits_2(
+    shapes_root, tmp_path, monkeypatch
+):
+    """Issue 23 defects 9 and 10: no traceback after the dask timeout, and no silent local
+    run behind the name of SLURM."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from prm_bench.cli import app
+    from prm_bench.orchestrate import executors
+    from tests.conftest import small_config
+
+    pytest.importorskip("dask.distributed")
+    monkeypatch.setattr(executors, "DASK_CONNECT_SECONDS", 1.0)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no sbatch here
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes_root)))
+    base = ["run", str(config), "--runs-dir", str(tmp_path / "runs")]
+    address = f"tcp://127.0.0.1:{free_port()}"
+    for extra, named in (
+        (["--executor", "dask", "--scheduler", address], address),
+        (["--executor", "slurm"], "SLURMisnotonthismachine"),
+    ):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == 2, result.output
+        assert named in "".join(result.output.split()) and "Traceback" not in result.output

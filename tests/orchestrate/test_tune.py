@@ -174,7 +174,9 @@ def test_a_study_killed_mid_trial_resumes_to_the_same_study(root, tmp_path, monk
     assert resumed.best_params == clean.best_params
     assert resumed.best_value == clean.best_value
     states = pd.read_csv(tmp_path / "killed" / "study" / "tuning" / "trials.csv")["state"]
-    assert list(states).count("FAIL") == 2  # the killed trials, recorded and sampled again
+    # the killed trials are recorded as interrupted, not failed, and sampled again
+    assert list(states).count("INTERRUPTED") == 2 and "FAIL" not in list(states)
+    assert resumed.failed == 0
 
 
 def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
@@ -213,3 +215,24 @@ def test_the_report_shows_default_vs_tuned_with_a_ci(root, tmp_path):
         assert row._5 == interval.verdict()
     assert (tmp_path / "report" / "figures" / "tuning_history.png").is_file()
     assert (tmp_path / "report" / "figures" / "tuning_history.pdf").is_file()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_study_file_exits_2_naming_it(root, tmp_path, damage):
+    """Issue 23 defect 9: a garbage or truncated study.db is refused, and a 0-byte one
+    beside a recorded study is not silently restarted."""
+    config = write_config(tmp_path, config_for(root))
+    command = ["tune", config, "--trials", "1", "--runs-dir", str(tmp_path)]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    database = tmp_path / "study" / "tuning" / "study.db"
+    size = database.stat().st_size
+    if damage == "garbage":
+        database.write_bytes(bytes((i * 37 + 11) % 256 for i in range(size)))
+    elif damage == "truncated":  # the header survives, the pages do not
+        database.write_bytes(database.read_bytes()[: size // 3])
+    else:
+        database.write_bytes(b"")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "study.db" in "".join(result.output.split())
+    assert "Traceback" not in result.output
