@@ -38,7 +38,7 @@ from prm_bench.config import ConfigError, Plan, load_plan
 from prm_bench.data.base import DataError
 from prm_bench.orchestrate.executors import make_executor
 from prm_bench.orchestrate.preflight import preflight
-from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError, cells_not_in
+from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError, cells_not_in, check_owner
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions, plan_tasks, run_plan
 from prm_bench.stages.store import Store
 
@@ -105,6 +105,7 @@ def _load(
         plan = plan.with_run(**named)
         plan = preflight(plan, RunOptions(runs_dir).data_cache)
         _check_writable(runs_dir)
+        check_owner(runs_dir / plan.name, plan)
     except (ConfigError, DataError) as err:
         fail(err)
     return plan

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -57,13 +56,13 @@ class Dataset(Protocol):
         file otherwise."""
         ...
 
-    def files(self, image_id: str) -> dict[str, list[Path]]:
-        """The files of one image by role: `images`, `labels`, `masks`
-        (`prm_bench.data.fingerprint`)."""
+    def files(self, image_id: str) -> dict[str, list[str]]:
+        """The paths of one image's files by role: `images`, `labels`, `masks`
+        (`prm_bench.data.fingerprint`); text, since a survey builds 400k of them."""
         ...
 
-    def split_files(self) -> dict[str, list[Path]]:
-        """Files every image of the split shares, by role."""
+    def split_files(self) -> dict[str, list[str]]:
+        """The paths of the files every image of the split shares, by role."""
         ...
 
 

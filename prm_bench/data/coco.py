@@ -124,14 +124,15 @@ class CocoDataset:
                 )
         return size
 
-    def files(self, image_id: str) -> dict[str, list[Path]]:
-        """The files of one image by role: its image (labels and masks are in the
-        split's json, see `split_files`)."""
-        return {"images": [self.image_dir / self.coco.imgs[self._by_name[image_id]]["file_name"]]}
+    def files(self, image_id: str) -> dict[str, list[str]]:
+        """The paths of one image's files by role: its image (labels and masks are in
+        the split's json, see `split_files`)."""
+        name = self.coco.imgs[self._by_name[image_id]]["file_name"]
+        return {"images": [f"{self.image_dir}/{name}"]}
 
-    def split_files(self) -> dict[str, list[Path]]:
+    def split_files(self) -> dict[str, list[str]]:
         """The instances json: every image's labels and masks."""
-        return {"labels": [self.annotation_file], "masks": [self.annotation_file]}
+        return {"labels": [str(self.annotation_file)], "masks": [str(self.annotation_file)]}
 
     def void(self, image_id: str) -> np.ndarray | None:
         """COCO marks no void pixels: None."""

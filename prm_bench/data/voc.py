@@ -72,6 +72,7 @@ class VocDataset:
         include_difficult: bool = True,
     ) -> None:
         self.root = resolve_root(root)
+        self._root_text = str(self.root)  # `files` builds 2-4 paths per image: as text
         self.segmentation = segmentation
         self.include_difficult = include_difficult
         class_file = self.root / "classes.txt"
@@ -203,24 +204,25 @@ class VocDataset:
                     )
         return size
 
-    def files(self, image_id: str) -> dict[str, list[Path]]:
-        """The files of one image by role: `images`, `labels` (its XML) and, for a
-        segmentation split, `masks` (SegmentationObject and SegmentationClass)."""
+    def files(self, image_id: str) -> dict[str, list[str]]:
+        """The paths of one image's files by role: `images`, `labels` (its XML) and, for
+        a segmentation split, `masks` (SegmentationObject and SegmentationClass)."""
+        root = self._root_text
         files = {
-            "images": [self.root / "JPEGImages" / f"{image_id}.jpg"],
-            "labels": [self.root / "Annotations" / f"{image_id}.xml"],
+            "images": [f"{root}/JPEGImages/{image_id}.jpg"],
+            "labels": [f"{root}/Annotations/{image_id}.xml"],
         }
         if self.segmentation:
             files["masks"] = [
-                self.root / folder / f"{image_id}.png"
-                for folder in ("SegmentationObject", "SegmentationClass")
+                f"{root}/SegmentationObject/{image_id}.png",
+                f"{root}/SegmentationClass/{image_id}.png",
             ]
         return files
 
-    def split_files(self) -> dict[str, list[Path]]:
+    def split_files(self) -> dict[str, list[str]]:
         """Files every image shares: the class names, where ROOT/classes.txt gives them."""
         class_file = self.root / "classes.txt"
-        return {"labels": [class_file]} if class_file.is_file() else {}
+        return {"labels": [str(class_file)]} if class_file.is_file() else {}
 
     def void(self, image_id: str) -> np.ndarray:
         """(H, W) bool: the void pixels (255 in SegmentationObject), ignored by metrics."""

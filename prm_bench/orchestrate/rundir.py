@@ -148,6 +148,7 @@ def _manifest(plan: Plan, store: Store, run_dir: Path, progress: dict) -> dict[s
     return {
         "name": plan.name,
         "source": str(plan.source) if plan.source else None,
+        "source_path": str(Path(plan.source).resolve()) if plan.source else None,
         "command": sys.argv,  # the command line, --set overrides included
         "store": os.path.relpath(store.root, run_dir),
         "axes": plan.axes,
@@ -179,6 +180,28 @@ def _device_used(device: str) -> str:
         return str(resolve_device(device))
     except StageError:
         return f"{device} (unavailable)"
+
+
+def check_owner(run_dir: Path, plan: Plan) -> None:
+    """Refuse to write a run directory that holds the run of another config file (the
+    same file stem elsewhere): its results and manifest would be silently replaced.
+
+    Raises:
+        ConfigError: naming both files and how to keep them apart.
+    """
+    path = Path(run_dir) / MANIFEST
+    if plan.source is None or not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text())
+        recorded = manifest.get("source_path") or manifest.get("source")
+    except (OSError, ValueError, AttributeError):
+        return  # a damaged manifest is rewritten by the run
+    if recorded and Path(recorded).resolve() != Path(plan.source).resolve():
+        raise ConfigError(
+            f"{run_dir} holds the run of {recorded}, not of {plan.source}: set run.name "
+            "(--set run.name=NAME) or another --runs-dir to keep both"
+        )
 
 
 def read_manifest(run_dir: Path) -> dict:

@@ -105,3 +105,23 @@ def test_several_overrides_follow_one_set_flag(shapes, tmp_path, monkeypatch):
     assert first == second and (first.train.epochs, first.infer.max_peaks) == (2, 5)
     stray = CliRunner().invoke(app, ["run", str(config), "--set", "train.epochs=2", "oops", *runs])
     assert stray.exit_code == 2 and "unexpected argument 'oops'" in stray.output
+
+
+def test_another_config_of_the_same_stem_does_not_replace_a_run(shapes, tmp_path):
+    """Issue 23 defect 10: runs/<stem> belongs to the config that made it."""
+    runs = tmp_path / "runs"
+    first, second = tmp_path / "a" / "study.yaml", tmp_path / "b" / "study.yaml"
+    for path, terms in ((first, "full"), (second, "no-instance")):
+        path.parent.mkdir()
+        tree = small_config(shapes, grid={"retrieval.terms": [terms]})
+        path.write_text(yaml.safe_dump(tree))
+    assert CliRunner().invoke(app, ["run", str(first), "--runs-dir", str(runs)]).exit_code == 0
+    results = (runs / "study" / "results.csv").read_bytes()
+    refused = CliRunner().invoke(app, ["run", str(second), "--runs-dir", str(runs)])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "holdstherunof" in "".join(refused.output.split())
+    assert (runs / "study" / "results.csv").read_bytes() == results
+    named = ["run", str(second), "--runs-dir", str(runs), "--set", "run.name=study-b"]
+    assert CliRunner().invoke(app, [*named, "--dry-run"]).exit_code == 0
+    again = CliRunner().invoke(app, ["run", str(first), "--runs-dir", str(runs), "--dry-run"])
+    assert again.exit_code == 0  # its own config still runs there

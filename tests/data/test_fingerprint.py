@@ -40,7 +40,17 @@ def test_a_digest_is_the_sha256_of_the_bytes_and_is_read_once_while_the_stat_hol
     assert again.digest(path) != first and len(reads) == 2
 
 
-@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"format": 1}', b"[1, 2]"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"{not json",
+        fingerprint.HEADER.encode() + b"F\tpath\tnot-a-number\t1\t2\tabc\n",
+        fingerprint.HEADER.encode() + b"F\ttoo-few\n",
+        fingerprint.HEADER.encode() + b"X\tunknown\n",
+        bytes(range(256)),
+    ],
+)
 def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path, damage):
     path = tmp_path / "a.bin"
     path.write_bytes(b"x")
@@ -48,7 +58,7 @@ def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path, damage):
     index = FileIndex(tmp_path / "index.json")
     assert index.digest(path) == file_digest(path)
     index.save()
-    assert FileIndex(tmp_path / "index.json").files[str(path)][3] == file_digest(path)
+    assert FileIndex(tmp_path / "index.json").files[str(path)][1] == file_digest(path)
 
 
 def counted_checks(monkeypatch) -> list[str]:

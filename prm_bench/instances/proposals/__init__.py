@@ -62,7 +62,7 @@ class GallerySpec:
     needs_truth: bool = False
     store_cache: bool = False
     suffix: str | None = None
-    sources: Callable[[Path | None, Dataset, str], list[Path]] = lambda root, dataset, i: []
+    sources: Callable[[Path | None, Dataset, str], list[str]] = lambda root, dataset, i: []
 
     def describe(self) -> tuple[str, str]:
         """(properties, description) for `prm-bench list`."""
@@ -97,8 +97,8 @@ def _file_gallery(name: str, suffix: str, reader: Callable[..., np.ndarray]) -> 
     summary = (reader.__doc__ or "").split(";")[0].split("\n\n")[0].replace("\n", " ")
     description = f"Proposals read from <root>/<image id>{suffix} ({summary.rstrip('.')})"
 
-    def sources(root: Path | None, dataset: Dataset, image_id: str) -> list[Path]:
-        return [Path(root) / f"{image_id}{suffix}"]
+    def sources(root: Path | None, dataset: Dataset, image_id: str) -> list[str]:
+        return [str(Path(root) / f"{image_id}{suffix}")]
 
     return GallerySpec(name, factory, description, needs_root=True, suffix=suffix, sources=sources)
 
@@ -153,7 +153,7 @@ def embedded_gallery(
 
 def _image_digest(dataset: Dataset, image_id: str) -> str:
     """The digest of the files of an image (what proposals computed from it depend on)."""
-    return json_digest([file_digest(p) for p in dataset.files(image_id)["images"]])
+    return json_digest([file_digest(Path(p)) for p in dataset.files(image_id)["images"]])
 
 
 def _read_bound(path: Path, source: str) -> np.ndarray | None:
@@ -231,7 +231,7 @@ def _with_ground_truth(name: str) -> GallerySpec:
 
         return proposals
 
-    def sources(root: Path | None, dataset: Dataset, image_id: str) -> list[Path]:
+    def sources(root: Path | None, dataset: Dataset, image_id: str) -> list[str]:
         truth = GALLERIES.get("gt").sources(root, dataset, image_id)
         return [*truth, *inner.sources(root, dataset, image_id)]
 
