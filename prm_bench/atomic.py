@@ -38,3 +38,9 @@ def write_atomic(path: Path, data: bytes) -> None:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically: an interrupted report leaves the last
+    whole file, or none, never a truncated one."""
+    write_atomic(path, text.encode())

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from prm_bench.cli.app import app, console, fail
+from prm_bench.cli.app import app, console, exit_interrupted, fail
 from prm_bench.config import STAGES, ConfigError
 from prm_bench.orchestrate.rundir import (
     environments,
@@ -94,4 +94,10 @@ def report(
         fail(err)
     except OSError as err:  # --out under a file, a full disk, no permission
         fail(ConfigError(f"cannot write the report in {out or run_dir / 'report'}: {err}"))
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted:[/] the report in {out or run_dir / 'report'} is incomplete "
+            "(every file in it is whole); run the same command again"
+        )
+        exit_interrupted()
     console.print(f"report written to {folder} (README.md, tables/, figures/)")

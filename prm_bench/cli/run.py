@@ -58,6 +58,7 @@ PROGRESS_COLUMNS = (
 
 # `--set a=1 b=2`: the key=value words after one --set reach the command as extra words
 EXTRA_OVERRIDES = {"allow_extra_args": True}
+SHOWN_CELLS = 50  # a dry run lists this many cells, then counts the rest
 
 
 def _extra_overrides(ctx: typer.Context) -> list[str]:
@@ -175,9 +176,14 @@ def run(
     run_dir = runs_dir / plan.name
     _print_plan(plan, run_dir)
     if dry_run:
-        for cell in plan.cells:
+        for cell in plan.cells[:SHOWN_CELLS]:
             console.print(
                 f"  cell {cell.index}: " + ", ".join(f"{k}={v}" for k, v in cell.axes.items())
+            )
+        if len(plan.cells) > SHOWN_CELLS:
+            console.print(
+                f"  ... and {len(plan.cells) - SHOWN_CELLS} more cells over the axes "
+                + ", ".join(plan.axes)
             )
         return
     start = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -212,10 +213,15 @@ def _expand(grid: Any, where: str) -> tuple[list[str], list[tuple[dict, dict]]]:
         )
     names: list[str] = []
     assignments: list[dict[str, Any]] = []
+    seen: set[str] = set()  # identical cells merge; a set keeps 10k-cell grids linear
     for group in groups:
         group_names, group_cells = _grid_assignments(group, where)
         names += [n for n in group_names if n not in names]
-        assignments += [a for a in group_cells if a not in assignments]
+        for assignment in group_cells:
+            marker = json.dumps(assignment, sort_keys=True, default=str)
+            if marker not in seen:
+                seen.add(marker)
+                assignments.append(assignment)
     cells = []
     for assignment in assignments:
         settings = {**assignment.pop(_SETTINGS, {}), **assignment}

@@ -14,6 +14,8 @@ to the whole run.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -118,11 +120,21 @@ class StimulationConfig(_Section):
                 f"stimulation {self.name!r} has no option {', '.join(unknown)} "
                 f"(options: {', '.join(allowed) or 'none'})"
             )
-        try:  # the values too, on a tiny map, so a bad one fails before any compute
-            function(torch.zeros(1, 1, 4, 4), **self.options)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"stimulation {self.name!r} options {self.options}: {err}") from None
+        problem = _trial_stimulation(function, json.dumps(self.options, sort_keys=True))
+        if problem:
+            raise ValueError(f"stimulation {self.name!r} options {self.options}: {problem}")
         return self
+
+
+@functools.lru_cache(maxsize=256)
+def _trial_stimulation(function: Callable[..., Any], options: str) -> str:
+    """Why `function` refuses the (JSON) options on a tiny map, or ""; once per function
+    and options (a 10,000-cell grid validates the same few)."""
+    try:  # the values too, so a bad one fails before any compute
+        function(torch.zeros(1, 1, 4, 4), **json.loads(options))
+    except (TypeError, ValueError, RuntimeError) as err:
+        return str(err)
+    return ""
 
 
 class TrainConfig(_Section):

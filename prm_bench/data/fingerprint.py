@@ -29,16 +29,17 @@ from prm_bench.data.base import DataError, Dataset
 from prm_bench.hashing import file_digest, json_digest
 
 ROLES = ("images", "labels", "masks")
-HEADER = "prm-bench file index 2\n"  # another first line: read as empty
+HEADER = "prm-bench file index 3\n"  # another first line: read as empty
 SHORT = 12  # hex digits of each file's digest that a check records it was made from
 
 
-def _stat(path: Path | str) -> tuple[int, int, int]:
+def _stat(path: Path | str) -> str:
+    """A file's (size, mtime_ns, inode) as one string: compared, never computed with."""
     try:
         info = os.stat(path)
     except OSError as err:
         raise DataError(f"{path} cannot be read: {err.strerror}") from None
-    return (info.st_size, info.st_mtime_ns, info.st_ino)
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
 
 
 class FileIndex:
@@ -49,7 +50,7 @@ class FileIndex:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.files: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self.files: dict[str, tuple[str, str]] = {}  # path -> (stat, digest)
         self.checks: dict[str, tuple[str, list[int]]] = {}
         self.changed = False
         if path is not None and path.is_file():
@@ -64,19 +65,19 @@ class FileIndex:
         for line in text[len(HEADER) :].splitlines():
             kind, name, *values = line.split("\t")
             if kind == "F":
-                size, mtime, inode, digest = values
-                self.files[name] = ((int(size), int(mtime), int(inode)), digest)
+                stat, digest = values
+                self.files[name] = (stat, digest)
             elif kind == "C":
                 self.checks[name] = (values[0], [int(v) for v in values[1:]])
             else:
                 raise ValueError(f"unknown index line {kind!r}")
 
-    def known(self, path: Path | str, stat: tuple[int, int, int]) -> str | None:
+    def known(self, path: Path | str, stat: str) -> str | None:
         """The stored digest of `path` when its stat is still `stat`, else None."""
         entry = self.files.get(str(path))
         return entry[1] if entry is not None and entry[0] == stat else None
 
-    def digest(self, path: Path | str, stat: tuple[int, int, int] | None = None) -> str:
+    def digest(self, path: Path | str, stat: str | None = None) -> str:
         """The content digest of `path`, read only when its stat changed."""
         stat = stat or _stat(path)
         known = self.known(path, stat)
@@ -102,7 +103,7 @@ class FileIndex:
         if self.path is None or not self.changed:
             return
         lines = [HEADER]
-        lines += [f"F\t{n}\t{s[0]}\t{s[1]}\t{s[2]}\t{d}\n" for n, (s, d) in self.files.items()]
+        lines += [f"F\t{n}\t{stat}\t{d}\n" for n, (stat, d) in self.files.items()]
         lines += [
             "\t".join(["C", n, made, *map(str, result)]) + "\n"
             for n, (made, result) in self.checks.items()
@@ -146,22 +147,30 @@ def survey(dataset: Dataset, index: FileIndex, threads: int = 4) -> SplitPrint:
     shared_digests = {r: [index.digest(p) for p in shared.get(r, [])] for r in ROLES}
     every_check_read = "".join(d[:SHORT] for r in ROLES for d in shared_digests[r])
     kind = "segmentation" if getattr(dataset, "segmentation", False) else "labels"
-    images = [_Image(i, dataset.files(i)) for i in dataset.ids]
-    stale = [image for image in images if not image.known(index, kind, every_check_read)]
+
+    def opened(ids: list[str]) -> list[_Image]:  # a chunk: os.stat releases the GIL
+        return [_Image(i, dataset.files(i)) for i in ids]
 
     def redo(image: _Image) -> None:
         image.size = list(dataset.check(image.id))
         image.digests = [index.digest(p, s) for p, s in zip(image.paths, image.stats, strict=True)]
         index.record(f"{image.id}|{kind}", image.made_from(every_check_read), image.size)
 
+    chunks = [dataset.ids[i : i + 2000] for i in range(0, len(dataset.ids), 2000)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
+        images = [image for chunk in pool.map(opened, chunks) for image in chunk]
+        stale = [image for image in images if not image.known(index, kind, every_check_read)]
         list(pool.map(redo, stale))
-    digests = {}
-    for role in ROLES:
-        running = hashlib.sha256(json.dumps([dataset.ids, shared_digests[role]]).encode())
-        for image in images:
-            running.update(" ".join(image.role_digests(role)).encode() + b"\n")
-        digests[role] = running.hexdigest()[:16]
+    running = {
+        r: hashlib.sha256(json.dumps([dataset.ids, shared_digests[r]]).encode()) for r in ROLES
+    }
+    for image in images:
+        lines = dict.fromkeys(ROLES, "")
+        for role, digest in zip(image.roles, image.digests, strict=True):
+            lines[role] += digest + " "
+        for role in ROLES:
+            running[role].update(lines[role].encode() + b"\n")
+    digests = {r: h.hexdigest()[:16] for r, h in running.items()}
     sizes = {image.id: (image.size[0], image.size[1]) for image in images}
     return SplitPrint(sizes, digests)
 
@@ -189,7 +198,3 @@ class _Image:
         size = index.checked(f"{self.id}|{kind}", self.made_from(shared))
         self.size = size or []
         return size is not None
-
-    def role_digests(self, role: str) -> list[str]:
-        """The digests of the image's files of `role`."""
-        return [d for r, d in zip(self.roles, self.digests, strict=True) if r == role]

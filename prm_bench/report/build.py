@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from prm_bench.atomic import write_text_atomic
 from prm_bench.config import ExperimentConfig, Plan
 from prm_bench.instances.methods import METHODS
 from prm_bench.metrics.instance import voc_pr_curve
@@ -63,7 +64,7 @@ def build_report(
         *_qualitative_section(run, samples),
         *_tuning(run, resamples),
     ]
-    (run.out / "README.md").write_text("\n".join(lines))
+    write_text_atomic(run.out / "README.md", "\n".join(lines))
     return run.out
 
 
@@ -123,9 +124,11 @@ def _tables(run: _Run) -> list[str]:
     for table in run.tables:
         cells = [c for members in table.cells.values() for c in members]
         backbones = _describe({run.configs[c].backbone.name for c in cells})
-        table.frame.to_csv(run.out / "tables" / f"{table.spec.key}.csv", index=False)
-        (run.out / "tables" / f"{table.spec.key}.tex").write_text(
-            to_latex(table.frame, table.spec.title)
+        write_text_atomic(
+            run.out / "tables" / f"{table.spec.key}.csv", table.frame.to_csv(index=False)
+        )
+        write_text_atomic(
+            run.out / "tables" / f"{table.spec.key}.tex", to_latex(table.frame, table.spec.title)
         )
         figures.save(figures.bar_chart(table), run.figures, table.spec.key)
         lines += [
@@ -152,7 +155,7 @@ def _claims(run: _Run, resamples: int) -> list[str]:
         lambda c: run.configs[c].train.seed,
         resamples,
     )
-    claims.to_csv(run.out / "tables" / "claims.csv", index=False)
+    write_text_atomic(run.out / "tables" / "claims.csv", claims.to_csv(index=False))
     lines = ["## The paper's claims, measured here", "", *_claims_method(intervals), ""]
     lines += [to_markdown(claims), ""]
     if any(i is not None for i in intervals):

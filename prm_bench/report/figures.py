@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from prm_bench.atomic import atomic_path
 from prm_bench.report.paper import paper_value
 from prm_bench.report.tables import ReportTable
 
@@ -30,8 +31,10 @@ def save(figure: Figure, folder: Path, name: str) -> list[Path]:
     date, so the same figure gives the same bytes (reports diff cleanly)."""
     folder.mkdir(parents=True, exist_ok=True)
     png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
-    figure.savefig(png, dpi=150, bbox_inches="tight")
-    figure.savefig(pdf, dpi=150, bbox_inches="tight", metadata={"CreationDate": None})
+    with atomic_path(png, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=150, bbox_inches="tight")
+    with atomic_path(pdf, suffix=".pdf") as tmp:
+        figure.savefig(tmp, dpi=150, bbox_inches="tight", metadata={"CreationDate": None})
     return [png, pdf]
 
 

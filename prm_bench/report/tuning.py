@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from prm_bench.atomic import write_text_atomic
 from prm_bench.metrics import headline_metrics
 from prm_bench.metrics.bootstrap import paired_bootstrap, supports
 from prm_bench.orchestrate.rundir import TUNING, plan_from_manifest, store_of
@@ -64,10 +65,10 @@ def tuning_section(run_dir: Path, out: Path, resamples: int = 1000) -> list[str]
     lines += [to_markdown(space), ""]
     tables = out / "tables"
     tables.mkdir(parents=True, exist_ok=True)
-    space.to_csv(tables / "tuning_space.csv", index=False)
+    write_text_atomic(tables / "tuning_space.csv", space.to_csv(index=False))
     test = _test_table(tuning / "test", record["metric"], resamples)
     if test is not None:
-        test.to_csv(tables / "tuning_test.csv", index=False)
+        write_text_atomic(tables / "tuning_test.csv", test.to_csv(index=False))
         lines += [
             f"Default vs tuned on `{record['eval_split']}` (tested once; effect = tuned - "
             f"default in points, 95% CI, {resamples} resamples):",
@@ -152,7 +153,7 @@ def build_tuning_report(
         "",
         *tuning_section(run_dir, out, resamples),
     ]
-    (out / "README.md").write_text("\n".join(lines))
+    write_text_atomic(out / "README.md", "\n".join(lines))
     return out
 
 

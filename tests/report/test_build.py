@@ -44,3 +44,37 @@ def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
     assert "\\toprule" in (out / "tables" / "t5_terms.tex").read_text()
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not a prm-bench run directory" in result.output
+
+
+INTERRUPTED_REPORT = """
+import sys
+from prm_bench.report import figures
+original, calls = figures.save, []
+def interrupted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        raise KeyboardInterrupt
+    return original(*args, **kwargs)
+figures.save = interrupted
+from prm_bench.cli import app
+app(["report", sys.argv[1], "--out", sys.argv[2], "--resamples", "100"])
+"""
+
+
+def test_an_interrupted_report_says_so_and_leaves_only_whole_files(shapes_root, tmp_path):
+    """Issue 23 defect 10: exit 130 with a message; no 0-byte or partial file."""
+    import subprocess
+    import sys
+
+    plan = load_plan(tiny_config(shapes_root, grid={"retrieval.terms": ["full", "no-instance"]}))
+    run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_REPORT, str(tmp_path / plan.name), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert "interrupted" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written and all(p.stat().st_size > 0 for p in written)
+    assert not [p for p in written if p.name.startswith(".")]  # no temporary left behind
