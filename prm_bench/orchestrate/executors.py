@@ -8,6 +8,7 @@ dask-cuda on multi-GPU nodes), and `slurm` submits one job per task as a submiti
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,18 @@ class LocalExecutor:
 
     def map(self, fn: Callable[..., Any], arguments: Sequence[tuple]) -> Iterator[Any]:
         """Results as tasks finish."""
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
+
+        from prm_bench.orchestrate.worker import watch_parent
 
         if not arguments:
             return iter(())
-        return Parallel(n_jobs=self.jobs, return_as="generator_unordered")(
-            delayed(fn)(*a) for a in arguments
-        )
+        # every pool worker watches this process from its start, the ones never given a
+        # task too: none outlives a run killed with -9 (loky would keep idle ones 300 s)
+        with parallel_config(backend="loky", initializer=watch_parent, initargs=(os.getpid(),)):
+            return Parallel(n_jobs=self.jobs, return_as="generator_unordered")(
+                delayed(fn)(*a) for a in arguments
+            )
 
 
 DASK_CONNECT_SECONDS = 10.0  # how long a run waits for its dask scheduler to answer

@@ -57,7 +57,7 @@ def execute_tasks(
     recording a stage after the lock is gone."""
     guard = _parent_alive(where.parent) if where.parent is not None else None
     if where.parent is not None and where.parent == os.getppid():  # a pool worker of the run
-        _watch(where.parent)
+        watch_parent(where.parent)
     store = Store(store_root, guard=guard)
     start = time.perf_counter()
     torch.set_num_threads(where.threads)  # fixed whatever --jobs is: see RunSettings
@@ -108,11 +108,12 @@ def _reporter(log: str | None) -> Callable[[str], None] | None:
 _WATCHED: set[int] = set()
 
 
-def _watch(parent: int, every: float = 1.0) -> None:
+def watch_parent(parent: int, every: float = 1.0) -> None:
     """End this worker process within `every` seconds of the death of the run's process
     (kill -9 included), whether a task is running or the worker waits idle for the next:
     a pool of orphans would otherwise live on for minutes and keep writing. Started once
-    per worker process and parent."""
+    per worker process and parent: by the pool as each worker starts (`LocalExecutor`),
+    and with a worker's first task (other pools)."""
     if parent in _WATCHED:
         return
     _WATCHED.add(parent)

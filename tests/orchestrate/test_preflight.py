@@ -205,3 +205,21 @@ def test_a_second_preflight_decodes_no_image(copied, tmp_path, monkeypatch):
     assert preflight(plan, tmp_path / "cache").cells[0].keys == first.cells[0].keys
     assert calls == []
     assert first.cells[0].keys != plan.cells[0].keys  # bound to the data, not the config alone
+
+
+def test_evaluation_images_of_several_sizes_are_refused_when_not_resized(shapes, tmp_path):
+    """Issue 23 defect 4: the per-epoch scoring stacked them and failed after training,
+    naming no file."""
+    import shutil
+
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes, root)
+    image_id = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    for folder, suffix in (("JPEGImages", "jpg"), ("SegmentationObject", "png"),
+                           ("SegmentationClass", "png")):  # fmt: skip
+        path = root / folder / f"{image_id}.{suffix}"
+        with Image.open(path) as image:
+            image.resize((40, 32), Image.NEAREST).save(path)
+    with pytest.raises(DataError, match=r"evaluation images .* have 2 sizes"):
+        preflight(load_plan(small_config(root)))
+    preflight(load_plan(small_config(root, data={"image_size": 48})))  # resized: accepted
