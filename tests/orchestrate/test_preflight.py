@@ -223,3 +223,19 @@ def test_evaluation_images_of_several_sizes_are_refused_when_not_resized(shapes,
     with pytest.raises(DataError, match=r"evaluation images .* have 2 sizes"):
         preflight(load_plan(small_config(root)))
     preflight(load_plan(small_config(root, data={"image_size": 48})))  # resized: accepted
+
+
+def test_a_file_gallery_s_files_are_in_the_proposals_key_only(shapes, tmp_path):
+    import shutil
+
+    from prm_bench.data import open_dataset
+    from prm_bench.instances.proposals import cache_gallery
+    from prm_bench.orchestrate.preflight import bind_data
+
+    dataset = open_dataset("shapes", shapes, "val")
+    files = cache_gallery("embedded", None, dataset, tmp_path / "rle", {"ids": dataset.ids})
+    tree = small_config(shapes, proposals={"gallery": "rle-json", "root": str(tmp_path / "rle")})
+    before = bind_data(load_plan(tree)).cells[0].keys
+    shutil.copyfile(files[1], files[0])  # another image's proposals over this one's
+    after = bind_data(load_plan(tree)).cells[0].keys
+    assert [s for s in before if before[s] != after[s]] == ["proposals", "retrieve", "evaluate"]
