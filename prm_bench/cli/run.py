@@ -37,7 +37,7 @@ from prm_bench.cli.app import (
 from prm_bench.config import ConfigError, Plan, load_plan
 from prm_bench.data.base import DataError
 from prm_bench.orchestrate.executors import make_executor
-from prm_bench.orchestrate.preflight import preflight
+from prm_bench.orchestrate.preflight import dry_run_notes, preflight
 from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError, cells_not_in, check_owner
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions, plan_tasks, run_plan
 from prm_bench.stages.store import Store
@@ -76,10 +76,20 @@ def _extra_overrides(ctx: typer.Context) -> list[str]:
     return list(ctx.args)
 
 
-def _check_writable(runs_dir: Path) -> None:
-    """Refuse a --runs-dir that is a file or that cannot be written."""
+def _check_writable(runs_dir: Path, create: bool = True) -> None:
+    """Refuse a --runs-dir that is a file or that cannot be written; made unless not
+    `create` (a dry run writes nothing: the nearest existing folder must be writable)."""
     if runs_dir.exists() and not runs_dir.is_dir():
         raise ConfigError(f"--runs-dir {runs_dir} is a file, not a folder")
+    if not create:
+        existing = next(
+            p for p in (runs_dir.absolute(), *runs_dir.absolute().parents) if p.exists()
+        )
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"--runs-dir {runs_dir} cannot be created: {existing} is not writable"
+            )
+        return
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -102,10 +112,12 @@ def _load(
     Takes six parameters: what `run` and `tune` both read from their command line."""
     try:
         plan = load_plan(config, [*overrides, *_extra_overrides(ctx)], use_grid=use_grid)
+        dry_run = settings.pop("dry_run", False)
         named = {k: (v.value if hasattr(v, "value") else v) for k, v in settings.items()}
         plan = plan.with_run(**named)
-        plan = preflight(plan, RunOptions(runs_dir).data_cache)
-        _check_writable(runs_dir)
+        cache = None if dry_run else RunOptions(runs_dir).data_cache  # a dry run writes nothing
+        plan = preflight(plan, cache, dry_run=dry_run)
+        _check_writable(runs_dir, create=not dry_run)
         check_owner(runs_dir / plan.name, plan)
     except (ConfigError, DataError) as err:
         fail(err)
@@ -172,10 +184,12 @@ def run(
 
     Takes nine parameters: the click context (for `--set a=1 b=2`) and each option."""
     settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
-    plan = _load(ctx, config, overrides, True, settings, runs_dir)
+    plan = _load(ctx, config, overrides, True, {**settings, "dry_run": dry_run}, runs_dir)
     run_dir = runs_dir / plan.name
     _print_plan(plan, run_dir)
     if dry_run:
+        for note in dry_run_notes(plan).values():
+            console.print(f"[yellow]note:[/] a run {note} first (this dry run wrote nothing)")
         for cell in plan.cells[:SHOWN_CELLS]:
             console.print(
                 f"  cell {cell.index}: " + ", ".join(f"{k}={v}" for k, v in cell.axes.items())

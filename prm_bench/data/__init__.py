@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.coco import CocoDataset
-from prm_bench.data.shapes import ensure_shapes
+from prm_bench.data.shapes import ensure_shapes, shapes_pending
 from prm_bench.data.voc import VocDataset
 from prm_bench.registry import Registry
 
@@ -28,12 +28,15 @@ class DatasetSpec:
         description: one line for `prm-bench list`.
         generate: for a generated kind, `generate(root) -> bool` makes (or brings up to
             date) the dataset at root, True when it wrote anything; None for a read kind.
+        pending: for a generated kind, `pending(root)`: what `generate` would write, in
+            words, or None when the tree is up to date (a dry run says it, writing nothing).
     """
 
     name: str
     open: Callable[..., Dataset]
     description: str
     generate: Callable[[Path], bool] | None = None
+    pending: Callable[[Path], str | None] | None = None
 
     def describe(self) -> tuple[str, str]:
         """(properties, description) for `prm-bench list`."""
@@ -79,7 +82,13 @@ def open_shapes(root: str | Path, split: str, segmentation: bool = False) -> Dat
 for _spec in (
     DatasetSpec("voc", open_voc, "PASCAL VOC 2012 (VOCdevkit layout); a split name or list file"),
     DatasetSpec("coco", open_coco, "COCO: ROOT/annotations/instances_<split>.json, ROOT/<split>"),
-    DatasetSpec("shapes", open_shapes, "The embedded shapes dataset (VOC layout)", ensure_shapes),
+    DatasetSpec(
+        "shapes",
+        open_shapes,
+        "The embedded shapes dataset (VOC layout)",
+        ensure_shapes,
+        shapes_pending,
+    ),
 ):
     DATASETS.add(_spec.name, _spec)
 

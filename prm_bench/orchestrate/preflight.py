@@ -9,7 +9,7 @@ from pathlib import Path
 from prm_bench.config import Plan, stage_keys
 from prm_bench.config.keys import DataDigests
 from prm_bench.config.models import DataConfig, ExperimentConfig
-from prm_bench.data import generate_missing, generator_of
+from prm_bench.data import DATASETS, generate_missing, generator_of
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.fingerprint import FileIndex, SplitPrint, index_for, survey
 from prm_bench.data.prepare import LIST as TRAIN_AUG
@@ -157,19 +157,25 @@ def bind_data(plan: Plan, cache_dir: Path | None = None) -> Plan:
         surveys.save()
 
 
-def _bound(plan: Plan, surveys: Surveys) -> Plan:
+def _bound(plan: Plan, surveys: Surveys, skip: set[Path] | None = None) -> Plan:
+    """The plan with its keys bound to the data, but for cells whose data root is in
+    `skip` (a dry run's datasets still to generate): the plan is then not bound."""
+    skip = skip or set()
     cells = [
-        cell.model_copy(update={"keys": stage_keys(cell.config, surveys.digests(cell.config))})
+        cell
+        if cell.config.data.root in skip
+        else cell.model_copy(update={"keys": stage_keys(cell.config, surveys.digests(cell.config))})
         for cell in plan.cells
     ]
-    return plan.model_copy(update={"cells": cells, "data_bound": True})
+    return plan.model_copy(update={"cells": cells, "data_bound": not skip})
 
 
-def preflight(plan: Plan, cache_dir: Path | None = None) -> Plan:
+def preflight(plan: Plan, cache_dir: Path | None = None, dry_run: bool = False) -> Plan:
     """Check every cell's inputs before any compute: every path it reads, then dataset
     layouts, every image and annotation (those unchanged since the file index in
     `cache_dir` saw them are not decoded again) and proposal folders; the plan with its
-    keys bound to the data (`bind_data`).
+    keys bound to the data (`bind_data`). With `dry_run` nothing is generated (see
+    `dry_run_notes`); pass no `cache_dir` then, so nothing is written at all.
 
     Raises:
         MissingInputs: every missing path, with the command that makes it.
@@ -181,12 +187,29 @@ def preflight(plan: Plan, cache_dir: Path | None = None) -> Plan:
         raise MissingInputs(missing)
     seen: set[str] = set()
     surveys = Surveys(cache_dir)
+    notes = dry_run_notes(plan) if dry_run else {}
     try:
         for cell in plan.cells:
-            _check_cell(cell.config, surveys, seen)
-        return _bound(plan, surveys)
+            if cell.config.data.root not in notes:
+                _check_cell(cell.config, surveys, seen)
+        return _bound(plan, surveys, skip=set(notes))
     finally:
         surveys.save()
+
+
+def dry_run_notes(plan: Plan) -> dict[Path, str]:
+    """Per generated dataset a run would make first, what it would write (a dry run
+    writes nothing: those cells' data are not checked, and their keys name the config
+    alone, so every stage shows as to run)."""
+    notes = {}
+    for cell in plan.cells:
+        data = cell.config.data
+        pending = DATASETS.get(data.name).pending
+        if data.generate and pending is not None and data.root not in notes:
+            note = pending(Path(data.root))
+            if note is not None:
+                notes[data.root] = note
+    return notes
 
 
 def _check_cell(config: ExperimentConfig, surveys: Surveys, seen: set[str]) -> None:

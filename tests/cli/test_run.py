@@ -125,3 +125,15 @@ def test_another_config_of_the_same_stem_does_not_replace_a_run(shapes, tmp_path
     assert CliRunner().invoke(app, [*named, "--dry-run"]).exit_code == 0
     again = CliRunner().invoke(app, ["run", str(first), "--runs-dir", str(runs), "--dry-run"])
     assert again.exit_code == 0  # its own config still runs there
+
+
+def test_a_dry_run_writes_nothing_and_says_what_a_run_would_generate(tmp_path):
+    """Issue 24 item 1: the dry run generated 2,600 images and created runs/."""
+    config = tmp_path / "fresh.yaml"
+    root = tmp_path / "data" / "shapes"
+    config.write_text(yaml.safe_dump({"data": {"root": str(root), "generate": True}}))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", str(config), "--dry-run", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert "wouldgeneratetheshapesdataset" in "".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.yaml"]  # no data/, no runs/

@@ -20,7 +20,7 @@ from prm_bench.data.shapes.draw import (
     draw_image,
     shape_mask,
 )
-from prm_bench.data.shapes.files import ensure_shapes, generate_shapes, split_ids
+from prm_bench.data.shapes.files import ensure_shapes, generate_shapes, shapes_pending, split_ids
 
 __all__ = [
     "CLASS_SHAPES",
@@ -32,5 +32,6 @@ __all__ = [
     "ensure_shapes",
     "generate_shapes",
     "shape_mask",
+    "shapes_pending",
     "split_ids",
 ]

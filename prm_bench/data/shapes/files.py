@@ -178,6 +178,24 @@ def ensure_shapes(root: str | Path, config: ShapesSpec | None = None, jobs: int 
     return True
 
 
+def shapes_pending(root: str | Path) -> str | None:
+    """What `ensure_shapes(root)` would write, in words (a dry run says it instead of
+    doing it); None when the tree is there and up to date."""
+    root, spec = Path(root), ShapesSpec()
+    stamp_file = root / "shapes.json"
+    if not stamp_file.is_file():
+        images = spec.n_train + spec.n_val + spec.n_tune
+        return (
+            f"would generate the shapes dataset at {root}: {images} images of "
+            f"{spec.size} px ({spec.n_train} train, {spec.n_val} val, {spec.n_tune} tune)"
+        )
+    try:
+        current = "n_tune" in json.loads(stamp_file.read_text())
+    except (OSError, ValueError, TypeError):
+        current = False
+    return None if current else f"would add a tune split of {spec.n_tune} images to {root}"
+
+
 def _stamp(config: ShapesSpec, without_tune: bool = False) -> dict:
     """What shapes.json records; `without_tune`: as written before the tune split existed."""
     stamp = {"generator": "prm-bench shapes", "version": FORMAT_VERSION, **asdict(config)}
