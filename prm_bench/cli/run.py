@@ -211,14 +211,25 @@ def run(
             progress.stop()  # restores the terminal (cursor) before the hard exit
             console.print(f"[yellow]{err}[/]")
             exit_interrupted()
+    finished = len(plan.cells) - len(summary.failed_cells)
+    where = f"results in {run_dir / 'results.csv'}" if finished else "no results"
     console.print(
-        f"{len(plan.cells) - len(summary.failed_cells)}/{len(plan.cells)} cells finished in "
-        f"{time.perf_counter() - start:.1f} s; results in {run_dir / 'results.csv'}"
+        f"{finished}/{len(plan.cells)} cells finished in "
+        f"{time.perf_counter() - start:.1f} s; {where}"
     )
-    for cell, reason in sorted(summary.failed_cells.items()):
-        console.print(f"[red]cell {cell} failed[/]: {reason}")
+    _print_failures(summary.failed_cells)
     if summary.failed_cells:
         raise typer.Exit(1)
+
+
+def _print_failures(failed: dict[int, str]) -> None:
+    """Each reason once, with the cells it failed (one message, not one per cell)."""
+    by_reason: dict[str, list[int]] = {}
+    for cell, reason in sorted(failed.items()):
+        by_reason.setdefault(reason, []).append(cell)
+    for reason, cells in by_reason.items():
+        which = f"cell {cells[0]}" if len(cells) == 1 else f"cells {', '.join(map(str, cells))}"
+        console.print(f"[red]{which} failed[/]: {reason}")
 
 
 @app.command(context_settings=EXTRA_OVERRIDES)

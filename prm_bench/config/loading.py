@@ -5,15 +5,17 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from prm_bench.config.files import read_yaml
 from prm_bench.config.models import ConfigError, ExperimentConfig, RunSettings
@@ -126,7 +128,20 @@ def _grid_assignments(grid: dict[str, Any], where: str) -> tuple[list[str], list
     return names, cells or [{}]
 
 
-def _validation_message(where: str, err: ValidationError, prefix: str = "") -> str:
+def _validation_message(
+    where: str, err: ValidationError, model: type[BaseModel], overrides: Iterable[str] = ()
+) -> str:
+    """One line per problem: the file (or the `--set` item that gave the key), the key
+    path, what is wrong and, for an unknown key, the closest known key and all of them.
+
+    Args:
+        where: the config file's name (and cell), for keys the file gave.
+        err: pydantic's error.
+        model: the model validated (`ExperimentConfig`, or `RunSettings` for `run.`).
+        overrides: the `--set` items applied; a key one of them gave is blamed on it.
+    """
+    prefix = "run" if model is RunSettings else ""
+    given = {".".join(parse_override(item)[0]): item for item in overrides}
     lines = []
     for problem in err.errors():
         path = ".".join([prefix] * bool(prefix) + [str(p) for p in problem["loc"]])
@@ -134,9 +149,27 @@ def _validation_message(where: str, err: ValidationError, prefix: str = "") -> s
         shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{where}: {path}: {message}{shown}")
+            message, shown = _unknown_key(model, [str(p) for p in problem["loc"]]), ""
+        blamed = next(
+            (f"--set {item}" for key, item in given.items() if f"{key}.".startswith(f"{path}.")),
+            where,
+        )
+        lines.append(f"{blamed}: {path}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _unknown_key(model: type[BaseModel], location: list[str]) -> str:
+    """`unknown key`, with the closest known key of its section and all of them."""
+    for part in location[:-1]:
+        field = model.model_fields.get(part)
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return "unknown key"
+        model = inner
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}(keys here: {', '.join(known)})"
 
 
 def load_plan(
@@ -162,12 +195,12 @@ def load_plan(
     search = tree.pop("search", None) or {}
     if not isinstance(search, dict):
         raise ConfigError(f"{where}: search must map section.key names to ranges or choices")
-    run = _run_settings(tree.pop("run", None) or {}, where)
+    run = _run_settings(tree.pop("run", None) or {}, where, overrides)
     names, assignments = _expand(grid if use_grid else {}, where)
     _refuse_overridden_axes(overrides, assignments, where)
-    base_dir = path.parent if path else Path.cwd()
+    source = _Source(where, path.parent if path else Path.cwd(), tuple(overrides))
     cells = [
-        Cell(index=index, axes=axes, config=_cell_config(tree, axes, settings, where, base_dir))
+        Cell(index=index, axes=axes, config=_cell_config(tree, axes, settings, source))
         for index, (axes, settings) in enumerate(assignments)
     ]
     name = run.name or (path.stem if path else "run")
@@ -197,11 +230,11 @@ def _refuse_overridden_axes(overrides: Any, assignments: list, where: str) -> No
             )
 
 
-def _run_settings(section: Any, where: str) -> RunSettings:
+def _run_settings(section: Any, where: str, overrides: Iterable[str] = ()) -> RunSettings:
     try:
         return RunSettings.model_validate(section)
     except ValidationError as err:
-        raise ConfigError(_validation_message(where, err, prefix="run")) from None
+        raise ConfigError(_validation_message(where, err, RunSettings, overrides)) from None
 
 
 def _expand(grid: Any, where: str) -> tuple[list[str], list[tuple[dict, dict]]]:
@@ -242,19 +275,30 @@ def _check_axis(key: str, where: str) -> None:
         )
 
 
-def _cell_config(
-    tree: dict[str, Any], axes: dict[str, Any], settings: dict[str, Any], where: str, base: Path
-) -> ExperimentConfig:
-    """The validated config of one cell, its relative paths resolved against `base`.
+@dataclass(frozen=True)
+class _Source:
+    """Where a config came from: its name for errors, the folder its relative paths are
+    relative to, and the `--set` items applied (a key one gave is blamed on it)."""
 
-    Takes five parameters: the base tree, the cell's axes (named in errors), the settings
-    they apply, the file name for errors and the folder paths are relative to."""
+    where: str
+    base: Path
+    overrides: tuple[str, ...] = ()
+
+
+def _cell_config(
+    tree: dict[str, Any], axes: dict[str, Any], settings: dict[str, Any], source: _Source
+) -> ExperimentConfig:
+    """The validated config of one cell, its relative paths resolved against the
+    source's folder; errors name the cell's axes."""
+    where, base, overrides = source.where, source.base, source.overrides
     try:
         config = ExperimentConfig.model_validate(apply_overrides(tree, settings))
     except ValidationError as err:
         shown = ", ".join(f"{k}={v!r}" for k, v in axes.items())
         raise ConfigError(
-            _validation_message(f"{where}" + (f" [cell {shown}]" if shown else ""), err)
+            _validation_message(
+                f"{where}" + (f" [cell {shown}]" if shown else ""), err, ExperimentConfig, overrides
+            )
         ) from None
     return _resolve_paths(config, base)
 

@@ -11,6 +11,7 @@ safetensors or a torch state dict, loaded with `weights_only=True`, never downlo
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Callable
@@ -186,9 +187,11 @@ _NON_CONVOLUTIONAL = (nn.Linear, nn.MultiheadAttention)
 
 @functools.cache
 def _timm_spec(timm_name: str) -> BackboneSpec:
-    if timm_name not in timm.list_models():
+    names = timm.list_models()
+    if timm_name not in names:
         close = timm.list_models(f"*{timm_name}*")[:5]
-        hint = f"; close timm names: {', '.join(close)}" if close else ""
+        close = close or difflib.get_close_matches(timm_name, names, n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise BackboneError(f"unknown timm model {timm_name!r}{hint}")
     trunk = timm.create_model(timm_name, pretrained=False, features_only=True, out_indices=(-1,))
     _check_convolutional(trunk, f"timm:{timm_name}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prm_bench.config import Plan, stage_keys
+from prm_bench.config import ConfigError, Plan, stage_keys
 from prm_bench.config.keys import DataDigests
 from prm_bench.config.models import DataConfig, ExperimentConfig
 from prm_bench.data import DATASETS, generate_missing, generator_of
@@ -16,6 +16,8 @@ from prm_bench.data.prepare import LIST as TRAIN_AUG
 from prm_bench.data.sources import SOURCES
 from prm_bench.hashing import json_digest
 from prm_bench.instances.proposals import GALLERIES
+from prm_bench.model.backbones import get_backbone
+from prm_bench.stages.errors import StageError, resolve_device
 from prm_bench.stages.inputs import open_split, open_training_data
 
 
@@ -185,6 +187,7 @@ def preflight(plan: Plan, cache_dir: Path | None = None, dry_run: bool = False) 
     missing = missing_inputs(plan)
     if missing:
         raise MissingInputs(missing)
+    check_models(plan)
     seen: set[str] = set()
     surveys = Surveys(cache_dir)
     notes = dry_run_notes(plan) if dry_run else {}
@@ -195,6 +198,25 @@ def preflight(plan: Plan, cache_dir: Path | None = None, dry_run: bool = False) 
         return _bound(plan, surveys, skip=set(notes))
     finally:
         surveys.save()
+
+
+def check_models(plan: Plan) -> None:
+    """Refuse, before any compute, what every cell would fail on: a device that is not
+    here, and a backbone that timm does not know or that is not a CNN (once per name,
+    not once per cell after training started).
+
+    Raises:
+        ConfigError: naming the key and the value.
+    """
+    try:
+        resolve_device(plan.run.device)
+    except StageError as err:
+        raise ConfigError(f"--device / run.device {plan.run.device}: {err}") from None
+    for name in sorted({cell.config.backbone.name for cell in plan.cells}):
+        try:
+            get_backbone(name)
+        except ValueError as err:
+            raise ConfigError(f"backbone.name {name}: {err}") from None
 
 
 def dry_run_notes(plan: Plan) -> dict[Path, str]:

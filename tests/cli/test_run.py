@@ -137,3 +137,46 @@ def test_a_dry_run_writes_nothing_and_says_what_a_run_would_generate(tmp_path):
     assert result.exit_code == 0, result.output
     assert "wouldgeneratetheshapesdataset" in "".join(result.output.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.yaml"]  # no data/, no runs/
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--set", "backbone.name=timm:resnet5O"], "didyoumeanresnet50"),
+        (["--set", "backbone.name=timm:vit_tiny_patch16_224"], "Attentionlayers"),
+        (["--set", "trian.epochs=2"], "--settrian.epochs=2:trian:unknownkey;didyoumean'train'?"),
+        (["--set", "train.epoch=2"], "didyoumean'epochs'?(keyshere:optimizer,lr"),
+    ],
+    ids=["timm-typo", "transformer", "section-typo", "key-typo"],
+)
+def test_what_every_cell_would_fail_on_is_refused_at_plan_time(shapes, tmp_path, extra, named):
+    """Issue 24 items 2 and 3: a dry run accepted these and the run failed once per cell;
+    an unknown key now names the --set that gave it, the closest key and all keys."""
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    for dry in (["--dry-run"], []):
+        result = CliRunner().invoke(
+            app, ["run", str(config), "--runs-dir", str(tmp_path / "runs"), *extra, *dry]
+        )
+        assert result.exit_code == 2, result.output
+        assert named in "".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cuda_without_cuda_is_refused_before_any_compute(shapes, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    result = CliRunner().invoke(app, ["run", str(config), "--device", "cuda", "--dry-run"])
+    assert result.exit_code == 2 and "noCUDAdevice" in "".join(result.output.split())
+
+
+def test_failures_are_said_once_per_reason_and_no_results_are_announced(capsys):
+    from prm_bench.cli import run as run_command
+
+    run_command._print_failures({0: "boom", 1: "boom", 2: "other"})
+    out = capsys.readouterr().out
+    assert out.count("boom") == 1 and "cells 0, 1 failed" in out and "cell 2 failed" in out
