@@ -56,8 +56,18 @@ def fail(err: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        console.print(f"prm-bench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _width() -> None:
+def _width(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
     """Benchmark and ablation harness for Peak Response Maps (PRM, CVPR 2018)."""
     columns = os.environ.get("COLUMNS", "")
     if columns.isdigit():  # read per command: the console was made at import

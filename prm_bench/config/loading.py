@@ -42,6 +42,23 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+_PATH_KEYS = {"data.root", "backbone.weights", "proposals.root"}
+_SPLIT_KEYS = {f"data.{k}" for k in ("train_split", "eval_split", "tune_split")}
+
+
+def _from_working_directory(item: str) -> str:
+    """A path given on the command line is relative to the working directory (a path in
+    a config file stays relative to the file): `--set data.root=s` means `./s`."""
+    path, value = parse_override(item)
+    key = ".".join(path)
+    is_path = key in _PATH_KEYS or (
+        key in _SPLIT_KEYS and isinstance(value, str) and (value.endswith(".txt") or "/" in value)
+    )
+    if not is_path or not isinstance(value, str) or not value or Path(value).is_absolute():
+        return item
+    return f"{key}={Path(value).resolve()}"
+
+
 def set_path(tree: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
     """A copy of `tree` with `value` at the key `path`."""
     tree = copy.deepcopy(tree)
@@ -190,6 +207,7 @@ def load_plan(
     path = Path(source) if isinstance(source, (str, Path)) else None
     tree = read_yaml(path) if path else copy.deepcopy(source or {})
     where = str(path) if path else "config"
+    overrides = [_from_working_directory(item) for item in overrides]
     tree = apply_overrides(tree, overrides)
     grid = tree.pop("grid", None) or {}
     search = tree.pop("search", None) or {}

@@ -29,3 +29,10 @@ def test_unknown_family_is_a_one_line_error_with_exit_code_2():
     assert result.exit_code == 2
     assert "unknown family 'backbone'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_version_is_an_option_too():
+    from prm_bench import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"prm-bench {__version__}"

@@ -224,3 +224,22 @@ def test_cells_carry_the_keys_of_their_stages():
         assert cell.keys == stage_keys(cell.config)
     assert len({c.keys["train"] for c in plan.cells}) == 2
     assert len({c.keys["retrieve"] for c in plan.cells}) == 4
+
+
+def test_command_line_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """Issue 24 item 5: `--set data.root=s` looked in <config folder>/s."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "c.yaml").write_text("data: {root: in-file}\nproposals: {root: props}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    plan = load_plan(folder / "c.yaml", ["data.root=s", "data.eval_split=lists/val.txt"])
+    data = plan.cells[0].config.data
+    assert data.root == work / "s" and data.eval_split == str(work / "lists" / "val.txt")
+    assert plan.cells[0].config.proposals.root == folder / "props"  # the file's own: its folder
+    assert load_plan(folder / "c.yaml").cells[0].config.data.root == folder / "in-file"
+    assert (
+        load_plan(folder / "c.yaml", ["data.eval_split=val"]).cells[0].config.data.eval_split
+        == "val"
+    )
