@@ -27,7 +27,9 @@ def data_shapes(
     seed: int = typer.Option(0, help="Base seed; the same arguments give identical files."),
     n_train: int = typer.Option(2000, help="Training images."),
     n_val: int = typer.Option(400, help="Validation images."),
-    n_tune: int = typer.Option(200, help="Images of the held-out tuning split (0: none)."),
+    n_tune: int = typer.Option(
+        None, help="Images of the held-out tuning split (default: a tenth of --n-train; 0: none)."
+    ),
     size: int = typer.Option(128, help="Image side in pixels."),
     classes: int = typer.Option(5, help=f"Number of classes (1-{len(CLASS_SHAPES)})."),
     jobs: int = typer.Option(-1, help="Worker processes (-1: all cores)."),
@@ -36,6 +38,7 @@ def data_shapes(
 
     Takes eight parameters: each is a command-line option.
     """
+    n_tune = n_train // 10 if n_tune is None else n_tune  # 200 for the default 2,000
     try:
         config = ShapesSpec(seed, n_train, n_val, size, classes, n_tune=n_tune)
         start = time.perf_counter()

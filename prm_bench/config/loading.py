@@ -20,8 +20,9 @@ from pydantic import BaseModel, ValidationError
 from prm_bench.config.files import read_yaml
 from prm_bench.config.models import ConfigError, ExperimentConfig, RunSettings
 from prm_bench.config.plan import Cell, Plan
+from prm_bench.hashing import json_digest
 
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
@@ -221,17 +222,30 @@ def load_plan(
         Cell(index=index, axes=axes, config=_cell_config(tree, axes, settings, source))
         for index, (axes, settings) in enumerate(assignments)
     ]
-    name = run.name or (path.stem if path else "run")
+    name = run.name or _variant_name(path.stem if path else "run", overrides)
     if not _RUN_NAME.fullmatch(name) or set(name) == {"."} or len(name) > 200:
         raise ConfigError(
             f"{where}: the run name {name[:60]!r}{'...' if len(name) > 60 else ''} (from the "
             "file name or run.name) must start with a letter or digit, hold only letters, "
-            "digits, '_', '.' and '-', and be at most 200 characters"
+            "digits, '_', '.', '+' and '-', and be at most 200 characters"
         )
     return Plan(
         source=path, name=name, axes=names, cells=cells, run=run, search=search,
         overrides=list(overrides),
     )  # fmt: skip
+
+
+def _variant_name(stem: str, overrides: list[str]) -> str:
+    """The run name of a config with `--set` overrides: the stem, then the overrides
+    (`quick+train.epochs-5`), so a variant never replaces the plain run's results; run
+    settings (device, jobs, ...) change no result and name nothing. Too long a name
+    ends in a digest of the overrides."""
+    named = [item for item in overrides if not item.strip().startswith("run.")]
+    if not named:
+        return stem
+    words = [re.sub(r"[^A-Za-z0-9_.-]+", "-", item.strip()).strip("-") for item in named]
+    name = f"{stem}+{'+'.join(words)}"
+    return name if len(name) <= 120 else f"{stem}+{json_digest(named, 12)}"
 
 
 def _refuse_overridden_axes(overrides: Any, assignments: list, where: str) -> None:

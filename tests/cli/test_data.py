@@ -112,3 +112,12 @@ def test_proposal_files_convert_once_into_an_rle_cache_that_reads_back_the_same(
     first = (cache / f"{ids[0]}.json").stat().st_mtime_ns
     assert CliRunner().invoke(app, words).exit_code == 0
     assert (cache / f"{ids[0]}.json").stat().st_mtime_ns == first  # converted once
+
+
+def test_the_tune_split_follows_the_training_split_s_size_by_default(tmp_path):
+    """Issue 24 item 6: `--n-train 40` still made 200 tune images."""
+    args = ["data", "shapes", str(tmp_path / "s"), "--n-train", "40", "--n-val", "4"]
+    result = CliRunner().invoke(app, [*args, "--size", "48", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    tune = (tmp_path / "s" / "ImageSets" / "Segmentation" / "tune.txt").read_text().split()
+    assert len(tune) == 4

@@ -180,3 +180,16 @@ def test_failures_are_said_once_per_reason_and_no_results_are_announced(capsys):
     run_command._print_failures({0: "boom", 1: "boom", 2: "other"})
     out = capsys.readouterr().out
     assert out.count("boom") == 1 and "cells 0, 1 failed" in out and "cell 2 failed" in out
+
+
+def test_a_variant_with_overrides_gets_its_own_run_directory(shapes, tmp_path):
+    """Issue 24 item 6: a `--set` variant replaced runs/<name>/results.csv."""
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert CliRunner().invoke(app, ["run", str(config), *runs]).exit_code == 0
+    plain = (tmp_path / "runs" / "study" / "results.csv").read_bytes()
+    variant = ["run", str(config), *runs, "--set", "retrieval.alpha=0.5", "--set", "run.jobs=1"]
+    assert CliRunner().invoke(app, variant).exit_code == 0
+    assert (tmp_path / "runs" / "study" / "results.csv").read_bytes() == plain
+    assert (tmp_path / "runs" / "study+retrieval.alpha-0.5" / "results.csv").is_file()
