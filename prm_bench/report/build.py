@@ -88,7 +88,11 @@ def _open(run_dir: Path, out: Path) -> _Run:
         json.loads((run_dir / "manifest.json").read_text()),
         {cell.index: cell.config for cell in plan.cells},
         store_of(run_dir),
-        build_tables(results, {cell.index: set(cell.axes) for cell in plan.cells}),
+        build_tables(
+            results,
+            {cell.index: set(cell.axes) for cell in plan.cells},
+            on_paper_data(plan.cells[0].config),
+        ),
     )
 
 
@@ -112,10 +116,39 @@ def _header(run: _Run) -> list[str]:
         f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
         + (f"; whole run {wall / 60:.1f} min" if wall is not None else "")
         + f". {_computed_time(run.plan, run.store)}",
-        "- Values in %, mean +- std over seeds where a table has more than one; `paper` is the "
-        "published number (PASCAL VOC 2012 val) and `diff` this run minus the paper.",
+        "- Values in %, mean +- std over seeds where a table has more than one; "
+        + (
+            "`paper` is the published number (PASCAL VOC 2012 val) and `diff` this run minus "
+            "the paper."
+            if on_paper_data(first)
+            else f"`VOC ref.` is the paper's number on PASCAL VOC 2012 val, a reference on "
+            f"another dataset than this run's ({first.data.name}): no difference is taken, "
+            "and none reads as a reproduction."
+        ),
+        *_missing_cells(manifest),
         "",
     ]
+
+
+def on_paper_data(config: ExperimentConfig) -> bool:
+    """Whether a run is on the paper's benchmark (PASCAL VOC 2012, evaluated on val)."""
+    return config.data.name == "voc" and Path(str(config.data.eval_split)).stem == "val"
+
+
+def _missing_cells(manifest: dict) -> list[str]:
+    """A warning naming the cells without results, and why (a partly failed run must
+    not look complete)."""
+    cells = manifest.get("cells") or []
+    missing = [c for c in cells if c.get("status") != "done"]
+    if not missing:
+        return []
+    lines = [f"- **{len(missing)} of {len(cells)} cells have no results**; the tables lack "
+             "their rows:"]  # fmt: skip
+    for cell in missing:
+        axes = ", ".join(f"{k}={v}" for k, v in (cell.get("axes") or {}).items()) or "-"
+        why = cell.get("error") or cell.get("status", "pending")
+        lines.append(f"  - cell {cell.get('index')} ({axes}): {why}")
+    return lines
 
 
 def _tables(run: _Run) -> list[str]:

@@ -63,7 +63,11 @@ def bar_chart(table: ReportTable) -> Figure:
         marks = [(x, p) for x, p in zip(positions, paper, strict=True) if p is not None]
         if marks:
             axes.scatter(
-                *zip(*marks, strict=True), marker="D", color=COLORS[3], zorder=3, label="paper"
+                *zip(*marks, strict=True),
+                marker="D",
+                color=COLORS[3],
+                zorder=3,
+                label="paper" if table.on_paper_data else "paper on VOC (another dataset)",
             )
             axes.legend(fontsize=8)
     axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)

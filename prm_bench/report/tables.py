@@ -77,6 +77,8 @@ class ReportTable:
     cells: dict[object, list[int]] = field(default_factory=dict)  # row -> its cells
     # settings a sub-grid fixes for all its rows (e.g. another backbone), shown in the title
     context: dict[str, object] = field(default_factory=dict)
+    # the run is on the paper's data (VOC 2012 val): only then are its numbers compared
+    on_paper_data: bool = True
 
 
 def axis_columns(results: pd.DataFrame) -> list[str]:
@@ -92,7 +94,9 @@ def _group_key(row: pd.Series, axes: list[str], declared: set[str] | None) -> fr
 
 
 def build_tables(
-    results: pd.DataFrame, cell_axes: dict[int, set[str]] | None = None
+    results: pd.DataFrame,
+    cell_axes: dict[int, set[str]] | None = None,
+    on_paper_data: bool = True,
 ) -> list[ReportTable]:
     """One table per set of varied axes found in the results.
 
@@ -100,6 +104,8 @@ def build_tables(
         results: the run's tidy results.
         cell_axes: each cell's grid axes (from the manifest); without it a cell's axes
             are its non-empty axis columns, which misses axes whose value is null.
+        on_paper_data: the run is on PASCAL VOC 2012 val. Otherwise the paper's numbers
+            are a reference on another dataset: a `VOC ref.` column, and no difference.
     """
     if results.empty:
         return []
@@ -126,7 +132,7 @@ def build_tables(
             MAIN,
             "mAP^r VOC style, ABO, mIoU",
         )
-        table = _table(results[results.cell.isin(members)], table_axes, spec)
+        table = _table(results[results.cell.isin(members)], table_axes, spec, on_paper_data)
         table.context = context
         tables.append(table)
     _distinguish(tables)
@@ -171,7 +177,9 @@ def _independent_axes(cells: pd.DataFrame, varied: frozenset[str]) -> frozenset[
     return frozenset(kept)
 
 
-def _table(rows: pd.DataFrame, axes: list[str], spec: TableSpec) -> ReportTable:
+def _table(
+    rows: pd.DataFrame, axes: list[str], spec: TableSpec, on_paper_data: bool = True
+) -> ReportTable:
     rows = rows[rows.metric.isin(spec.metrics)]
     grouped = rows.groupby([*axes, "metric"], sort=False)["value"]
     mean = grouped.mean().unstack("metric") * 100
@@ -188,11 +196,13 @@ def _table(rows: pd.DataFrame, axes: list[str], spec: TableSpec) -> ReportTable:
         if len(axes) == 1:
             published = [paper_value(axes[0], i, metric) for i in mean.index]
             if any(p is not None for p in published):
-                display[f"{metric} paper"] = ["" if p is None else f"{p:.1f}" for p in published]
-                display[f"{metric} diff"] = [
-                    "" if p is None else f"{mean.loc[i, metric] - p:+.1f}"
-                    for i, p in zip(mean.index, published, strict=True)
-                ]
+                column = f"{metric} paper" if on_paper_data else f"{metric} VOC ref."
+                display[column] = ["" if p is None else f"{p:.1f}" for p in published]
+                if on_paper_data:  # a difference across datasets would read as a reproduction
+                    display[f"{metric} diff"] = [
+                        "" if p is None else f"{mean.loc[i, metric] - p:+.1f}"
+                        for i, p in zip(mean.index, published, strict=True)
+                    ]
                 for i, p in zip(mean.index, published, strict=True):
                     if p is not None:
                         paper.setdefault((i,), {})[metric] = p
@@ -200,7 +210,10 @@ def _table(rows: pd.DataFrame, axes: list[str], spec: TableSpec) -> ReportTable:
         value: sorted(group.cell.unique().tolist())
         for value, group in rows.groupby(axes[0] if len(axes) == 1 else axes, sort=False)
     }
-    return ReportTable(spec, axes, display.reset_index(), mean, std, seeds, paper, cells)
+    return ReportTable(
+        spec, axes, display.reset_index(), mean, std, seeds, paper, cells,
+        on_paper_data=on_paper_data,
+    )  # fmt: skip
 
 
 def _cell(mean: float, std: float, seeds: int) -> str:
