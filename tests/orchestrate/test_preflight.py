@@ -45,17 +45,23 @@ def test_preflight_names_an_annotation_of_another_size(shapes, tmp_path):
         preflight(load_plan(small_config(root)))
 
 
-def test_mixed_training_image_sizes_need_an_image_size(shapes, tmp_path):
+def resized_copy(shapes, tmp_path, split_list: str, size: tuple[int, int]):
+    """A copy of the tree whose first image of `split_list` (and its masks) is resized."""
     import shutil
 
     root = tmp_path / "shapes"
     shutil.copytree(shapes, root)
-    train = (root / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
+    image_id = (root / "ImageSets" / split_list).read_text().split()[0]
     for folder, suffix in (("JPEGImages", "jpg"), ("SegmentationObject", "png"),
                            ("SegmentationClass", "png")):  # fmt: skip
-        path = root / folder / f"{train}.{suffix}"
+        path = root / folder / f"{image_id}.{suffix}"
         with Image.open(path) as image:
-            image.resize((64, 40)).save(path)
+            image.resize(size, Image.NEAREST).save(path)
+    return root
+
+
+def test_mixed_training_image_sizes_need_an_image_size(shapes, tmp_path):
+    root = resized_copy(shapes, tmp_path, "Main/train.txt", (64, 40))
     with pytest.raises(DataError, match=r"set data\.image_size"):
         preflight(load_plan(small_config(root)))
     preflight(load_plan(small_config(root, data={"image_size": 48})))  # resized: fine
@@ -210,16 +216,7 @@ def test_a_second_preflight_decodes_no_image(copied, tmp_path, monkeypatch):
 def test_evaluation_images_of_several_sizes_are_refused_when_not_resized(shapes, tmp_path):
     """Issue 23 defect 4: the per-epoch scoring stacked them and failed after training,
     naming no file."""
-    import shutil
-
-    root = tmp_path / "shapes"
-    shutil.copytree(shapes, root)
-    image_id = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
-    for folder, suffix in (("JPEGImages", "jpg"), ("SegmentationObject", "png"),
-                           ("SegmentationClass", "png")):  # fmt: skip
-        path = root / folder / f"{image_id}.{suffix}"
-        with Image.open(path) as image:
-            image.resize((40, 32), Image.NEAREST).save(path)
+    root = resized_copy(shapes, tmp_path, "Segmentation/val.txt", (40, 32))
     with pytest.raises(DataError, match=r"evaluation images .* have 2 sizes"):
         preflight(load_plan(small_config(root)))
     preflight(load_plan(small_config(root, data={"image_size": 48})))  # resized: accepted
