@@ -71,6 +71,30 @@ def bench_train_step(
     }
 
 
+def bench_cli_start(repeats: int) -> dict:
+    """Wall time of `prm-bench --help` and `--version` in a fresh process, against a bare
+    `python -c pass` (the interpreter's own start)."""
+    import subprocess
+    import sys
+    import time
+
+    def best(command: list[str]) -> float:
+        times = []
+        for _ in range(max(repeats, 3)):
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    seconds = {
+        "help": best([sys.executable, "-m", "prm_bench", "--help"]),
+        "version": best([sys.executable, "-m", "prm_bench", "--version"]),
+        "python_alone": best([sys.executable, "-c", "pass"]),
+    }
+    return {"label": "prm-bench --help", "seconds": seconds,
+            "overhead_help_over_python": seconds["help"] - seconds["python_alone"]}  # fmt: skip
+
+
 def main() -> None:
     """Run the benchmarks and write one JSON per benchmark."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -125,6 +149,10 @@ def main() -> None:
         "integrity": (
             "cost of preflight (10k VOC-size images) and of verifying VOC val's PRMs",
             lambda: [bench_integrity()],
+        ),
+        "cli_start": (
+            "prm-bench --help under 1 s (no torch at import)",
+            lambda: [bench_cli_start(r)],
         ),
         "preflight_cache": (
             "a 100k-image tree: second check (nothing changed) < 5 s; the first "

@@ -14,8 +14,6 @@ from prm_bench.cli.app import app, console, fail
 from prm_bench.data import DATASETS, open_dataset
 from prm_bench.data.base import DataError, Dataset
 from prm_bench.data.shapes import CLASS_SHAPES, ShapesSpec, generate_shapes
-from prm_bench.instances.proposals import GALLERIES, cache_gallery, open_gallery
-from prm_bench.instances.proposals.quality import gallery_quality
 
 data_app = typer.Typer(help="Generate and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -170,6 +168,9 @@ def data_proposals(
 
     Takes ten parameters: each is a command-line option.
     """
+    from prm_bench.instances.proposals import GALLERIES, cache_gallery, open_gallery
+    from prm_bench.instances.proposals.quality import gallery_quality
+
     try:
         dataset = _open(kind, root, split, True)
         if gallery not in GALLERIES:

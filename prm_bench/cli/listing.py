@@ -6,50 +6,49 @@ import typer
 from rich.table import Table
 
 from prm_bench.cli.app import app, console
-from prm_bench.data import DATASETS
-from prm_bench.data.sources import SOURCES
-from prm_bench.instances.baselines import BASELINES
-from prm_bench.instances.methods import METHODS
-from prm_bench.instances.proposals import GALLERIES
-from prm_bench.instances.retrieval_options import TERMS
-from prm_bench.metrics import METRICS
-from prm_bench.model.backbones import BACKBONES
-from prm_bench.model.peaks import STIMULATIONS
-from prm_bench.orchestrate.executors import EXECUTORS
 from prm_bench.registry import Registry
 
-FAMILIES: dict[str, Registry] = {
-    "backbones": BACKBONES,
-    "stimulations": STIMULATIONS,
-    "terms": TERMS,
-    "galleries": GALLERIES,
-    "baselines": BASELINES,
-    "methods": METHODS,
-    "metrics": METRICS,
-    "datasets": DATASETS,
-    "executors": EXECUTORS,
-    "sources": SOURCES,
-}
+NAMES = (
+    "backbones", "stimulations", "terms", "galleries", "baselines", "methods", "metrics",
+    "datasets", "executors", "sources",
+)  # fmt: skip
+
+
+def families() -> dict[str, Registry]:
+    """The registries by family name (imported when listed: the CLI starts without torch)."""
+    from prm_bench.data import DATASETS
+    from prm_bench.data.sources import SOURCES
+    from prm_bench.instances.baselines import BASELINES
+    from prm_bench.instances.methods import METHODS
+    from prm_bench.instances.proposals import GALLERIES
+    from prm_bench.instances.retrieval_options import TERMS
+    from prm_bench.metrics import METRICS
+    from prm_bench.model.backbones import BACKBONES
+    from prm_bench.model.peaks import STIMULATIONS
+    from prm_bench.orchestrate.executors import EXECUTORS
+
+    registries = (BACKBONES, STIMULATIONS, TERMS, GALLERIES, BASELINES, METHODS, METRICS,
+                  DATASETS, EXECUTORS, SOURCES)  # fmt: skip
+    return dict(zip(NAMES, registries, strict=True))
 
 
 @app.command("list")
 def list_entries(
-    family: str = typer.Argument(None, help=f"One of: {', '.join(FAMILIES)} (default: all)."),
+    family: str = typer.Argument(None, help=f"One of: {', '.join(NAMES)} (default: all)."),
     pattern: str = typer.Argument("*", help="fnmatch pattern over the names, e.g. 'resnet*'."),
 ) -> None:
     """List the entries of the registries (backbones, stimulations, terms, galleries,
     baselines, methods, metrics, datasets, executors, sources)."""
-    if family is not None and family not in FAMILIES:
-        console.print(
-            f"[red]error:[/] unknown family {family!r} (choose from {', '.join(FAMILIES)})"
-        )
+    if family is not None and family not in NAMES:
+        console.print(f"[red]error:[/] unknown family {family!r} (choose from {', '.join(NAMES)})")
         raise typer.Exit(2)
-    for name in [family] if family else list(FAMILIES):
+    registries = families()
+    for name in [family] if family else list(NAMES):
         table = Table(title=name, title_justify="left")
         for column in ("name", "properties", "description"):
             table.add_column(column)
-        for entry in FAMILIES[name].names(pattern):
-            table.add_row(entry, *FAMILIES[name].describe(entry))
+        for entry in registries[name].names(pattern):
+            table.add_row(entry, *registries[name].describe(entry))
         console.print(table)
     if family in (None, "backbones"):
         console.print("Any timm CNN is also available as [bold]timm:<name>[/].")

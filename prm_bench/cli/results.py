@@ -8,21 +8,24 @@ import typer
 from rich.table import Table
 
 from prm_bench.cli.app import app, console, exit_interrupted, fail
-from prm_bench.config import STAGES, ConfigError
-from prm_bench.orchestrate.rundir import (
-    environments,
-    is_running,
-    plan_from_manifest,
-    read_manifest,
-    stage_status,
-    store_of,
-    training_epoch,
-)
+from prm_bench.errors import ConfigError
+
+STAGES = ("train", "infer", "retrieve", "evaluate")  # config.STAGES, without importing torch
 
 
 @app.command()
 def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/quick.")) -> None:
     """Show which stages of each cell of a run are done, failed or pending."""
+    from prm_bench.orchestrate.rundir import (
+        environments,
+        is_running,
+        plan_from_manifest,
+        read_manifest,
+        stage_status,
+        store_of,
+        training_epoch,
+    )
+
     try:
         manifest = read_manifest(run_dir)
         plan = plan_from_manifest(run_dir)
@@ -79,6 +82,7 @@ def report(
     ),
 ) -> None:
     """Paper-style tables (Markdown, LaTeX, CSV) and figures of a run, paper numbers alongside."""
+    from prm_bench.orchestrate.rundir import read_manifest
     from prm_bench.report import build_report
     from prm_bench.report.tuning import build_tuning_report, has_tuning
 

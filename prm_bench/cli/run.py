@@ -34,15 +34,12 @@ from prm_bench.cli.app import (
     exit_interrupted,
     fail,
 )
-from prm_bench.config import ConfigError, Plan, load_plan
-from prm_bench.data.base import DataError
-from prm_bench.orchestrate.executors import make_executor
-from prm_bench.orchestrate.preflight import dry_run_notes, preflight
-from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError, cells_not_in, check_owner
-from prm_bench.orchestrate.runner import RunInterrupted, RunOptions, plan_tasks, run_plan
-from prm_bench.stages.store import Store
+from prm_bench.errors import ConfigError
 
+# torch and the registries load when a command runs, never at import: `prm-bench --help`
+# and `--version` answer at once (each function imports what it uses)
 if TYPE_CHECKING:
+    from prm_bench.config import Plan
     from prm_bench.orchestrate.tune import TuneSummary
 
 PROGRESS_COLUMNS = (
@@ -110,6 +107,12 @@ def _load(
     with its inputs checked and the runs folder writable; a user mistake exits 2.
 
     Takes six parameters: what `run` and `tune` both read from their command line."""
+    from prm_bench.config import load_plan
+    from prm_bench.data.base import DataError
+    from prm_bench.orchestrate.preflight import preflight
+    from prm_bench.orchestrate.rundir import check_owner
+    from prm_bench.orchestrate.runner import RunOptions
+
     try:
         plan = load_plan(config, [*overrides, *_extra_overrides(ctx)], use_grid=use_grid)
         dry_run = settings.pop("dry_run", False)
@@ -126,6 +129,10 @@ def _load(
 
 def _print_plan(plan: Plan, run_dir: Path) -> None:
     """The plan's stages to run and in store, and a note on cells it drops."""
+    from prm_bench.orchestrate.rundir import cells_not_in
+    from prm_bench.orchestrate.runner import plan_tasks
+    from prm_bench.stages.store import Store
+
     levels = plan_tasks(plan, Store(run_dir / "store"))
     table = Table(
         title=f"plan {plan.name}: {len(plan.cells)} cells -> {run_dir}", title_justify="left"
@@ -183,6 +190,11 @@ def run(
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages.
 
     Takes nine parameters: the click context (for `--set a=1 b=2`) and each option."""
+    from prm_bench.orchestrate.executors import make_executor
+    from prm_bench.orchestrate.preflight import dry_run_notes
+    from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError
+    from prm_bench.orchestrate.runner import RunInterrupted, RunOptions, run_plan
+
     settings = {"jobs": jobs, "device": device, "executor": executor, "scheduler": scheduler}
     plan = _load(ctx, config, overrides, True, {**settings, "dry_run": dry_run}, runs_dir)
     run_dir = runs_dir / plan.name
@@ -257,6 +269,10 @@ def tune(
     test default and tuned once on the evaluation split. Stages are shared with `run`.
 
     Takes fourteen parameters: the click context (for `--set a=1 b=2`) and each option."""
+    from prm_bench.data.base import DataError
+    from prm_bench.orchestrate.executors import make_executor
+    from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError
+    from prm_bench.orchestrate.runner import RunInterrupted, RunOptions
     from prm_bench.orchestrate.tune import TuneFailed, TuneRequest
     from prm_bench.orchestrate.tune import tune as run_tune
 

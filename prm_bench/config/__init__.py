@@ -3,7 +3,7 @@ cells (`plan`), YAML files with overrides and grids (`loading`) and search space
 (`search`). docs/design.md, section 6."""
 
 from prm_bench.config.keys import STAGES, config_hash, stage_keys
-from prm_bench.config.loading import apply_overrides, get_path, load_plan, parse_override, set_path
+from prm_bench.config.loading import load_plan
 from prm_bench.config.models import (
     BackboneConfig,
     ConfigError,
@@ -17,6 +17,7 @@ from prm_bench.config.models import (
     StimulationConfig,
     TrainConfig,
 )
+from prm_bench.config.overrides import apply_overrides, get_path, parse_override, set_path
 from prm_bench.config.plan import Cell, Plan
 
 __all__ = [

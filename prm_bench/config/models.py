@@ -24,6 +24,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from prm_bench.data import DATASETS
+from prm_bench.errors import ConfigError  # noqa: F401 - re-exported: config.ConfigError
 from prm_bench.instances.baselines import BaselineConfig
 from prm_bench.instances.methods import METHODS
 from prm_bench.instances.proposals import GALLERIES
@@ -32,10 +33,6 @@ from prm_bench.metrics import METRICS
 from prm_bench.model.backbones import BACKBONES
 from prm_bench.model.peaks import STIMULATIONS
 from prm_bench.registry import Registry, keyword_options
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file and key path."""
 
 
 def _registered_in(registry: Registry, exempt: Callable[[str], bool] | None = None) -> Any:

@@ -21,8 +21,8 @@ from pydantic import (
     ValidationError,
 )
 
-from prm_bench.config.loading import apply_overrides, get_path
 from prm_bench.config.models import ConfigError, ExperimentConfig
+from prm_bench.config.overrides import apply_overrides, get_path
 
 # what a trial is scored by must not move
 FIXED_SECTIONS = {"data", "eval"}

@@ -187,8 +187,7 @@ _NON_CONVOLUTIONAL = (nn.Linear, nn.MultiheadAttention)
 
 @functools.cache
 def _timm_spec(timm_name: str) -> BackboneSpec:
-    names = timm.list_models()
-    if timm_name not in names:
+    if timm_name not in (names := timm.list_models()):
         close = timm.list_models(f"*{timm_name}*")[:5]
         close = close or difflib.get_close_matches(timm_name, names, n=3, cutoff=0.75)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""

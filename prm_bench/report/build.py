@@ -14,12 +14,20 @@ import torch
 import torch.nn.functional as F
 
 from prm_bench.atomic import write_text_atomic
-from prm_bench.config import STAGES, ExperimentConfig, Plan
+from prm_bench.config import ExperimentConfig, Plan
 from prm_bench.instances.methods import METHODS
 from prm_bench.metrics.instance import voc_pr_curve
-from prm_bench.orchestrate.rundir import environments, plan_from_manifest, store_of
+from prm_bench.orchestrate.rundir import plan_from_manifest, store_of
 from prm_bench.report import figures
 from prm_bench.report.claims import measure_claims
+from prm_bench.report.header import (
+    command_line,
+    computed_time,
+    environment_line,
+    missing_cells,
+    on_paper_data,
+    stage_time,
+)
 from prm_bench.report.markdown import setting_lines, shown_path
 from prm_bench.report.tables import ReportTable, build_tables, to_latex, to_markdown
 from prm_bench.report.tuning import has_tuning, tuning_section
@@ -111,11 +119,11 @@ def _header(run: _Run) -> list[str]:
         f"`{first.data.eval_split}`; backbones: "
         f"{_describe({c.backbone.name for c in run.configs.values()})}; seeds: "
         f"{_describe({c.train.seed for c in run.configs.values()})}.",
-        _environment_line(run.plan, run.store),
-        *_command_line(manifest),
-        f"- Stage wall time of the last `prm-bench run` on this store: {_stage_time(manifest)}"
+        environment_line(run.plan, run.store),
+        *command_line(manifest),
+        f"- Stage wall time of the last `prm-bench run` on this store: {stage_time(manifest)}"
         + (f"; whole run {wall / 60:.1f} min" if wall is not None else "")
-        + f". {_computed_time(run.plan, run.store)}",
+        + f". {computed_time(run.plan, run.store)}",
         "- Values in %, mean +- std over seeds where a table has more than one; "
         + (
             "`paper` is the published number (PASCAL VOC 2012 val) and `diff` this run minus "
@@ -125,30 +133,9 @@ def _header(run: _Run) -> list[str]:
             f"another dataset than this run's ({first.data.name}): no difference is taken, "
             "and none reads as a reproduction."
         ),
-        *_missing_cells(manifest),
+        *missing_cells(manifest),
         "",
     ]
-
-
-def on_paper_data(config: ExperimentConfig) -> bool:
-    """Whether a run is on the paper's benchmark (PASCAL VOC 2012, evaluated on val)."""
-    return config.data.name == "voc" and Path(str(config.data.eval_split)).stem == "val"
-
-
-def _missing_cells(manifest: dict) -> list[str]:
-    """A warning naming the cells without results, and why (a partly failed run must
-    not look complete)."""
-    cells = manifest.get("cells") or []
-    missing = [c for c in cells if c.get("status") != "done"]
-    if not missing:
-        return []
-    lines = [f"- **{len(missing)} of {len(cells)} cells have no results**; the tables lack "
-             "their rows:"]  # fmt: skip
-    for cell in missing:
-        axes = ", ".join(f"{k}={v}" for k, v in (cell.get("axes") or {}).items()) or "-"
-        why = cell.get("error") or cell.get("status", "pending")
-        lines.append(f"  - cell {cell.get('index')} ({axes}): {why}")
-    return lines
 
 
 def _tables(run: _Run) -> list[str]:
@@ -236,47 +223,6 @@ def _qualitative_section(run: _Run, samples: int) -> list[str]:
 
 def _tuning(run: _Run, resamples: int) -> list[str]:
     return tuning_section(run.run_dir, run.out, resamples) if has_tuning(run.run_dir) else []
-
-
-def _command_line(manifest: dict) -> list[str]:
-    """The command behind the numbers (with its --set overrides), where recorded."""
-    argv = manifest.get("command")
-    if not argv:
-        return []
-    shown = " ".join([Path(argv[0]).name, *argv[1:]])
-    return [f"- Command: `{shown}`."]
-
-
-def _stage_time(manifest: dict) -> str:
-    totals: dict[str, float] = {}
-    for name, seconds in manifest.get("stage_seconds", {}).items():
-        stage = name.split("/")[0]
-        totals[stage] = totals.get(stage, 0.0) + seconds
-    if not totals:
-        return "nothing ran (every stage was reused)"
-    parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
-    return f"{sum(totals.values()):.0f} s ({parts})"
-
-
-def _computed_time(plan: Plan, store: Store) -> str:
-    """What computing every stage of the plan took, from the stage records (a fully
-    cached rerun took no time, but its numbers did)."""
-    stages = {(s, c.keys[s]) for c in plan.cells for s in STAGES}
-    seconds = 0.0
-    for stage, key in stages:
-        try:
-            seconds += float(store.record(stage, key).get("seconds", 0.0))
-        except (OSError, ValueError, TypeError):
-            continue
-    return f"Computing its stages took {seconds / 60:.1f} min in all (as recorded with them)."
-
-
-def _environment_line(plan: Plan, store: Store) -> str:
-    groups = environments(plan, store)
-    if len(groups) <= 1:
-        return f"- Every stage was computed with: {next(iter(groups), 'unknown')}."
-    parts = "; ".join(f"{d} ({len(s)} stages)" for d, s in groups.items())
-    return f"- **Mixed environments** (a resume changed threads, versions or device): {parts}."
 
 
 def _describe(values: set) -> str:

@@ -1,7 +1,7 @@
 from typer.testing import CliRunner
 
 from prm_bench.cli import app
-from prm_bench.cli.listing import FAMILIES
+from prm_bench.cli.listing import families
 
 runner = CliRunner()
 
@@ -9,7 +9,7 @@ runner = CliRunner()
 def test_list_shows_every_registered_entry():
     result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for registry in FAMILIES.values():
+    for registry in families().values():
         for name in registry.names():
             assert name in result.output
     assert "boundary + class" in result.output  # the no-instance subset
@@ -36,3 +36,14 @@ def test_version_is_an_option_too():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"prm-bench {__version__}"
+
+
+def test_the_cli_starts_without_torch():
+    """Issue 24 item 4: importing the CLI imported torch and timm (5-12 s per command);
+    torch loads when a command needs it."""
+    import subprocess
+    import sys
+
+    code = "import sys, prm_bench.cli; print(sorted({'torch', 'timm'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
