@@ -36,7 +36,9 @@ def command_line(manifest: dict) -> list[str]:
     argv = manifest.get("command")
     if not argv:
         return []
-    shown = " ".join([Path(argv[0]).name, *argv[1:]])
+    program = Path(argv[0]).name
+    program = "prm-bench" if program in ("__main__.py", "prm_bench") else program  # python -m
+    shown = " ".join([program, *argv[1:]])
     return [f"- Command: `{shown}`."]
 
 
