@@ -80,6 +80,22 @@ class Interval:
     resamples: int
     level: float
     method: str
+    # two-sided bootstrap p-value of "no effect": twice the smaller tail share at 0
+    p_value: float = 1.0
+    # with several seeds: the spread of the per-seed effects, and the CI of the images
+    # alone (seeds held fixed), which measure different things and are reported apart
+    seed_sd: float | None = None
+    image_low: float | None = None
+    image_high: float | None = None
+
+    def magnitude(self, paper: float | None) -> str:
+        """Whether the paper's effect (a share, like the interval) lies in the CI:
+        `agrees`, or the measured effect is `smaller` / `larger`; "" without one."""
+        if paper is None:
+            return ""
+        if self.low - ZERO <= paper <= self.high + ZERO:
+            return "agrees"
+        return "smaller" if self.high < paper else "larger"
 
     def verdict(self, expected_sign: int = 1) -> Verdict:
         """`holds` when the CI lies on the expected side of 0, `contradicted` when on
@@ -96,22 +112,38 @@ class Interval:
         return "inconclusive"
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (same order): the k-th
+    smallest is multiplied by (m - k + 1), made monotone, capped at 1."""
+    order = np.argsort(p_values)
+    adjusted = np.empty(len(p_values))
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
 def _draw_effects(
     sides: tuple[Sequence[Statistics], Sequence[Statistics]],
     metric: str,
     rng: np.random.Generator,
     draws: int,
     n_images: int,
+    resample_seeds: bool = True,
 ) -> np.ndarray:
-    """`draws` bootstrap effects: each draws the seeds with replacement, then the images
-    with replacement for every drawn seed, and recomputes both sides on that draw."""
+    """`draws` bootstrap effects: each draws the seeds with replacement (or keeps every
+    seed once, not `resample_seeds`), then the images with replacement for every drawn
+    seed, and recomputes both sides on that draw.
+
+    Takes six parameters: the two sides, the metric, the generator, the draw count, the
+    image count and whether seeds are resampled."""
     better, worse = sides
     n_seeds = len(better)
-    seeds = (
-        rng.integers(n_seeds, size=(draws, n_seeds))
-        if n_seeds > 1
-        else np.zeros((draws, 1), dtype=np.int64)
-    )
+    if n_seeds > 1 and resample_seeds:
+        seeds = rng.integers(n_seeds, size=(draws, n_seeds))
+    else:
+        seeds = np.tile(np.arange(n_seeds), (draws, 1))
     counts = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), (draws, n_seeds))
     differences = np.zeros((draws, n_seeds))
     for s in range(n_seeds):
@@ -177,4 +209,29 @@ def paired_bootstrap(
         if n_seeds > 1
         else "paired bootstrap over images (one seed)"
     )
-    return Interval(float(point), float(low), float(high), resamples, level, method)
+    spread: dict[str, float | None] = {"seed_sd": None, "image_low": None, "image_high": None}
+    if n_seeds > 1:
+        per_seed = [
+            metric_samples(b, metric, ones)[0] - metric_samples(w, metric, ones)[0]
+            for b, w in zip(better, worse, strict=True)
+        ]
+        images = np.concatenate([
+            _draw_effects((better, worse), metric, rng, min(chunk, resamples - start), n_images,
+                          resample_seeds=False)
+            for start in range(0, resamples, chunk)
+        ])  # fmt: skip
+        image_low, image_high = np.nanpercentile(images, [tail, 100.0 - tail])
+        spread = {"seed_sd": float(np.std(per_seed, ddof=1)), "image_low": float(image_low),
+                  "image_high": float(image_high)}  # fmt: skip
+    return Interval(
+        float(point), float(low), float(high), resamples, level, method,
+        p_value=_p_value(samples), **spread,
+    )  # fmt: skip
+
+
+def _p_value(samples: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a zero effect, (count + 1) / (draws + 1) per tail."""
+    samples = samples[np.isfinite(samples)]
+    below = (np.sum(samples <= ZERO) + 1) / (len(samples) + 1)
+    above = (np.sum(samples >= -ZERO) + 1) / (len(samples) + 1)
+    return float(min(1.0, 2 * min(below, above)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from prm_bench.metrics.bootstrap import Interval, Statistics, paired_bootstrap, supports
+from prm_bench.metrics.bootstrap import Interval, Statistics, holm, paired_bootstrap, supports
 from prm_bench.report.paper import paper_value
 from prm_bench.report.tables import ReportTable
 
@@ -150,10 +150,40 @@ def measure_claims(
                 if interval is None
                 else f"[{interval.low * 100:+.1f}, {interval.high * 100:+.1f}]",
                 "verdict": NO_STATISTICS if interval is None else interval.verdict(),
+                "magnitude vs paper": ""
+                if interval is None or paper is None
+                else interval.magnitude(paper / 100),
+                "seed sd": _points(interval and interval.seed_sd),
+                "image-only 95% CI": ""
+                if interval is None or interval.image_low is None
+                else f"[{interval.image_low * 100:+.1f}, {interval.image_high * 100:+.1f}]",
             }
         )
         intervals.append(interval)
-    return pd.DataFrame(rows), intervals
+    return _corrected(pd.DataFrame(rows), intervals), intervals
+
+
+ALPHA = 0.05  # the family-wise error rate the claims are controlled at
+
+
+def _points(share: float | None) -> str:
+    return "" if share is None else f"{share * 100:.1f}"
+
+
+def _corrected(claims: pd.DataFrame, intervals: list[Interval | None]) -> pd.DataFrame:
+    """Holm-Bonferroni over the claims with a CI: each gets its adjusted bootstrap
+    p-value, and a verdict stands only when its CI excludes 0 and the adjusted p-value is
+    below `ALPHA` (13 claims tested at once would otherwise find one by chance)."""
+    tested = [i for i, interval in enumerate(intervals) if interval is not None]
+    if claims.empty:
+        return claims
+    claims["Holm p"] = ""
+    adjusted = holm([intervals[i].p_value for i in tested]) if tested else []
+    for index, p_value in zip(tested, adjusted, strict=True):
+        claims.loc[index, "Holm p"] = f"{p_value:.3f}"
+        if p_value >= ALPHA and claims.loc[index, "verdict"] != "inconclusive":
+            claims.loc[index, "verdict"] = "inconclusive (after Holm)"
+    return claims
 
 
 def _interval(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from prm_bench.atomic import atomic_path
 from prm_bench.report.paper import paper_value
@@ -107,7 +108,7 @@ def claims_forest(claims, intervals: list) -> Figure:
     axes = figure.add_subplot()
     colours = {"holds": COLORS[2], "contradicted": COLORS[3], "inconclusive": COLORS[7]}
     for y, (claim, interval) in enumerate(rows):
-        colour = colours[claim["verdict"]]
+        colour = colours[claim["verdict"].split(" ")[0]]  # "inconclusive (after Holm)" too
         axes.errorbar(
             interval.effect * 100,
             y,
@@ -125,6 +126,12 @@ def claims_forest(claims, intervals: list) -> Figure:
     axes.set_yticks(range(len(rows)), [c["claim"] for c, _ in rows], fontsize=7)
     axes.invert_yaxis()
     axes.set_xlabel("effect, percentage points (dot: this run with 95% CI; x: paper)")
+
+    legend = [
+        Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in colours.items()
+    ]
+    legend.append(Line2D([], [], marker="x", linestyle="", color="black", label="paper"))
+    axes.legend(handles=legend, fontsize=7, loc="lower right", framealpha=0.9)
     return figure
 
 

@@ -99,3 +99,43 @@ def test_a_bound_that_is_zero_up_to_rounding_is_zero():
     assert at(5.4e-17, 0.2).verdict() == "inconclusive"
     assert at(-0.2, -1e-6).verdict() == "contradicted"
     assert at(1e-6, 0.2).verdict() == "holds"
+
+
+def test_seed_spread_and_the_image_only_ci_are_reported_apart():
+    """Issue 24 item 12: the example above in numbers: the seeds differ by +0.4 and -0.2
+    (sd 0.42), while the images alone show no uncertainty at all (a point CI at 0.1)."""
+    better = [ratio(np.full(30, 0.9)), ratio(np.full(30, 0.3))]
+    worse = [ratio(np.full(30, 0.5)), ratio(np.full(30, 0.5))]
+    interval = paired_bootstrap(better, worse, "prm_correct", resamples=500)
+    assert interval.seed_sd == pytest.approx(np.std([0.4, -0.2], ddof=1))
+    assert interval.image_low == pytest.approx(0.1) and interval.image_high == pytest.approx(0.1)
+    one = paired_bootstrap(better[:1], worse[:1], "prm_correct", resamples=200)
+    assert one.seed_sd is None and one.image_low is None
+
+
+def test_the_p_value_is_small_only_for_a_clear_effect():
+    rng = np.random.default_rng(1)
+    score = rng.random(60)
+    better = [ranked(np.ones(60, bool), score)]
+    worse = [ranked(rng.random(60) < 0.4, score)]
+    clear = paired_bootstrap(better, worse, "mAP@0.5", resamples=999, seed=4)
+    assert clear.p_value == pytest.approx(2 / 1000)  # no draw at or below 0: (0 + 1) / 1000
+    same = paired_bootstrap(better, better, "mAP@0.5", resamples=999)
+    assert same.p_value == 1.0
+
+
+def test_holm_matches_hand_computed_adjustments():
+    from prm_bench.metrics.bootstrap import holm
+
+    # sorted 0.01, 0.02, 0.04, 0.30 -> x4, x3, x2, x1 = 0.04, 0.06, 0.08, 0.30 (monotone)
+    assert holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped, then kept monotone
+    assert holm([]) == []
+
+
+def test_the_magnitude_says_where_the_paper_s_effect_lies():
+    interval = Interval(0.04, 0.03, 0.05, 1000, 0.95, "m")
+    assert interval.magnitude(0.045) == "agrees"
+    assert interval.magnitude(0.179) == "smaller"  # the +3.7 against the paper's +17.9 case
+    assert interval.magnitude(-0.01) == "larger"
+    assert interval.magnitude(None) == ""
