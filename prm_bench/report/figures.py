@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from prm_bench.atomic import atomic_path
 from prm_bench.report.paper import paper_value
@@ -51,11 +53,13 @@ def bar_chart(table: ReportTable) -> Figure:
     """Bars of the headline metric per row, seed std as error bars, paper values as marks."""
     metric = headline_metric(table)
     labels = [
-        " / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.numbers.index
+        _short(" / ".join(map(str, i)) if isinstance(i, tuple) else str(i))
+        for i in table.numbers.index
     ]
     values = table.numbers[metric].to_numpy()
     errors = table.std[metric].to_numpy() if metric in table.std.columns else None
-    figure = Figure(figsize=(max(4.0, 0.8 * len(labels) + 1.5), 3.4), layout="constrained")
+    width = min(MAX_WIDTH_INCHES, max(4.0, 0.8 * len(labels) + 1.5))
+    figure = Figure(figsize=(width, 3.4), layout="constrained")
     axes = figure.add_subplot()
     positions = np.arange(len(labels))
     axes.bar(positions, values, yerr=errors, capsize=3, color=COLORS[0], label="this run")
@@ -73,9 +77,19 @@ def bar_chart(table: ReportTable) -> Figure:
             axes.legend(fontsize=8)
     axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
     axes.set_ylabel(f"{metric} (%)")
-    axes.set_title(table.spec.title, fontsize=9)
+    # the title names the plotted metric (the table has more), wrapped to the figure
+    title = f"{table.spec.title.split(':')[0]}: {metric}"
+    axes.set_title("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=9)
     axes.grid(axis="y", alpha=0.3)
     return figure
+
+
+MAX_WIDTH_INCHES = 12.0  # at 150 dpi a figure stays under 2,000 px wide
+
+
+def _short(label: str, most: int = 40) -> str:
+    """A tick label cut to `most` characters (a long one widened the figure past 2,800 px)."""
+    return label if len(label) <= most else label[: most - 3] + "..."
 
 
 def backbone_comparison(table: ReportTable) -> Figure:
@@ -137,23 +151,27 @@ def claims_forest(claims, intervals: list) -> Figure:
 
 def training_curves(logs: dict[str, list[dict]]) -> Figure:
     """Loss and evaluation classification mAP per epoch, one line per trained model."""
-    figure = Figure(figsize=(8, 3.2), layout="constrained")
+    figure = Figure(figsize=(8, 3.2 + 0.16 * len(logs)), layout="constrained")
     loss_axes, map_axes = figure.subplots(1, 2)
     for k, (label, log) in enumerate(sorted(logs.items())):
         epochs = [entry["epoch"] for entry in log]
-        color = COLORS[k % len(COLORS)]
-        loss_axes.plot(epochs, [e["loss"] for e in log], marker="o", color=color, label=label)
-        map_axes.plot(
-            epochs, [100 * e["eval_classification_mAP"] for e in log], marker="o", color=color
-        )
+        # colour and line style together: no two of up to 24 models look alike
+        style = {"color": COLORS[k % len(COLORS)], "linestyle": LINES[k // len(COLORS) % 3],
+                 "marker": "o", "markersize": 3}  # fmt: skip
+        loss_axes.plot(epochs, [e["loss"] for e in log], label=label, **style)
+        map_axes.plot(epochs, [100 * e["eval_classification_mAP"] for e in log], **style)
     loss_axes.set(xlabel="epoch", ylabel="training loss", title="Loss")
     map_axes.set(
         xlabel="epoch", ylabel="classification mAP (%)", title="Evaluation classification mAP"
     )
-    loss_axes.legend(fontsize=7)
     for axes in (loss_axes, map_axes):
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2 and 1.4
+    figure.legend(loc="outside lower center", ncols=3, fontsize=7, frameon=False)
     return figure
+
+
+LINES = ("-", "--", ":")
 
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float = 0.5) -> Figure:
