@@ -178,7 +178,15 @@ def _claims(run: _Run, resamples: int) -> list[str]:
     )
     write_text_atomic(run.out / "tables" / "claims.csv", claims.to_csv(index=False))
     lines = ["## The paper's claims, measured here", "", *_claims_method(intervals), ""]
-    lines += [to_markdown(claims), ""]
+    if not on_paper_data(run.plan.cells[0].config) and len(claims):
+        lines += [
+            "This run is not on the paper's data: `paper effect` and `magnitude vs paper` "
+            "are a reference from PASCAL VOC 2012, not a test of a reproduction.",
+            "",
+        ]
+    optional = ("magnitude vs paper", "seed sd", "image-only 95% CI")
+    empty = [c for c in optional if c in claims.columns and not claims[c].astype(bool).any()]
+    lines += [to_markdown(claims.drop(columns=empty)), ""]
     if any(i is not None for i in intervals):
         figures.save(figures.claims_forest(claims, intervals), run.figures, "claims")
         lines += ["![claims](figures/claims.png)", ""]
