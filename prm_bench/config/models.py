@@ -216,7 +216,7 @@ class RunSettings(_Section):
     """Where and how the whole run executes (the `run:` section, `Plan.run`): the same for
     every cell, so it is no grid or search axis and no part of any stage key."""
 
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     jobs: int = Field(1, ge=1)
     # CPU threads of every task, whatever --jobs is: results depend on the thread count

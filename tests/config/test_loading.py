@@ -243,3 +243,18 @@ def test_command_line_paths_are_relative_to_the_working_directory(tmp_path, monk
         load_plan(folder / "c.yaml", ["data.eval_split=val"]).cells[0].config.data.eval_split
         == "val"
     )
+
+
+def test_the_config_reference_is_current_and_every_key_has_a_meaning():
+    """Issue 24 item 13: docs/config.md is generated from the models; a new key without a
+    meaning fails here, and so does an edit of a model the file does not show."""
+    from pathlib import Path
+
+    from prm_bench.config.reference import MEANINGS, keys, reference_markdown
+
+    names = [key for key, _ in keys()]
+    assert sorted(names) == sorted(MEANINGS), set(names) ^ set(MEANINGS)
+    document = Path(__file__).parents[2] / "docs" / "config.md"
+    assert document.read_text() == reference_markdown(), (
+        "rerun python -m prm_bench.config.reference"
+    )
