@@ -66,6 +66,7 @@ def build_report(
     lines = [
         *_header(run),
         *_tables(run),
+        *_every_metric(run),
         *_claims(run, resamples),
         *_training(run),
         *_precision_recall(run),
@@ -167,6 +168,29 @@ def _tables(run: _Run) -> list[str]:
             figures.save(figures.backbone_comparison(table), run.figures, "backbone_comparison")
             lines += ["![backbones](figures/backbone_comparison.png)", ""]
     return lines
+
+
+def _every_metric(run: _Run) -> list[str]:
+    """Every metric the run computed, per cell: the paper's tables show a few of them, and
+    a metric asked for must appear somewhere (pointing, PRM quality, per-class values)."""
+    results = run.results
+    if results.empty:
+        return []
+    shown = results[~results["metric"].str.contains("/")]  # per-class values: in the csv
+    frame = shown.pivot_table(index="cell", columns="metric", values="value", aggfunc="first")
+    frame = frame.round(4)
+    axes = {c.index: ", ".join(f"{k}={v}" for k, v in c.axes.items()) for c in run.plan.cells}
+    frame.insert(0, "axes", [axes.get(i, "") for i in frame.index])
+    write_text_atomic(run.out / "tables" / "every_metric.csv", frame.to_csv())
+    return [
+        "## Every metric, per cell",
+        "",
+        "Values as stored: shares in [0, 1] (the tables above show them in %), counts, and "
+        "`_px` in pixels; the per-class values are in the run's `results.csv`.",
+        "",
+        to_markdown(frame.reset_index()),
+        "",
+    ]
 
 
 def _claims(run: _Run, resamples: int) -> list[str]:

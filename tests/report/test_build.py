@@ -24,6 +24,10 @@ def test_report_of_a_real_run_writes_tables_and_figures(shapes_root, tmp_path):
     # shapes is not the paper's data: its numbers are a labelled reference, never a diff
     assert "mAP@0.5 VOC ref." in text and "The paper's claims" in text
     assert "mAP@0.5 diff" not in text and "a reference on another dataset" in text
+    # every metric computed appears somewhere (issue 24 item 9): pointing, PRM quality
+    every = pd.read_csv(out / "tables" / "every_metric.csv")
+    assert {"pointing_mAP", "prm_correct", "mIoU", "abo"} <= set(every.columns)
+    assert "## Every metric, per cell" in text
     claims = pd.read_csv(out / "tables" / "claims.csv").set_index("claim")
     instance = claims.loc["Removing the instance-aware term lowers mAP^r@0.5"]
     assert instance["verdict"] in (
