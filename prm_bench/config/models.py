@@ -146,7 +146,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1)
     flip: bool = True
     seed: int = Field(0, ge=0, lt=2**63)  # torch's manual_seed takes 64 bits
-    amp: bool = True
+    # bf16 autocast in training, the same on every device (the CPU too): off by default,
+    # keyed, refused before any compute on a device without bf16 (preflight)
+    amp: bool = False
     # channels-last memory for the training convolutions: 20-30% faster on CPU; it
     # changes the order of float sums, so it is part of the training key
     channels_last: bool = True

@@ -42,7 +42,8 @@ MEANINGS = {
     "train.batch_size": "Images per training batch.",
     "train.flip": "Random left-right flips in training.",
     "train.seed": "Seed of the initialisation, the batch order and the flips.",
-    "train.amp": "Mixed precision on CUDA (no effect on the CPU).",
+    "train.amp": "bf16 autocast in training, the same on every device (refused where a "
+    "device has no bf16).",
     "train.channels_last": "Channels-last memory for the convolutions (faster on the CPU; "
     "changes float sums, so part of the key).",
     "train.loader_workers": "Processes decoding the next batches (speed only, no key).",

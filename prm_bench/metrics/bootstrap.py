@@ -197,36 +197,49 @@ def paired_bootstrap(
         ]
     )
     rng = np.random.default_rng(seed)
-    effects = [
+    samples = np.concatenate([
         _draw_effects((better, worse), metric, rng, min(chunk, resamples - start), n_images)
         for start in range(0, resamples, chunk)
-    ]
-    samples = np.concatenate(effects)
+    ])  # fmt: skip
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.nanpercentile(samples, [tail, 100.0 - tail])
-    method = (
-        "paired two-level bootstrap (seeds, then images)"
+    two_level = "paired two-level bootstrap (seeds, then images)"
+    method = two_level if n_seeds > 1 else "paired bootstrap over images (one seed)"
+    spread = (
+        _spread((better, worse), metric, rng, (resamples, chunk), tail)
         if n_seeds > 1
-        else "paired bootstrap over images (one seed)"
+        else {"seed_sd": None, "image_low": None, "image_high": None}
     )
-    spread: dict[str, float | None] = {"seed_sd": None, "image_low": None, "image_high": None}
-    if n_seeds > 1:
-        per_seed = [
-            metric_samples(b, metric, ones)[0] - metric_samples(w, metric, ones)[0]
-            for b, w in zip(better, worse, strict=True)
-        ]
-        images = np.concatenate([
-            _draw_effects((better, worse), metric, rng, min(chunk, resamples - start), n_images,
-                          resample_seeds=False)
-            for start in range(0, resamples, chunk)
-        ])  # fmt: skip
-        image_low, image_high = np.nanpercentile(images, [tail, 100.0 - tail])
-        spread = {"seed_sd": float(np.std(per_seed, ddof=1)), "image_low": float(image_low),
-                  "image_high": float(image_high)}  # fmt: skip
     return Interval(
         float(point), float(low), float(high), resamples, level, method,
         p_value=_p_value(samples), **spread,
     )  # fmt: skip
+
+
+def _spread(
+    sides: tuple[Sequence[Statistics], Sequence[Statistics]],
+    metric: str,
+    rng: np.random.Generator,
+    draws: tuple[int, int],
+    tail: float,
+) -> dict[str, float]:
+    """With several seeds: the sd of the per-seed effects, and the CI of the images alone
+    (every seed kept once per draw); `draws` is (resamples, chunk)."""
+    better, worse = sides
+    ones = np.ones((1, image_count(better[0])))
+    per_seed = [
+        metric_samples(b, metric, ones)[0] - metric_samples(w, metric, ones)[0]
+        for b, w in zip(better, worse, strict=True)
+    ]
+    resamples, chunk = draws
+    images = np.concatenate([
+        _draw_effects(sides, metric, rng, min(chunk, resamples - start), ones.shape[1],
+                      resample_seeds=False)
+        for start in range(0, resamples, chunk)
+    ])  # fmt: skip
+    low, high = np.nanpercentile(images, [tail, 100.0 - tail])
+    return {"seed_sd": float(np.std(per_seed, ddof=1)), "image_low": float(low),
+            "image_high": float(high)}  # fmt: skip
 
 
 def _p_value(samples: np.ndarray) -> float:

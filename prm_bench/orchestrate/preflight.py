@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from prm_bench.config import ConfigError, Plan, stage_keys
 from prm_bench.config.keys import DataDigests
 from prm_bench.config.models import DataConfig, ExperimentConfig
@@ -209,14 +211,27 @@ def check_models(plan: Plan) -> None:
         ConfigError: naming the key and the value.
     """
     try:
-        resolve_device(plan.run.device)
+        device = resolve_device(plan.run.device)
     except StageError as err:
         raise ConfigError(f"--device / run.device {plan.run.device}: {err}") from None
+    if any(c.config.train.amp for c in plan.cells) and not bf16_supported(device):
+        raise ConfigError(
+            f"train.amp: true needs bf16 autocast, which {device} does not support; set "
+            "train.amp: false (the results then match every other device's)"
+        )
     for name in sorted({cell.config.backbone.name for cell in plan.cells}):
         try:
             get_backbone(name)
         except ValueError as err:
             raise ConfigError(f"backbone.name {name}: {err}") from None
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether training can autocast to bf16 on `device` (every CPU torch runs on; CUDA
+    from Ampere on)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"
 
 
 def dry_run_notes(plan: Plan) -> dict[Path, str]:

@@ -99,7 +99,7 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
     """One pass over the training images in the order of `loop.plan`; the mean loss."""
     model, device = loop.model, loop.device
     model.train()
-    autocast = device.type == "cuda" and train.amp
+    autocast = train.amp  # bf16 on every device: one meaning under one training key
     losses = []
     for step, (items, batch) in enumerate(zip(loop.plan.batches, loop.loader, strict=True)):
         index = [i for i, _ in items]

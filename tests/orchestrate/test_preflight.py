@@ -236,3 +236,28 @@ def test_a_file_gallery_s_files_are_in_the_proposals_key_only(shapes, tmp_path):
     shutil.copyfile(files[1], files[0])  # another image's proposals over this one's
     after = bind_data(load_plan(tree)).cells[0].keys
     assert [s for s in before if before[s] != after[s]] == ["proposals", "retrieve", "evaluate"]
+
+
+def test_mixed_precision_means_bf16_on_every_device_and_is_refused_without_it(
+    shapes, tmp_path, monkeypatch
+):
+    """Issue 22 item 5: `train.amp` acted on CUDA only, so one training key held two
+    models; it is now bf16 autocast everywhere (the CPU too), off by default."""
+    from prm_bench.config import ConfigError
+    from prm_bench.orchestrate import preflight as preflight_module
+    from prm_bench.orchestrate.runner import RunOptions, run_plan
+
+    plans = {amp: load_plan(small_config(shapes, train={"amp": amp})) for amp in (False, True)}
+    assert load_plan(small_config(shapes)).cells[0].config.train.amp is False
+    assert plans[False].cells[0].keys["train"] != plans[True].cells[0].keys["train"]
+    models = {}
+    for amp, plan in plans.items():
+        summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path / str(amp)))
+        key = summary.plan.cells[0].keys["train"]
+        folder = tmp_path / str(amp) / plan.name / "store" / "train" / key
+        models[amp] = (folder / "model.safetensors").read_bytes()
+    assert models[False] != models[True]  # bf16 autocast really ran on the CPU
+    monkeypatch.setattr(preflight_module, "bf16_supported", lambda device: False)
+    with pytest.raises(ConfigError, match=r"train\.amp: true needs bf16"):
+        preflight(plans[True])
+    preflight(plans[False])
