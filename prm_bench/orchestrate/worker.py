@@ -65,8 +65,13 @@ def execute_tasks(
     configs, keys = [c.config for c in cells], [c.keys for c in cells]
     try:
         device = resolve_device(where.device)
-        if device.type == "cuda":
+        if device.type == "cuda":  # one GPU per slot: --jobs N spreads tasks over N GPUs
             device = torch.device("cuda", where.slot % max(torch.cuda.device_count(), 1))
+        task = ", ".join(sorted({k[stage] for k in keys}))
+        progress.report(
+            f"{stage} {task}: on {device} (slot {where.slot}, pid {os.getpid()}, "
+            f"{where.threads} threads)"
+        )
         if len(cells) == 1:
             RUNNERS[stage](configs[0], store, keys[0], device)
             errors: list[str | None] = [None]

@@ -132,6 +132,10 @@ def test_results_do_not_depend_on_jobs_and_the_environment_is_recorded(clean, tm
     )
     assert record["environment"]["threads"] == plan.run.threads
     assert record["device"] == "cpu"
+    # each task's placement is logged (issue 22: one GPU per worker on CUDA)
+    placed = [line for line in (tmp_path / plan.name / "run.log").read_text().splitlines()
+              if ": on cpu (slot " in line]  # fmt: skip
+    assert any(" train " in line for line in placed) and len(placed) >= 4
     assert len(environments(plan, Store(tmp_path / plan.name / "store"))) == 1
 
 
