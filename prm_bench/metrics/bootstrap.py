@@ -212,7 +212,7 @@ def paired_bootstrap(
     )
     return Interval(
         float(point), float(low), float(high), resamples, level, method,
-        p_value=_p_value(samples), **spread,
+        p_value=bootstrap_p_value(samples), **spread,
     )  # fmt: skip
 
 
@@ -242,7 +242,7 @@ def _spread(
             "image_high": float(high)}  # fmt: skip
 
 
-def _p_value(samples: np.ndarray) -> float:
+def bootstrap_p_value(samples: np.ndarray) -> float:
     """Two-sided bootstrap p-value of a zero effect, (count + 1) / (draws + 1) per tail."""
     samples = samples[np.isfinite(samples)]
     below = (np.sum(samples <= ZERO) + 1) / (len(samples) + 1)

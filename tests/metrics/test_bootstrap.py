@@ -139,3 +139,51 @@ def test_the_magnitude_says_where_the_paper_s_effect_lies():
     assert interval.magnitude(0.179) == "smaller"  # the +3.7 against the paper's +17.9 case
     assert interval.magnitude(-0.01) == "larger"
     assert interval.magnitude(None) == ""
+
+
+def test_a_two_cell_contrast_is_the_paired_bootstrap():
+    from prm_bench.metrics.contrast import contrast_bootstrap
+
+    rng = np.random.default_rng(3)
+    better = [ratio(rng.random(40) < 0.7) for _ in range(3)]
+    worse = [ratio(rng.random(40) < 0.5) for _ in range(3)]
+    paired = paired_bootstrap(better, worse, "prm_correct", resamples=600, seed=5)
+    contrast = contrast_bootstrap([better, worse], [1, -1], "prm_correct", resamples=600, seed=5)
+    assert (contrast.effect, contrast.low, contrast.high) == pytest.approx(
+        (paired.effect, paired.low, paired.high)
+    )
+
+
+def test_the_gap_verdicts_on_known_effects():
+    """Issue 25: a zero effect inside the margin is negligible; a clear one matters."""
+    from prm_bench.metrics.contrast import contrast_bootstrap, gap_verdict
+
+    rng = np.random.default_rng(0)
+    base = [ratio(rng.random(50)) for _ in range(2)]
+    same = contrast_bootstrap([base, base], [1, -1], "prm_correct", resamples=300)
+    assert (same.low, same.high) == (0.0, 0.0) and gap_verdict(same, 0.01) == "negligible"
+    shifted = [ratio(s["prm_correct/num"] + 0.2) for s in base]
+    clear = contrast_bootstrap([shifted, base], [1, -1], "prm_correct", resamples=300)
+    assert clear.effect == pytest.approx(0.2) and gap_verdict(clear, 0.01) == "matters"
+    wide = Interval(0.0, -0.05, 0.04, 300, 0.95, "m")
+    assert gap_verdict(wide, 0.01) == "inconclusive" and gap_verdict(wide, 0.05) == "negligible"
+
+
+def test_the_interaction_check_finds_additive_and_non_additive_causes():
+    """Issue 25: single effects +0.1 and +0.2 add up to an all-flipped +0.3; an
+    all-flipped +0.5 is a +0.2 interaction, whatever the images drawn."""
+    from prm_bench.metrics.contrast import interaction
+
+    rng = np.random.default_rng(1)
+    base = [ratio(rng.random(30) * 0.5) for _ in range(2)]
+
+    def plus(value):
+        return [ratio(s["prm_correct/num"] + value) for s in base]
+
+    additive = interaction(base, [plus(0.1), plus(0.2)], plus(0.3), "prm_correct", resamples=300)
+    assert additive.effect == pytest.approx(0.0, abs=1e-12)
+    assert additive.low == pytest.approx(0.0, abs=1e-9) and additive.high == pytest.approx(
+        0.0, abs=1e-9
+    )
+    joint = interaction(base, [plus(0.1), plus(0.2)], plus(0.5), "prm_correct", resamples=300)
+    assert joint.effect == pytest.approx(0.2) and joint.low == pytest.approx(0.2)
