@@ -75,7 +75,7 @@ def stage_keys(config: ExperimentConfig, data: DataDigests | None = None) -> dic
     content of the files it reads. Without `data` the keys name the config alone."""
     read = data or DataDigests("", "", "")
     bound = (lambda *parts: list(parts)) if data is not None else (lambda *parts: [])
-    training = config.train.model_dump(mode="json", exclude={"loader_workers"})
+    training = config.train.model_dump(mode="json", exclude={"loader_workers", "log_to"})
     train = config_hash(
         "train",
         _training_data(config.data),

@@ -155,6 +155,9 @@ class TrainConfig(_Section):
     # processes decoding the next batches while one trains (0: decoded in the training
     # process); speed only: not part of the training key
     loader_workers: int = Field(0, ge=0)
+    # where each epoch's scalars go besides events.jsonl (`tensorboard`: the extra
+    # `pip install 'prm-bench[tensorboard]'`); not part of the training key
+    log_to: list[Literal["tensorboard"]] = Field(default_factory=list)
 
 
 class InferConfig(_Section):

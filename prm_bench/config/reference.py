@@ -47,6 +47,8 @@ MEANINGS = {
     "train.channels_last": "Channels-last memory for the convolutions (faster on the CPU; "
     "changes float sums, so part of the key).",
     "train.loader_workers": "Processes decoding the next batches (speed only, no key).",
+    "train.log_to": "Also write each epoch's scalars to `tensorboard` (under "
+    "`runs/<name>/tensorboard/<train key>/`; no key).",
     "infer.win_size": "Side of the window a peak is the maximum of (odd).",
     "infer.peak_filter": "Local maxima below the map's `median` (lower median), `mean`, "
     "`max` or a fixed number are dropped; `none` keeps all.",

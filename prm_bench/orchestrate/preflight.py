@@ -3,6 +3,7 @@ annotation, proposal folders), and the binding of its stage keys to the data's c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -218,6 +219,11 @@ def check_models(plan: Plan) -> None:
         raise ConfigError(
             f"train.amp: true needs bf16 autocast, which {device} does not support; set "
             "train.amp: false (the results then match every other device's)"
+        )
+    wants_tensorboard = any("tensorboard" in c.config.train.log_to for c in plan.cells)
+    if wants_tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "train.log_to: [tensorboard] needs TensorBoard: pip install 'prm-bench[tensorboard]'"
         )
     for name in sorted({cell.config.backbone.name for cell in plan.cells}):
         try:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +121,35 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
     return float(np.mean(losses))
 
 
+def _announce(
+    folder: Path, log: list[dict], training: tuple[str, TrainConfig, Resumed], scalars: Any
+) -> None:
+    """An epoch finished: its line in `events.jsonl`, the progress line (loss, pace, what
+    is left) and, with `train.log_to: [tensorboard]`, its scalars."""
+    key, train, resumed = training
+    entry = log[-1]
+    _write_events(folder, log)
+    left = progress.eta(entry["seconds"] - resumed.seconds, entry["epoch"] - resumed.epoch,
+                        train.epochs - resumed.epoch)  # fmt: skip
+    progress.report(f"train {key} epoch {entry['epoch']}/{train.epochs} loss {entry['loss']:.4f} "
+                    f"{entry['images_per_second']:.1f} images/s, left {left}")  # fmt: skip
+    if scalars is not None:
+        for name in ("loss", "eval_classification_mAP", "eval_label_accuracy", "lr",
+                     "images_per_second"):  # fmt: skip
+            scalars.add_scalar(name, entry[name], entry["epoch"])
+        scalars.flush()
+
+
+def scalar_writer(train: TrainConfig, store: Store, key: str) -> Any:
+    """A TensorBoard writer under `<run dir>/tensorboard/<train key>/` when `train.log_to`
+    asks for it (the store's parent is the run directory), else None."""
+    if "tensorboard" not in train.log_to:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(store.root.parent / "tensorboard" / key))
+
+
 def _in_order(count: int) -> BatchPlan:
     """Batches of `EVAL_BATCH` images in split order (the evaluation pass of each epoch)."""
     return BatchPlan(
@@ -161,7 +191,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     eval_loader = batches(eval_images, _in_order(len(eval_images)), workers, pin)
     training = {"model": model, "optimizer": optimizer, "generator": generator}
     resumed = load_state(folder, training) or Resumed(0, [], 0.0)
-    log = resumed.log
+    log, scalars = resumed.log, scalar_writer(config.train, store, key)
     start = time.perf_counter() - resumed.seconds
     for epoch in range(resumed.epoch + 1, config.train.epochs + 1):
         store.check()
@@ -174,18 +204,17 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
             "eval_classification_mAP": classification_map(val, labels),
             "eval_label_accuracy": float(((val > 0) == (labels > 0)).mean()),
             "seconds": seconds, "images_per_second": len(images) * epoch / seconds,
+            "lr": optimizer.param_groups[0]["lr"],
         })  # fmt: skip
-        _write_events(folder, log)
-        left = progress.eta(seconds - resumed.seconds, epoch - resumed.epoch,
-                            config.train.epochs - resumed.epoch)  # fmt: skip
-        progress.report(f"train {key} epoch {epoch}/{config.train.epochs} loss {loss:.4f} "
-                        f"{log[-1]['images_per_second']:.1f} images/s, left {left}")  # fmt: skip
+        _announce(folder, log, (key, config.train, resumed), scalars)
         if epoch < config.train.epochs:  # the last epoch's state is the model itself
             save_state(folder, training, Resumed(epoch, log, time.perf_counter() - start))
     with atomic_path(folder / CHECKPOINT) as tmp:
         save_checkpoint(model, tmp)
     write_json(folder / "log.json", log)
     clear_state(folder)
+    if scalars is not None:
+        scalars.close()
     info = {
         "classes": train_set.class_names,
         "seconds": time.perf_counter() - start,

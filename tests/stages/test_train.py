@@ -129,3 +129,36 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_model(tmp_path, make_sh
     assert store.is_done("train", cell.keys["train"])
     assert not (folder / ".resume.json").exists() and not (folder / ".resume.safetensors").exists()
     assert len((folder / train.EVENTS).read_text().splitlines()) == 4
+
+
+def test_tensorboard_scalars_are_read_back_by_tensorboard_s_own_reader(shapes, tmp_path):
+    """Issue 22 item 3: `train.log_to: [tensorboard]` writes each epoch's scalars under
+    runs/<name>/tensorboard/<train key>/, and is no part of the training key."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from prm_bench.config import load_plan
+    from prm_bench.orchestrate.runner import RunOptions, run_plan
+    from tests.conftest import small_config
+
+    tree = small_config(shapes, train={"epochs": 2, "log_to": ["tensorboard"]})
+    plan = load_plan(tree)
+    assert (
+        plan.cells[0].keys["train"]
+        == load_plan(small_config(shapes, train={"epochs": 2})).cells[0].keys["train"]
+    )
+    summary = run_plan(plan.with_run(jobs=1), RunOptions(tmp_path))
+    key = summary.plan.cells[0].keys["train"]
+    events = [
+        json.loads(line)
+        for line in (tmp_path / plan.name / "store" / "train" / key / "events.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    reader = EventAccumulator(str(tmp_path / plan.name / "tensorboard" / key))
+    reader.Reload()
+    assert {"loss", "eval_classification_mAP", "lr", "images_per_second"} <= set(
+        reader.Tags()["scalars"]
+    )
+    loss = reader.Scalars("loss")
+    assert [s.step for s in loss] == [1, 2]
+    assert [s.value for s in loss] == pytest.approx([e["loss"] for e in events], rel=1e-6)
