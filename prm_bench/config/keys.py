@@ -69,12 +69,24 @@ def computed_proposals_key(data: DataConfig) -> str:
     return config_hash("computed", {"name": data.name, "root": str(data.root)})
 
 
+def _data_parts(config: ExperimentConfig, data: DataDigests | None) -> dict[str, list[str]]:
+    """The data digests each stage key adds (none for a key of the config alone)."""
+    if data is None:
+        return {"train": [], "infer": [], "proposals": [], "evaluate": []}
+    truth = data.truth if GALLERIES.get(config.proposals.gallery).needs_truth else ""
+    return {
+        "train": [data.training],
+        "infer": [data.images],
+        "proposals": [data.images, data.proposals or "", truth],
+        "evaluate": [data.truth],
+    }
+
+
 def stage_keys(config: ExperimentConfig, data: DataDigests | None = None) -> dict[str, str]:
     """The key of every stage of a cell; each hashes only what the stage depends on: its
     config fields and, with `data` (every run binds it, `orchestrate.preflight`), the
     content of the files it reads. Without `data` the keys name the config alone."""
-    read = data or DataDigests("", "", "")
-    bound = (lambda *parts: list(parts)) if data is not None else (lambda *parts: [])
+    reads = _data_parts(config, data)
     training = config.train.model_dump(mode="json", exclude={"loader_workers", "log_to"})
     train = config_hash(
         "train",
@@ -82,7 +94,7 @@ def stage_keys(config: ExperimentConfig, data: DataDigests | None = None) -> dic
         config.backbone,
         config.stimulation,
         training,
-        *bound(read.training),
+        *reads["train"],
     )
     # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
     infer_part = config.infer.model_dump(mode="json", exclude={"strategy", "chunk_size"})
@@ -90,19 +102,15 @@ def stage_keys(config: ExperimentConfig, data: DataDigests | None = None) -> dic
         infer = config_hash("infer", train, infer_part)
     else:
         infer = config_hash(
-            "infer", train, infer_part, _evaluated_data(config.data), *bound(read.images)
+            "infer", train, infer_part, _evaluated_data(config.data), *reads["infer"]
         )
-    gallery = GALLERIES.get(config.proposals.gallery)
     proposals = config_hash(
-        "proposals",
-        _evaluated_data(config.data),
-        config.proposals,
-        *bound(read.images, read.proposals or "", read.truth if gallery.needs_truth else ""),
+        "proposals", _evaluated_data(config.data), config.proposals, *reads["proposals"]
     )
     uses_retrieval = METHODS.get(config.method.name).uses_retrieval
     method_part = config.retrieval if uses_retrieval else config.method.baseline
     retrieve = config_hash("retrieve", infer, proposals, config.method.name, method_part)
-    evaluate = config_hash("evaluate", retrieve, config.eval, *bound(read.truth))
+    evaluate = config_hash("evaluate", retrieve, config.eval, *reads["evaluate"])
     return {
         "train": train,
         "infer": infer,
