@@ -118,8 +118,7 @@ def _load(
         dry_run = settings.pop("dry_run", False)
         named = {k: (v.value if hasattr(v, "value") else v) for k, v in settings.items()}
         plan = plan.with_run(**named)
-        cache = None if dry_run else RunOptions(runs_dir).data_cache  # a dry run writes nothing
-        plan = preflight(plan, cache, dry_run=dry_run)
+        plan = preflight(plan, RunOptions(runs_dir).data_cache, dry_run=dry_run)
         _check_writable(runs_dir, create=not dry_run)
         check_owner(runs_dir / plan.name, plan)
     except (ConfigError, DataError) as err:

@@ -180,7 +180,7 @@ def preflight(plan: Plan, cache_dir: Path | None = None, dry_run: bool = False) 
     layouts, every image and annotation (those unchanged since the file index in
     `cache_dir` saw them are not decoded again) and proposal folders; the plan with its
     keys bound to the data (`bind_data`). With `dry_run` nothing is generated (see
-    `dry_run_notes`); pass no `cache_dir` then, so nothing is written at all.
+    `dry_run_notes`) and the file indexes are read but not written: nothing is written.
 
     Raises:
         MissingInputs: every missing path, with the command that makes it.
@@ -200,7 +200,8 @@ def preflight(plan: Plan, cache_dir: Path | None = None, dry_run: bool = False) 
                 _check_cell(cell.config, surveys, seen)
         return _bound(plan, surveys, skip=set(notes))
     finally:
-        surveys.save()
+        if not dry_run:  # a dry run reads the file indexes (an unchanged tree is fast) only
+            surveys.save()
 
 
 def check_models(plan: Plan) -> None:

@@ -193,3 +193,24 @@ def test_a_variant_with_overrides_gets_its_own_run_directory(shapes, tmp_path):
     assert CliRunner().invoke(app, variant).exit_code == 0
     assert (tmp_path / "runs" / "study" / "results.csv").read_bytes() == plain
     assert (tmp_path / "runs" / "study+retrieval.alpha-0.5" / "results.csv").is_file()
+
+
+def test_a_dry_run_after_a_run_reads_the_file_index_and_decodes_nothing(
+    shapes, tmp_path, monkeypatch
+):
+    """A dry run writes nothing, yet an unchanged tree is not decoded again: it reads
+    the index the run wrote (and leaves it as it was)."""
+    from prm_bench.data.voc import VocDataset
+
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes)))
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert CliRunner().invoke(app, ["run", str(config), *runs]).exit_code == 0
+    (index,) = (tmp_path / "runs" / ".cache").rglob("*.tsv")
+    before = index.read_bytes()
+    calls = []
+    original = VocDataset.check
+    monkeypatch.setattr(VocDataset, "check", lambda self, i: calls.append(i) or original(self, i))
+    dry = CliRunner().invoke(app, ["run", str(config), *runs, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert calls == [] and index.read_bytes() == before
