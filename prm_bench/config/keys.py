@@ -96,8 +96,10 @@ def stage_keys(config: ExperimentConfig, data: DataDigests | None = None) -> dic
         training,
         *reads["train"],
     )
-    # the PRM strategy changes speed, not results (equal to 1e-6): not part of the key
-    infer_part = config.infer.model_dump(mode="json", exclude={"strategy", "chunk_size"})
+    # the PRM strategy, chunk and budget change speed, not results (equal to 1e-6): unkeyed
+    infer_part = config.infer.model_dump(
+        mode="json", exclude={"strategy", "chunk_size", "max_memory_mb"}
+    )
     if config.data.evaluate_on == "eval":  # the train key already names the eval split
         infer = config_hash("infer", train, infer_part)
     else:

@@ -175,6 +175,8 @@ class InferConfig(_Section):
     # chunk_size signals per backward (default: 1 on CPU, 32 on GPU), `sequential` one
     strategy: Literal["batched", "sequential"] = "batched"
     chunk_size: int | None = Field(None, ge=1)
+    # a working-memory budget (MiB) per image's PRM pass: the chunk shrinks to fit it
+    max_memory_mb: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _odd_window(self) -> InferConfig:

@@ -61,6 +61,8 @@ MEANINGS = {
     "infer.max_peaks": "Most peaks per image backpropagated into PRMs.",
     "infer.strategy": "How PRMs are computed: `batched` or `sequential` (equal results; no key).",
     "infer.chunk_size": "Peaks per batched backward (null: 1 on the CPU, 32 on CUDA).",
+    "infer.max_memory_mb": "Working-memory budget (MiB) of one image's PRM pass: the chunk "
+    "shrinks to fit it (null: no budget). Not keyed.",
     "proposals.gallery": "Where proposals come from (`prm-bench list galleries`).",
     "proposals.root": "Folder of a file gallery's `<image id><suffix>` files.",
     "method.name": "`prm`, or a CAM baseline (`prm-bench list methods`).",

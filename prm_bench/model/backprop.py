@@ -29,16 +29,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from prm_bench.model.memory import DEFAULT_CHUNK, tally_memory
 from prm_bench.model.peaks import upsample_maps
 
 Strategy = Literal["batched", "sequential"]
-
-# Signals per backward of `batched` when the caller gives none. On 2 CPU cores
-# (benchmarks/prm.py) a batched backward never beat one backward per signal: ResNet50 and
-# VGG16 at 128-448 px, chunks of 2, 4 and 8 were 0.9-1.0x as fast (the convolutions do the
-# same work either way, and the per-op overhead a batch saves is small next to them). GPUs
-# are the other way round: per-launch overhead dominates a batch-1 backward.
-DEFAULT_CHUNK = {"cpu": 1, "cuda": 32}
 
 _Z_EPSILON = 1e-10
 
@@ -286,6 +280,7 @@ def peak_response_maps(
     upsample: int = 1,
     strategy: Strategy = "batched",
     chunk_size: int | None = None,
+    max_memory_mb: float | None = None,
 ) -> torch.Tensor:
     """Back-propagate each peak of one image into a peak response map.
 
@@ -301,12 +296,15 @@ def peak_response_maps(
             forward, then one backward per peak, as the original code did.
         chunk_size: signals per backward of `batched`; by default `DEFAULT_CHUNK` of the
             device (1 on CPU, where `batched` is then the sequential loop; 32 on GPU).
+        max_memory_mb: a budget for the pass's working memory: the chunk shrinks until
+            the forward's graph plus the signals in flight fit (`model.memory`).
 
     Returns:
         (K, H, W) maps, each >= 0 and summing to 1 (all zero if no signal arrives).
 
-    Takes six parameters: the model, image and peaks of the rule, the sub-pixel factor,
-    and two speed knobs (strategy, chunk size) that change no result.
+    Takes seven parameters: the model, image and peaks of the rule, the sub-pixel
+    factor, and three speed knobs (strategy, chunk size, memory budget) that change no
+    result.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image of shape (1, 3, H, W), got {tuple(image.shape)}")
@@ -325,13 +323,16 @@ def peak_response_maps(
     image = image.detach()
     with torch.enable_grad(), _evaluation(model), excitation_backprop(model):
         single = image.clone().requires_grad_(True)
-        maps = upsample_maps(model(single), upsample)
+        with tally_memory(model) as tally:
+            maps = upsample_maps(model(single), upsample)
+        if max_memory_mb is not None:
+            chunk_size = tally.chunk(image, max_memory_mb, chunk_size)
         chunks = _one_hot(maps, peaks.to(image.device)).split(chunk_size)
-        signals = [
-            _signal(maps, single, chunk, retain=i < len(chunks) - 1)
+        prms = [  # normalised per chunk: only (k, H, W) of each chunk is kept
+            _normalise(_signal(maps, single, chunk, retain=i < len(chunks) - 1))
             for i, chunk in enumerate(chunks)
         ]
-    return _normalise(torch.cat(signals))
+    return torch.cat(prms)
 
 
 def _signal(

@@ -96,6 +96,7 @@ def infer_image(
         upsample=options.upsample,
         strategy=options.strategy,
         chunk_size=options.chunk_size,
+        max_memory_mb=options.max_memory_mb,
     )
     values, scale = pack_prms(prms)
     return {
