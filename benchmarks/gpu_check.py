@@ -5,7 +5,12 @@ path (`python -m benchmarks.gpu_check --dry`, run by the test suite):
    device and on the CPU from the same checkpoint: every metric within `TOLERANCE`, and
    the stored PRMs within `PRM_TOLERANCE`;
 2. the PRM, retrieval and training-step benchmarks on the device, as JSON under
-   `benchmarks/results/` (`--dry`: one small PRM case only).
+   `benchmarks/results/` (`--dry`: one small PRM case only);
+3. one ResNet50 and one VGG16 training epoch's per-image cost at 448 px, batch 16, and
+   the inference of 100 VOC-size images, and from them the projected wall time of
+   voc2012.yaml and of full.yaml on this device (`benchmarks.projection`; `--dry`: a
+   small resnet10t measurement, which exercises the code, not a projection to trust);
+4. the per-epoch resume state's cost against one such epoch (`benchmarks.checkpoint`).
 
 The CUDA-marked tests run before it in `nox -s gpu`.
 """
@@ -24,7 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.checkpoint import bench_checkpoint
 from benchmarks.prm import bench_prm_against_original
+from benchmarks.projection import measure, project
 from benchmarks.retrieval import bench_retrieval
 from benchmarks.run import RESULTS, bench_train_step, machine
 from prm_bench.config import load_plan
@@ -35,6 +42,7 @@ from prm_bench.stages.infer import read_image
 from prm_bench.stages.store import Store
 
 TOLERANCE = 0.5  # metric points (metrics are percentages): a flipped peak or proposal
+ABLATIONS = Path(__file__).parents[1] / "ablations"
 PRM_TOLERANCE = 1e-4  # largest PRM value difference (PRMs sum to 1 over the image)
 
 
@@ -94,6 +102,18 @@ def compare_runs(cpu: pd.DataFrame, dev: pd.DataFrame, inferred: list[Path]) -> 
     }
 
 
+def projections(device: torch.device, dry: bool) -> dict:
+    """Per-image timings on `device` and the projected wall time of voc2012.yaml and
+    full.yaml from them."""
+    backbones = ("resnet10t",) if dry else ("resnet50", "vgg16")
+    timings = measure(device, backbones, 2 if dry else 100, 64 if dry else 448, 4 if dry else 16)
+    if dry:  # stand the small model in for the projection's reference backbone
+        timings["resnet50"] = timings["resnet10t"]
+    timings["vgg16_bn"] = timings.get("vgg16", timings["resnet50"])
+    plans = [load_plan(ABLATIONS / f"{name}.yaml") for name in ("voc2012", "full")]
+    return {"timings": timings, "plans": [project(plan, timings) for plan in plans]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check; exit 1 if the device disagrees with the CPU."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -125,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         report["train_step_peak"] = [
             bench_train_step(device, "resnet50", 448, 16, u, 3) for u in (1, 8)
         ]
+        report["checkpoint"] = bench_checkpoint(device, "resnet50", 448, 16, 3)
+    report["projection"] = projections(device, args.dry)
+    for plan in report["projection"]["plans"]:
+        print(f"projected {plan['plan']}: {plan['total_hours']:.1f} h on {device.type} "
+              f"({', '.join(f'{k} {v:.1f} h' for k, v in plan['hours'].items())})")  # fmt: skip
     name = "gpu_check_dry.json" if args.dry else "gpu_check_cuda.json"
     (args.out / name).write_text(json.dumps(report, indent=2))
     for run in report["prm"]:

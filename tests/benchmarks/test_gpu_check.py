@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from benchmarks import gpu_check
@@ -21,7 +22,11 @@ def test_the_gpu_check_dry_path_runs_and_finds_the_cpu_equal_to_itself(tmp_path,
     assert grid["max_metric_difference"] == 0.0 and grid["max_prm_difference"] == 0.0
     (prm,) = report["prm"]
     assert max(prm["max_abs_difference_to_original"].values()) < 1e-6
-    assert "max metric difference 0" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "max metric difference 0" in output
+    plans = {plan["plan"]: plan for plan in report["projection"]["plans"]}
+    assert set(plans) == {"voc2012", "full"} and "projected voc2012:" in output
+    assert plans["voc2012"]["unique"]["train"] == 5 and plans["full"]["unique"]["train"] == 33
 
 
 def stored_prms(folder, prms: np.ndarray) -> None:
@@ -57,3 +62,38 @@ def test_the_comparison_flags_a_device_that_disagrees(tmp_path):
     stored_prms(folders[1], prms[:1])
     fewer = gpu_check.compare_runs(cpu, cpu, folders)
     assert fewer["max_prm_difference"] == float("inf") and not fewer["within_tolerance"]
+
+
+def test_the_projection_counts_each_unique_stage_once_by_hand():
+    """A VOC plan of 4 cells: 2 trainings (seeds), each with 2 retrieval variants over
+    one inference. At 448 px, train_aug 10,582 images, val 1,449, 2 epochs, x8 stimulation:
+    training = 2 x 2 x (10,582 x 0.02 + 1,449 x 0.005) s; inference = 2 x 1,449 x 0.1 s;
+    retrieval = 4 x 1,449 x 0.01 s. A 224-px cell would cost a quarter."""
+    from benchmarks.projection import project
+    from prm_bench.config import load_plan
+
+    config = {
+        "data": {"name": "voc", "root": "v", "train_split": "x/train_aug.txt",
+                 "eval_split": "val", "image_size": 448},
+        "backbone": {"name": "resnet50"},
+        "train": {"epochs": 2},
+        "stimulation": {"name": "peak", "options": {"upsample": 8}},
+        "grid": {"train.seed": [0, 1], "retrieval.terms": ["full", "no-class"]},
+    }  # fmt: skip
+    timings = {"resnet50": {"size": 448, "train": 1.0, "train_x8": 0.02, "forward": 0.005,
+                            "infer": 0.1, "retrieve": 0.01, "infer_mean_peaks": 20.0}}  # fmt: skip
+    result = project(load_plan(config), timings)
+    assert result["unique"] == {"train": 2, "infer": 2, "retrieve": 4}
+    expected = {
+        "train": 2 * 2 * (10_582 * 0.02 + 1_449 * 0.005) / 3600,
+        "infer": 2 * 1_449 * 0.1 / 3600,
+        "retrieve": 4 * 1_449 * 0.01 / 3600,
+    }
+    assert result["hours"] == pytest.approx(expected)
+    assert result["total_hours"] == pytest.approx(sum(expected.values()))
+    config["data"]["image_size"] = 224
+    assert project(load_plan(config), timings)["total_hours"] == pytest.approx(
+        sum(expected.values()) / 4
+    )
+    config["backbone"]["name"] = "resnet10t"
+    assert project(load_plan(config), timings)["projected_at_resnet50_cost"] == ["resnet10t"]
