@@ -189,6 +189,7 @@ def run(
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages.
 
     Takes nine parameters: the click context (for `--set a=1 b=2`) and each option."""
+    from prm_bench.cli.live import LiveBars
     from prm_bench.orchestrate.executors import make_executor
     from prm_bench.orchestrate.preflight import dry_run_notes
     from prm_bench.orchestrate.rundir import RunLockedError, RunOutputError
@@ -212,7 +213,10 @@ def run(
             )
         return
     start = time.perf_counter()
-    with Progress(*PROGRESS_COLUMNS, console=console) as progress:
+    with (
+        Progress(*PROGRESS_COLUMNS, console=console) as progress,
+        LiveBars(progress, run_dir / "live"),
+    ):
         try:
             options = RunOptions(runs_dir, on_event=_progress_events(progress))
             summary = run_plan(plan, options, make_executor(plan.run, run_dir / "slurm"))

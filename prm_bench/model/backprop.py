@@ -29,7 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from prm_bench.model.memory import DEFAULT_CHUNK, tally_memory
+from prm_bench.model.memory import default_chunk, tally_memory
 from prm_bench.model.peaks import upsample_maps
 
 Strategy = Literal["batched", "sequential"]
@@ -314,10 +314,7 @@ def peak_response_maps(
         raise ValueError(f"unknown strategy {strategy!r} (choose batched or sequential)")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if strategy == "sequential":
-        chunk_size = 1
-    elif chunk_size is None:
-        chunk_size = DEFAULT_CHUNK.get(image.device.type, DEFAULT_CHUNK["cuda"])
+    chunk_size = 1 if strategy == "sequential" else (chunk_size or default_chunk(image.device))
     if len(peaks) == 0:
         return image.new_zeros((0, *image.shape[-2:]))
     image = image.detach()

@@ -36,6 +36,11 @@ MIB = 1 << 20
 DEFAULT_CHUNK = {"cpu": 1, "cuda": 32}
 
 
+def default_chunk(device: torch.device) -> int:
+    """Signals per backward on `device` when the caller gives no chunk size."""
+    return DEFAULT_CHUNK.get(device.type, DEFAULT_CHUNK["cuda"])
+
+
 @dataclass
 class MemoryTally:
     """What one forward under `tally_memory` will cost its backwards, in bytes."""

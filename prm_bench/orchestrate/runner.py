@@ -10,6 +10,7 @@ manifest, the results and the log; a lock keeps a second run off it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -146,8 +147,8 @@ def run_plan(
     with run_lock(run_dir):
         if not plan.data_bound:  # the CLI's preflight bound it; a tune trial or an API call
             plan = bind_data(plan, options.data_cache)
-        summary = RunSummary(run_dir, plan)
-        log = RunLog(run_dir / "run.log")
+        summary, log = RunSummary(run_dir, plan), RunLog(run_dir / "run.log")
+        shutil.rmtree(run_dir / "live", ignore_errors=True)  # a killed run's positions
         where = type(executor).__name__
         log(f"run {plan.name}: {len(plan.cells)} cells, device {plan.run.device}, executor {where}")
         store = Store(options.store_dir or run_dir / "store")

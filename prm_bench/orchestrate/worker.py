@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -61,7 +62,7 @@ def execute_tasks(
     store = Store(store_root, guard=guard)
     start = time.perf_counter()
     torch.set_num_threads(where.threads)  # fixed whatever --jobs is: see RunSettings
-    progress.install(_reporter(where.log))
+    progress.install(_reporter(where.log), live_folder(where.log))
     configs, keys = [c.config for c in cells], [c.keys for c in cells]
     try:
         device = resolve_device(where.device)
@@ -88,6 +89,11 @@ def execute_tasks(
         Outcome(stage, k[stage], error is None, share, error or "")
         for k, error in zip(keys, errors, strict=True)
     ]
+
+
+def live_folder(log: str | None) -> Path | None:
+    """Where the tasks of the run whose run.log is `log` keep their loops' positions."""
+    return None if log is None else Path(log).parent / "live"
 
 
 def _reporter(log: str | None) -> Callable[[str], None] | None:

@@ -20,7 +20,7 @@ from prm_bench.config import ExperimentConfig, InferConfig, StimulationConfig
 from prm_bench.model.backbones import build_classifier, load_checkpoint
 from prm_bench.model.backprop import peak_response_maps, resize_prms
 from prm_bench.model.peaks import class_scores, find_peaks, select_peaks, strongest_peaks
-from prm_bench.progress import report
+from prm_bench.progress import meter, report
 from prm_bench.stages.inputs import image_tensor, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz
 from prm_bench.stages.train import CHECKPOINT
@@ -135,22 +135,24 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     load_checkpoint(model, store.path("train", train_key) / CHECKPOINT)
     model = model.to(device).eval()
     start = time.perf_counter()
-    for image_id in dataset.ids:
-        path = folder / f"{image_id}.npz"
-        if _intact(path):
-            continue  # written whole by an interrupted run of this stage
-        if path.exists():
-            report(f"infer {key}: {path.name} is damaged: inferring it again")
-        store.check()
-        inferred = infer_image(
-            model,
-            dataset.image(image_id),
-            config.infer,
-            config.stimulation,
-            config.data.image_size,
-            device,
-        )
-        save_npz(path, **inferred)
+    with meter(f"infer {key}", len(dataset.ids)) as position:
+        for done, image_id in enumerate(dataset.ids, 1):
+            path = folder / f"{image_id}.npz"
+            if _intact(path):
+                continue  # written whole by an interrupted run of this stage
+            if path.exists():
+                report(f"infer {key}: {path.name} is damaged: inferring it again")
+            store.check()
+            inferred = infer_image(
+                model,
+                dataset.image(image_id),
+                config.infer,
+                config.stimulation,
+                config.data.image_size,
+                device,
+            )
+            save_npz(path, **inferred)
+            position.tick(done, "images")
     info = {"images": dataset.ids, "seconds": time.perf_counter() - start, "device": device.type}
     store.complete("infer", key, info, [f"{image_id}.npz" for image_id in dataset.ids])
     return folder

@@ -43,7 +43,7 @@ from prm_bench.instances.methods import METHODS
 from prm_bench.instances.proposals import GALLERIES, open_gallery
 from prm_bench.instances.retrieval import Memo, SharedSums, retrieve
 from prm_bench.instances.retrieval_options import RetrievalConfig
-from prm_bench.progress import report
+from prm_bench.progress import meter, report
 from prm_bench.stages.errors import StageError, describe_failure
 from prm_bench.stages.infer import read_image
 from prm_bench.stages.inputs import computed_proposals, open_split
@@ -231,8 +231,9 @@ def run_cells(
         files = traits.sources(root, dataset, image_id)
         return json_digest([image_id, *(index.digest(p) for p in files)])
 
-    with one_torch_thread():  # small torch operations only: see one_torch_thread
-        for image_id in dataset.ids:
+    label = f"retrieve {cells[0].key}" + (f"+{len(cells) - 1}" if len(cells) > 1 else "")
+    with one_torch_thread(), meter(label, len(dataset.ids)) as position:
+        for done, image_id in enumerate(dataset.ids, 1):
             image = _Image(image_id, inferred, gallery, (proposals, source))
             for cell in (c for c in cells if c.error is None):
                 start = time.perf_counter()
@@ -241,6 +242,7 @@ def run_cells(
                 except Exception as err:  # one cell's failure must not stop the others
                     cell.error = describe_failure(err)
                 cell.seconds += time.perf_counter() - start
+            position.tick(done, f"images, {len(cells)} cells")
     for cell in cells:
         if cell.error is None:
             write_json(folders[cell.key] / RESULTS, cell.results)

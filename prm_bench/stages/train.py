@@ -94,6 +94,7 @@ class _Loop:
     loader: Iterable[torch.Tensor]
     plan: BatchPlan
     device: torch.device
+    meter: progress.Meter | None = None
 
 
 def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoch: int) -> float:
@@ -101,7 +102,7 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
     model, device = loop.model, loop.device
     model.train()
     autocast = train.amp  # bf16 on every device: one meaning under one training key
-    losses = []
+    losses, steps, start, seen = [], len(loop.plan.batches), time.perf_counter(), 0
     for step, (items, batch) in enumerate(zip(loop.plan.batches, loop.loader, strict=True)):
         index = [i for i, _ in items]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -118,6 +119,12 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
         loss.backward()
         loop.optimizer.step()
         losses.append(loss.item())
+        seen += len(items)
+        if loop.meter is not None:
+            pace = seen / max(time.perf_counter() - start, 1e-9)
+            loop.meter.tick((epoch - 1) * steps + step + 1, f"epoch {epoch}/{train.epochs} "
+                            f"batch {step + 1}/{steps} loss {np.mean(losses):.4f} "
+                            f"{pace:.1f} images/s")  # fmt: skip
     return float(np.mean(losses))
 
 
@@ -163,6 +170,18 @@ def _write_events(folder: Path, log: list[dict]) -> None:
     write_atomic(folder / EVENTS, "".join(json.dumps(e) + "\n" for e in log).encode())
 
 
+def _model(config: ExperimentConfig, classes: int, device: torch.device) -> torch.nn.Module:
+    """The classifier to train, on `device` in the training's memory format."""
+    backbone = config.backbone
+    return build_classifier(
+        backbone.name,
+        classes,
+        pretrained=backbone.pretrained,
+        weights=backbone.weights,
+        output_stride=backbone.output_stride,
+    ).to(device, memory_format=_memory_format(config.train))
+
+
 def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: torch.device) -> Path:
     """Train one cell's classifier; writes `model.safetensors`, `log.json` and, as each
     epoch ends, `events.jsonl` and the state a stopped training resumes from (exactly:
@@ -175,13 +194,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     eval_images = ImageSplit(eval_set, config.data.image_size)
     torch.manual_seed(config.train.seed)
     generator = torch.Generator().manual_seed(config.train.seed)
-    model = build_classifier(
-        config.backbone.name,
-        len(train_set.class_names),
-        pretrained=config.backbone.pretrained,
-        weights=config.backbone.weights,
-        output_stride=config.backbone.output_stride,
-    ).to(device, memory_format=_memory_format(config.train))
+    model = _model(config, len(train_set.class_names), device)
     optimizer = _optimizer(model, config.train)
     labels = eval_images.labels.numpy()
     # one loader per split for the whole run: its workers (if any) persist across epochs
@@ -193,22 +206,27 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     resumed = load_state(folder, training) or Resumed(0, [], 0.0)
     log, scalars = resumed.log, scalar_writer(config.train, store, key)
     start = time.perf_counter() - resumed.seconds
-    for epoch in range(resumed.epoch + 1, config.train.epochs + 1):
-        store.check()
-        plan.batches = draw_plan(len(images), generator, config.train.batch_size, config.train.flip)
-        loss = _epoch(loop, config.train, config.stimulation, epoch)
-        val = _scores(model, eval_loader, config.stimulation, device)
-        seconds = time.perf_counter() - start
-        log.append({
-            "epoch": epoch, "loss": loss,
-            "eval_classification_mAP": classification_map(val, labels),
-            "eval_label_accuracy": float(((val > 0) == (labels > 0)).mean()),
-            "seconds": seconds, "images_per_second": len(images) * epoch / seconds,
-            "lr": optimizer.param_groups[0]["lr"],
-        })  # fmt: skip
-        _announce(folder, log, (key, config.train, resumed), scalars)
-        if epoch < config.train.epochs:  # the last epoch's state is the model itself
-            save_state(folder, training, Resumed(epoch, log, time.perf_counter() - start))
+    label, steps = f"train {key}", -(-len(images) // config.train.batch_size)
+    with progress.meter(label, config.train.epochs * steps, resumed.epoch * steps) as meter:
+        loop.meter = meter
+        for epoch in range(resumed.epoch + 1, config.train.epochs + 1):
+            store.check()
+            plan.batches = draw_plan(
+                len(images), generator, config.train.batch_size, config.train.flip
+            )
+            loss = _epoch(loop, config.train, config.stimulation, epoch)
+            val = _scores(model, eval_loader, config.stimulation, device)
+            seconds = time.perf_counter() - start
+            log.append({
+                "epoch": epoch, "loss": loss,
+                "eval_classification_mAP": classification_map(val, labels),
+                "eval_label_accuracy": float(((val > 0) == (labels > 0)).mean()),
+                "seconds": seconds, "images_per_second": len(images) * epoch / seconds,
+                "lr": optimizer.param_groups[0]["lr"],
+            })  # fmt: skip
+            _announce(folder, log, (key, config.train, resumed), scalars)
+            if epoch < config.train.epochs:  # the last epoch's state is the model itself
+                save_state(folder, training, Resumed(epoch, log, time.perf_counter() - start))
     with atomic_path(folder / CHECKPOINT) as tmp:
         save_checkpoint(model, tmp)
     write_json(folder / "log.json", log)

@@ -172,8 +172,12 @@ def test_groups_follow_what_cells_share_and_split_to_keep_workers_busy(shapes_ro
     assert group_tasks(trains, cells, 1) == [[trains[0]], [trains[1]]]
 
 
-def test_off_a_terminal_each_epoch_is_a_line_with_its_loss_and_eta(shapes_root, tmp_path):
+def test_off_a_terminal_each_epoch_is_a_line_with_its_loss_and_eta(
+    shapes_root, tmp_path, monkeypatch
+):
     import yaml
+
+    monkeypatch.setenv("PRM_BENCH_PROGRESS_SECONDS", "3600")  # epoch lines only
 
     config = tmp_path / "epochs.yaml"
     tree = tiny_config(shapes_root, grid={"retrieval.terms": ["full"]}, train={"epochs": 2})
@@ -185,3 +189,28 @@ def test_off_a_terminal_each_epoch_is_a_line_with_its_loss_and_eta(shapes_root, 
     assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
     assert all(" loss " in line and " images/s, left " in line for line in lines)
     assert lines[-1].endswith("left 0:00:00")
+
+
+def test_long_loops_say_where_they_are_every_n_seconds_and_leave_no_live_file(
+    shapes_root, tmp_path, monkeypatch
+):
+    """Issue 22 item 2, off a terminal: with PRM_BENCH_PROGRESS_SECONDS=0 every batch of
+    the training and every image of the inference and retrieval is a line in run.log
+    (epoch, batch, running loss, images/s, what is left); the live files are gone when
+    the run ends."""
+    import yaml
+
+    monkeypatch.setenv("PRM_BENCH_PROGRESS_SECONDS", "0")
+    config = tmp_path / "loops.yaml"
+    tree = tiny_config(shapes_root, grid={"retrieval.terms": ["full"]}, train={"epochs": 2})
+    config.write_text(yaml.safe_dump(tree))
+    result = CliRunner().invoke(app, ["run", str(config), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "loops" / "run.log").read_text().splitlines()
+    batches = [line for line in log if " batch " in line]
+    assert batches and all(" loss " in line and " images/s, left " in line for line in batches)
+    assert any(" epoch 2/2 batch " in line for line in batches)  # every epoch says it
+    assert any(line.split(" ", 2)[2].startswith("infer ") and " images, left " in line
+               for line in log)  # fmt: skip
+    assert any(" images, 1 cells, left " in line for line in log)  # retrieval
+    assert not list((tmp_path / "loops" / "live").glob("*.json"))
