@@ -68,7 +68,7 @@ class Meter:
             self._written = now
             record = {"label": self.label, "done": done, "total": self.total,
                       "first": self.first, "detail": detail,
-                      "seconds": now - self.start}  # fmt: skip
+                      "seconds": now - self.start, "pid": os.getpid()}  # fmt: skip
             with contextlib.suppress(OSError):  # a display aid: never fail a task over it
                 write_atomic(self.path, json.dumps(record).encode())
         if _REPORTER and now - self._said >= self.every and done < self.total:

@@ -85,7 +85,9 @@ class DaskExecutor:
 
 class SlurmExecutor:
     """One submitit job per task, submitted as a job array: on SLURM, or through
-    submitit's local executor with `cluster="local"` (tests).
+    submitit's local executor with `cluster="local"` (tests). A job that SLURM preempts
+    or times out is requeued and resumes (`orchestrate.requeue`); `submitted` holds the
+    last map's jobs.
 
     Raises:
         ConfigError: no `cluster` given and SLURM is not on this machine (submitit would
@@ -116,10 +118,13 @@ class SlurmExecutor:
 
     def map(self, fn: Callable[..., Any], arguments: Sequence[tuple]) -> list[Any]:
         """Results of all array jobs (waits for them)."""
+        from prm_bench.orchestrate.requeue import Requeueable
+
         if not arguments:
             return []
-        jobs = self.executor.map_array(fn, *zip(*arguments, strict=True))
-        return [job.result() for job in jobs]
+        task = Requeueable(fn)  # requeued by submitit on preemption or timeout
+        self.submitted = self.executor.map_array(task, *zip(*arguments, strict=True))
+        return [job.result() for job in self.submitted]
 
 
 @dataclass(frozen=True)
