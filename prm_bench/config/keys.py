@@ -53,7 +53,7 @@ def _training_data(data: DataConfig) -> dict:
     return {
         f: str(v) if f == "root" else v
         for f, v in data.model_dump(mode="json").items()
-        if f not in _NOT_TRAINING
+        if f not in _NOT_TRAINING and not (f == "leak" and v == "none")  # keys as before it
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from prm_bench.config.files import read_yaml
+from prm_bench.config.gap import GapStudy
 from prm_bench.config.models import ConfigError, ExperimentConfig, RunSettings
 from prm_bench.config.overrides import (
     apply_overrides,
@@ -137,11 +138,13 @@ def load_plan(
     tree = read_yaml(path) if path else copy.deepcopy(source or {})
     where = str(path) if path else "config"
     overrides = [from_working_directory(item) for item in overrides]
+    _refuse_a_leak_from_the_command_line(overrides)
     tree = apply_overrides(tree, overrides)
     grid = tree.pop("grid", None) or {}
     search = tree.pop("search", None) or {}
     if not isinstance(search, dict):
         raise ConfigError(f"{where}: search must map section.key names to ranges or choices")
+    gap = tree.pop("gap", None)
     run = _run_settings(tree.pop("run", None) or {}, where, overrides)
     names, assignments = _expand(grid if use_grid else {}, where)
     _refuse_overridden_axes(overrides, assignments, where)
@@ -159,8 +162,39 @@ def load_plan(
         )
     return Plan(
         source=path, name=name, axes=names, cells=cells, run=run, search=search,
-        overrides=list(overrides),
+        overrides=list(overrides), gap=_gap_study(gap, cells, where),
     )  # fmt: skip
+
+
+def _gap_study(tree: Any, cells: list[Cell], where: str) -> GapStudy | None:
+    """The `gap:` section, checked against the grid: every variant it names is one."""
+    if tree is None:
+        return None
+    try:
+        study = GapStudy.model_validate(tree)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        key = ".".join(str(p) for p in problem["loc"])
+        raise ConfigError(f"{where}: gap.{key}: {problem['msg']}") from None
+    offered = {cell.axes.get("variant") for cell in cells} - {None}
+    missing = sorted(study.variants() - offered)
+    if missing:
+        raise ConfigError(
+            f"{where}: gap names the variants {', '.join(missing)}, which grid.variants "
+            f"does not have (it has: {', '.join(sorted(offered)) or 'none'})"
+        )
+    return study
+
+
+def _refuse_a_leak_from_the_command_line(overrides: Any) -> None:
+    """`data.leak` trains on the evaluation images: it is measured only where a config
+    file spells it out (the gap study), never switched on by a `--set`."""
+    for item in overrides:
+        if ".".join(parse_override(item)[0]) == "data.leak":
+            raise ConfigError(
+                f"--set {item}: data.leak trains on the evaluation images and is refused "
+                "on the command line; spell it out in a config file (see ablations/gap.yaml)"
+            )
 
 
 def _refuse_overridden_axes(overrides: Any, assignments: list, where: str) -> None:

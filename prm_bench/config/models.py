@@ -71,6 +71,9 @@ class DataConfig(_Section):
     tune_split: str | None = None
     limit_tune: int | None = Field(None, ge=1)
     evaluate_on: Literal["eval", "tune"] = "eval"
+    # the reproduction-gap study's leak: `train-on-eval` trains on the evaluation images
+    # too (as the released config does on VOC); never a default, marked in every report
+    leak: Literal["none", "train-on-eval"] = "none"
 
     @model_validator(mode="after")
     def _tune_split_apart(self) -> DataConfig:

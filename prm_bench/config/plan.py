@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prm_bench.config.gap import GapStudy
 from prm_bench.config.keys import stage_keys
 from prm_bench.config.models import ExperimentConfig, RunSettings
 
@@ -38,6 +39,7 @@ class Plan(BaseModel):
     cells: list[Cell]
     run: RunSettings = Field(default_factory=RunSettings)
     search: dict[str, Any] = Field(default_factory=dict)  # `prm-bench tune`'s space
+    gap: GapStudy | None = None  # the reproduction-gap study's rows (`gap:`)
     overrides: list[str] = Field(default_factory=list)  # the `a.b=c` items applied
     # the cells' keys name the content of the data they read (`orchestrate.preflight`)
     data_bound: bool = False

@@ -21,6 +21,8 @@ MEANINGS = {
     "null keeps each image's size.",
     "data.limit_train": "Use only the first N training images.",
     "data.limit_eval": "Use only the first N evaluation images.",
+    "data.leak": "`train-on-eval` also trains on the evaluation images, to measure that "
+    "leak (the gap study); refused on the command line, marked in every report.",
     "data.generate": "Generate a generated kind (shapes) at `root` when it is absent.",
     "data.tune_split": "Held-out split `prm-bench tune` scores trials on (never the "
     "evaluation split).",

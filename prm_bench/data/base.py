@@ -85,3 +85,49 @@ def check_disjoint(
             f"{len(overlap)} {first} images are in the {second} split ({shown}); "
             f"use a {first} split that excludes the {second} images"
         )
+
+
+class JoinedSplits:
+    """Two disjoint splits of one dataset read as one (the `train-on-eval` leak of the
+    reproduction-gap study: the training images and the evaluation images)."""
+
+    def __init__(self, first: Dataset, second: Dataset) -> None:
+        check_disjoint(first, second, "first", "second")
+        if list(first.class_names) != list(second.class_names):
+            raise DataError("joined splits must have the same classes")
+        self.parts, self.class_names = (first, second), first.class_names
+        self.ids = [*first.ids, *second.ids]
+        self._of = {i: first for i in first.ids} | {i: second for i in second.ids}
+
+    def image(self, image_id: str) -> np.ndarray:
+        """The image, from the split that holds it."""
+        return self._of[image_id].image(image_id)
+
+    def labels(self, image_id: str) -> np.ndarray:
+        """The image-level labels, from the split that holds the image."""
+        return self._of[image_id].labels(image_id)
+
+    def instances(self, image_id: str) -> list[Instance]:
+        """The instances, from the split that holds the image."""
+        return self._of[image_id].instances(image_id)
+
+    def void(self, image_id: str) -> np.ndarray | None:
+        """The void mask, from the split that holds the image."""
+        return self._of[image_id].void(image_id)
+
+    def check(self, image_id: str) -> tuple[int, int]:
+        """The image's check, by the split that holds it."""
+        return self._of[image_id].check(image_id)
+
+    def files(self, image_id: str) -> dict[str, list[str]]:
+        """The image's files, from the split that holds it."""
+        return self._of[image_id].files(image_id)
+
+    def split_files(self) -> dict[str, list[str]]:
+        """The shared files of both splits, by role."""
+        joined: dict[str, list[str]] = {}
+        for part in self.parts:
+            for role, paths in part.split_files().items():
+                bucket = joined.setdefault(role, [])
+                bucket += [p for p in paths if p not in bucket]
+        return joined

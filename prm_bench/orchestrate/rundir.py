@@ -171,6 +171,7 @@ def _manifest(plan: Plan, store: Store, run_dir: Path, progress: dict) -> dict[s
             for cell in plan.cells
         ],
         "stage_seconds": progress.get("seconds", {}),
+        "gap": plan.gap.model_dump(mode="json") if plan.gap else None,
     }
 
 
@@ -264,6 +265,7 @@ def plan_from_manifest(run_dir: Path) -> Plan:
         axes=manifest["axes"],
         cells=cells,
         run=RunSettings.model_validate(run),
+        gap=manifest.get("gap"),
     )
 
 

@@ -19,11 +19,14 @@ from prm_bench.instances.methods import METHODS
 from prm_bench.metrics.instance import voc_pr_curve
 from prm_bench.orchestrate.rundir import plan_from_manifest, store_of
 from prm_bench.report import figures
-from prm_bench.report.claims import measure_claims
+from prm_bench.report.claims import claims_method, measure_claims
+from prm_bench.report.gap import gap_section
 from prm_bench.report.header import (
     command_line,
     computed_time,
     environment_line,
+    leak_line,
+    leaking_cells,
     missing_cells,
     on_paper_data,
     stage_time,
@@ -68,6 +71,9 @@ def build_report(
         *_tables(run),
         *_every_metric(run),
         *_claims(run, resamples),
+        *gap_section(
+            run.plan, _statistics_reader(run.store, _keys(run)), run.out, resamples, run.store
+        ),
         *_training(run),
         *_precision_recall(run),
         *_qualitative_section(run, samples),
@@ -135,6 +141,7 @@ def _header(run: _Run) -> list[str]:
             "and none reads as a reproduction."
         ),
         *missing_cells(manifest),
+        *leak_line(run.configs),
         "",
     ]
 
@@ -153,6 +160,10 @@ def _tables(run: _Run) -> list[str]:
             run.out / "tables" / f"{table.spec.key}.tex", to_latex(table.frame, table.spec.title)
         )
         figures.save(figures.bar_chart(table), run.figures, table.spec.key)
+        leaks = sorted(set(cells) & set(leaking_cells(run.configs)))
+        note = (
+            f"**Leak:** cells {_describe(set(leaks))} of this table train on the evaluation images."
+        )
         lines += [
             f"## {table.spec.title}",
             "",
@@ -161,6 +172,7 @@ def _tables(run: _Run) -> list[str]:
             "",
             to_markdown(table.frame),
             "",
+            *([note, ""] if leaks else []),
             f"![{table.spec.key}](figures/{table.spec.key}.png)",
             "",
         ]
@@ -180,6 +192,9 @@ def _every_metric(run: _Run) -> list[str]:
     frame = shown.pivot_table(index="cell", columns="metric", values="value", aggfunc="first")
     frame = frame.round(4)
     axes = {c.index: ", ".join(f"{k}={v}" for k, v in c.axes.items()) for c in run.plan.cells}
+    axes |= {
+        i: f"{axes.get(i, '')} (LEAK: trained on the evaluation images)" for i in _leaking(run)
+    }
     frame.insert(0, "axes", [axes.get(i, "") for i in frame.index])
     write_text_atomic(run.out / "tables" / "every_metric.csv", frame.to_csv())
     return [
@@ -196,12 +211,12 @@ def _every_metric(run: _Run) -> list[str]:
 def _claims(run: _Run, resamples: int) -> list[str]:
     claims, intervals = measure_claims(
         run.tables,
-        _statistics_reader(run.store, {c.index: c.keys for c in run.plan.cells}),
+        _statistics_reader(run.store, _keys(run)),
         lambda c: run.configs[c].train.seed,
         resamples,
     )
     write_text_atomic(run.out / "tables" / "claims.csv", claims.to_csv(index=False))
-    lines = ["## The paper's claims, measured here", "", *_claims_method(intervals), ""]
+    lines = ["## The paper's claims, measured here", "", *claims_method(intervals), ""]
     if not on_paper_data(run.plan.cells[0].config) and len(claims):
         lines += [
             "This run is not on the paper's data: `paper effect` and `magnitude vs paper` "
@@ -261,6 +276,10 @@ def _describe(values: set) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
 
+def _keys(run: _Run) -> dict[int, dict]:
+    return {c.index: c.keys for c in run.plan.cells}
+
+
 def _statistics_reader(store: Store, keys: dict[int, dict]) -> Callable[[int], dict | None]:
     """A cell's per-image statistics (None for a store written before they existed)."""
 
@@ -271,28 +290,6 @@ def _statistics_reader(store: Store, keys: dict[int, dict]) -> Callable[[int], d
         return read_statistics(store, key) if path.is_file() else None
 
     return read
-
-
-def _claims_method(intervals: list) -> list[str]:
-    measured = [i for i in intervals if i is not None]
-    if not intervals:
-        return ["No claim of the paper matches this run's grid (no pair of rows it compares)."]
-    if not measured:
-        return ["No per-image statistics in this run's store: no CI and no verdict."]
-    methods = sorted({i.method for i in measured})
-    return [
-        f"Effects are better minus worse in percentage points (mean over seeds). The 95% CI "
-        f"is a {' / '.join(methods)} with {measured[0].resamples} seeded resamples: both "
-        "sides are recomputed on the same draw. Verdict: **holds** when the CI is above 0, "
-        "**contradicted** when below, **inconclusive** when it contains 0. The "
-        f"{len(measured)} claims with a CI are one family, controlled by Holm-Bonferroni "
-        "on their two-sided bootstrap p-values (`Holm p`): a verdict stands only when that "
-        "is below 0.05 as well, else it reads *inconclusive (after Holm)*. `magnitude vs "
-        "paper` says whether the paper's effect lies in the CI (**agrees**) or the measured "
-        "one is **smaller** or **larger**: a sign that holds can still miss the size. With "
-        "several seeds, `seed sd` is the spread of the per-seed effects and `image-only 95% "
-        "CI` the CI with the seeds held fixed: they measure different things."
-    ]
 
 
 def _pr_curves(plan, store: Store, tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:

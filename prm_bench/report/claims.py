@@ -210,3 +210,26 @@ def _interval(
     if not seeds or not usable:
         return None
     return paired_bootstrap(stats[0], stats[1], claim.metric, resamples, seed)
+
+
+def claims_method(intervals: list) -> list[str]:
+    """The claims section's method paragraph, for the intervals it shows."""
+    measured = [i for i in intervals if i is not None]
+    if not intervals:
+        return ["No claim of the paper matches this run's grid (no pair of rows it compares)."]
+    if not measured:
+        return ["No per-image statistics in this run's store: no CI and no verdict."]
+    methods = sorted({i.method for i in measured})
+    return [
+        f"Effects are better minus worse in percentage points (mean over seeds). The 95% CI "
+        f"is a {' / '.join(methods)} with {measured[0].resamples} seeded resamples: both "
+        "sides are recomputed on the same draw. Verdict: **holds** when the CI is above 0, "
+        "**contradicted** when below, **inconclusive** when it contains 0. The "
+        f"{len(measured)} claims with a CI are one family, controlled by Holm-Bonferroni "
+        "on their two-sided bootstrap p-values (`Holm p`): a verdict stands only when that "
+        "is below 0.05 as well, else it reads *inconclusive (after Holm)*. `magnitude vs "
+        "paper` says whether the paper's effect lies in the CI (**agrees**) or the measured "
+        "one is **smaller** or **larger**: a sign that holds can still miss the size. With "
+        "several seeds, `seed sd` is the spread of the per-seed effects and `image-only 95% "
+        "CI` the CI with the seeds held fixed: they measure different things."
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -237,3 +238,35 @@ def read_training_logs(store: Path, labels: dict[str, str]) -> dict[str, list[di
         key = path.parent.name
         logs[labels.get(key, key)] = json.loads(path.read_text())
     return logs
+
+
+def gap_waterfall(steps: list, total: Any, metric: str) -> Figure:
+    """From the released defaults to the paper setting: each step (cause, Interval) in
+    the config's order as a floating bar from the running sum, its CI as a whisker, then
+    the sum of the steps and the measured all-flipped effect with its CI."""
+    figure = Figure(figsize=(max(6.0, 0.8 * (len(steps) + 2)), 4.0))
+    axes = figure.subplots()
+    running = 0.0
+    for x, (_, interval) in enumerate(steps):
+        effect = interval.effect * 100
+        color = COLORS[2] if effect >= 0 else COLORS[3]
+        axes.bar(x, effect, bottom=running, color=color, width=0.6)
+        top = running + effect
+        axes.errorbar(x, top, yerr=[[effect - interval.low * 100], [interval.high * 100 - effect]],
+                      color="black", capsize=3, linewidth=1)  # fmt: skip
+        if x + 1 < len(steps):
+            axes.plot([x + 0.3, x + 0.7], [top, top], color="grey", linewidth=0.8)
+        running = top
+    labels = [_short(cause, 28) for cause, _ in steps]
+    measured = total.effect * 100
+    for x, value, label in ((len(steps), running, "sum of steps"),
+                            (len(steps) + 1, measured, "measured: all flipped")):  # fmt: skip
+        axes.bar(x, value, color=COLORS[0] if x > len(steps) else COLORS[7], width=0.6)
+        labels.append(label)
+    axes.errorbar(len(steps) + 1, measured, color="black", capsize=3, linewidth=1,
+                  yerr=[[measured - total.low * 100], [total.high * 100 - measured]])  # fmt: skip
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+    axes.set_ylabel(f"effect on {metric} (points)")
+    axes.set_title("Released defaults -> paper setting, one cause at a time (95% CI)")
+    return figure

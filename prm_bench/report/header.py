@@ -74,3 +74,18 @@ def environment_line(plan: Plan, store: Store) -> str:
         return f"- Every stage was computed with: {next(iter(groups), 'unknown')}."
     parts = "; ".join(f"{d} ({len(s)} stages)" for d, s in groups.items())
     return f"- **Mixed environments** (a resume changed threads, versions or device): {parts}."
+
+
+def leaking_cells(configs: dict[int, ExperimentConfig]) -> list[int]:
+    """The cells that train on the evaluation images (`data.leak`)."""
+    return sorted(i for i, c in configs.items() if c.data.leak != "none")
+
+
+def leak_line(configs: dict[int, ExperimentConfig]) -> list[str]:
+    """The header's warning about leaking cells (none without them)."""
+    cells = leaking_cells(configs)
+    if not cells:
+        return []
+    return [f"- **Leak:** cells {', '.join(map(str, cells))} train on the evaluation images "
+            "(`data.leak: train-on-eval`); they measure that leak, not the method, and every "
+            "table that holds one says so."]  # fmt: skip
