@@ -193,7 +193,8 @@ def _every_metric(run: _Run) -> list[str]:
     frame = frame.round(4)
     axes = {c.index: ", ".join(f"{k}={v}" for k, v in c.axes.items()) for c in run.plan.cells}
     axes |= {
-        i: f"{axes.get(i, '')} (LEAK: trained on the evaluation images)" for i in _leaking(run)
+        i: f"{axes.get(i, '')} (LEAK: trained on the evaluation images)"
+        for i in leaking_cells(run.configs)
     }
     frame.insert(0, "axes", [axes.get(i, "") for i in frame.index])
     write_text_atomic(run.out / "tables" / "every_metric.csv", frame.to_csv())
