@@ -97,3 +97,42 @@ def read_live(folder: Path) -> list[dict]:
         with contextlib.suppress(OSError, ValueError):
             found.append(json.loads(path.read_text()))
     return found
+
+
+# A preemption signal (SLURM's, through submitit) that arrives inside a training waits for
+# the loop's next safe point (after a whole optimizer step), where the training saves its
+# state mid-epoch; then the scheduler's own handler requeues the task. Outside a training
+# the handler runs at once (every other stage keeps each finished image on disk anyway).
+_PREEMPTION: dict = {"forward": None, "pending": False, "depth": 0}
+
+
+def preemption_arrived(forward: Callable[[], None]) -> None:
+    """A preemption signal came; `forward` hands it to the scheduler (requeue, exit). It
+    runs now, or at the next `safe_point` when a training is in `deferring`."""
+    if _PREEMPTION["depth"] > 0:
+        _PREEMPTION["forward"], _PREEMPTION["pending"] = forward, True
+    else:
+        forward()
+
+
+@contextlib.contextmanager
+def deferring() -> Iterator[None]:
+    """Within the block a preemption waits for `safe_point`."""
+    _PREEMPTION["depth"] += 1
+    try:
+        yield
+    finally:
+        _PREEMPTION["depth"] -= 1
+    if _PREEMPTION["depth"] == 0 and _PREEMPTION["pending"]:  # came after the last step
+        _PREEMPTION["pending"] = False
+        _PREEMPTION["forward"]()
+
+
+def safe_point(save: Callable[[], None]) -> None:
+    """Where a loop's state is whole: if a preemption is pending, `save` the state, say
+    so, and hand the signal on (which requeues the task and does not return)."""
+    if _PREEMPTION["pending"]:
+        _PREEMPTION["pending"] = False
+        save()
+        report("preempted: state saved mid-epoch, handing over to the scheduler")
+        _PREEMPTION["forward"]()

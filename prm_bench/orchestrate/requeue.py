@@ -2,13 +2,15 @@
 submitit's checkpointing protocol. When SLURM signals a job (preemption, or the time
 limit near), submitit asks the callable how to go on; the answer is the same task with
 the same arguments, which submitit requeues. The task's stage then picks up from what
-it left on disk: a training from its last finished epoch (`stages/resume.py`), an
-inference from its last written image. The work of the epoch in progress is lost; what
-the requeued task computes equals an uninterrupted run (tests/orchestrate/test_requeue.py).
+it left on disk: a training from the state it saved when signalled (mid-epoch, after a
+whole optimizer step: the signal waits for that point, `progress.safe_point`), an
+inference from its last written image. What the requeued task computes equals an
+uninterrupted run (tests/orchestrate/test_requeue.py).
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +26,16 @@ class Requeueable(submitit.helpers.Checkpointable):
         self.fn = fn
 
     def __call__(self, *args: Any) -> Any:
-        """Run the task."""
+        """Run the task, with submitit's preemption handler deferred to a training's next
+        safe point (`progress.safe_point`: the state is saved mid-epoch first)."""
+        usr = submitit.JobEnvironment._usr_sig()
+        handler = signal.getsignal(usr)
+        if callable(handler):
+
+            def deferred(signum: int, frame: Any) -> None:
+                progress.preemption_arrived(lambda: handler(signum, frame))
+
+            signal.signal(usr, deferred)
         return self.fn(*args)
 
     def checkpoint(self, *args: Any) -> submitit.helpers.DelayedSubmission:

@@ -35,6 +35,9 @@ class Resumed:
     epoch: int
     log: list[dict[str, Any]]
     seconds: float
+    # a state saved mid-epoch (preemption): {"epoch", "step", "batches", "losses"}, the
+    # epoch in progress, its steps done, its whole batch plan and their losses
+    partial: dict[str, Any] | None = None
 
 
 def save_state(folder: Path, training: dict[str, Any], done: Resumed) -> None:
@@ -59,7 +62,7 @@ def save_state(folder: Path, training: dict[str, Any], done: Resumed) -> None:
     record = {
         "epoch": done.epoch, "log": done.log, "seconds": done.seconds,
         "param_groups": optim["param_groups"], "scalars": scalars,
-        "tensors_sha256": file_digest(folder / TENSORS),
+        "tensors_sha256": file_digest(folder / TENSORS), "partial": done.partial,
     }  # fmt: skip
     write_atomic(folder / STATE, (json.dumps(record) + "\n").encode())
 
@@ -92,7 +95,10 @@ def load_state(folder: Path, training: dict[str, Any]) -> Resumed | None:
     training["generator"].set_state(tensors["rng.plan"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return Resumed(record["epoch"], record["log"], record["seconds"])
+    partial = record.get("partial")
+    if partial is not None:  # JSON lists back to the plan's (index, flip) pairs
+        partial["batches"] = [[tuple(item) for item in batch] for batch in partial["batches"]]
+    return Resumed(record["epoch"], record["log"], record["seconds"], partial)
 
 
 def clear_state(folder: Path) -> None:

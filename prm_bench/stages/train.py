@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,11 @@ class _Loop:
     plan: BatchPlan
     device: torch.device
     meter: progress.Meter | None = None
+    # the epoch's whole plan, the losses of its steps a stopped run had done (a state
+    # saved mid-epoch), and how to save such a state (epoch, steps done, their losses)
+    epoch_batches: list = field(default_factory=list)
+    carried: list[float] = field(default_factory=list)
+    checkpoint: Callable[[int, int, list[float]], None] | None = None
 
 
 def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoch: int) -> float:
@@ -102,8 +107,10 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
     model, device = loop.model, loop.device
     model.train()
     autocast = train.amp  # bf16 on every device: one meaning under one training key
-    losses, steps, start, seen = [], len(loop.plan.batches), time.perf_counter(), 0
-    for step, (items, batch) in enumerate(zip(loop.plan.batches, loop.loader, strict=True)):
+    losses, loop.carried = list(loop.carried), []  # a resumed epoch's steps so far
+    steps, start, seen = len(losses) + len(loop.plan.batches), time.perf_counter(), 0
+    batches = zip(loop.plan.batches, loop.loader, strict=True)
+    for step, (items, batch) in enumerate(batches, start=len(losses)):
         index = [i for i, _ in items]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             inputs = normalise(batch.to(device, non_blocking=True), model.spec)
@@ -120,6 +127,8 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
         loop.optimizer.step()
         losses.append(loss.item())
         seen += len(items)
+        if loop.checkpoint is not None:  # a preemption saves the state here, then requeues
+            progress.safe_point(lambda done=step + 1: loop.checkpoint(epoch, done, losses))
         if loop.meter is not None:
             pace = seen / max(time.perf_counter() - start, 1e-9)
             loop.meter.tick((epoch - 1) * steps + step + 1, f"epoch {epoch}/{train.epochs} "
@@ -170,6 +179,20 @@ def _write_events(folder: Path, log: list[dict]) -> None:
     write_atomic(folder / EVENTS, "".join(json.dumps(e) + "\n" for e in log).encode())
 
 
+def _plan_epoch(
+    loop: _Loop, partial: dict | None, generator: torch.Generator, config: ExperimentConfig
+) -> None:
+    """The epoch's batches: drawn afresh, or the rest of those of a state saved mid-epoch
+    (whose losses so far it carries)."""
+    if partial is None:
+        count, train = len(loop.labels), config.train
+        loop.epoch_batches = draw_plan(count, generator, train.batch_size, train.flip)
+        loop.plan.batches = loop.epoch_batches
+    else:
+        loop.epoch_batches, loop.carried = partial["batches"], list(partial["losses"])
+        loop.plan.batches = partial["batches"][partial["step"] :]
+
+
 def _model(config: ExperimentConfig, classes: int, device: torch.device) -> torch.nn.Module:
     """The classifier to train, on `device` in the training's memory format."""
     backbone = config.backbone
@@ -207,13 +230,18 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     log, scalars = resumed.log, scalar_writer(config.train, store, key)
     start = time.perf_counter() - resumed.seconds
     label, steps = f"train {key}", -(-len(images) // config.train.batch_size)
-    with progress.meter(label, config.train.epochs * steps, resumed.epoch * steps) as meter:
+    partial = resumed.partial or {"epoch": 0, "step": 0}
+
+    def checkpoint(epoch: int, done: int, losses: list[float]) -> None:
+        mid = {"epoch": epoch, "step": done, "batches": loop.epoch_batches, "losses": losses}
+        save_state(folder, training, Resumed(epoch - 1, log, time.perf_counter() - start, mid))
+
+    loop.checkpoint, first = checkpoint, resumed.epoch * steps + partial["step"]
+    with progress.meter(label, config.train.epochs * steps, first) as meter, progress.deferring():
         loop.meter = meter
         for epoch in range(resumed.epoch + 1, config.train.epochs + 1):
             store.check()
-            plan.batches = draw_plan(
-                len(images), generator, config.train.batch_size, config.train.flip
-            )
+            _plan_epoch(loop, partial if partial["epoch"] == epoch else None, generator, config)
             loss = _epoch(loop, config.train, config.stimulation, epoch)
             val = _scores(model, eval_loader, config.stimulation, device)
             seconds = time.perf_counter() - start
@@ -233,10 +261,7 @@ def run(config: ExperimentConfig, store: Store, keys: dict[str, str], device: to
     clear_state(folder)
     if scalars is not None:
         scalars.close()
-    info = {
-        "classes": train_set.class_names,
-        "seconds": time.perf_counter() - start,
-        "device": device.type,
-    }
+    info = {"classes": train_set.class_names, "seconds": time.perf_counter() - start,
+            "device": device.type}  # fmt: skip
     store.complete("train", key, info, [CHECKPOINT, "log.json"])
     return folder

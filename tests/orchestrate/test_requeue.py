@@ -1,7 +1,8 @@
 """Preemption and worker loss mid-training (issue 22 item 4): a training signalled by
-the scheduler (submitit's local executor standing in for SLURM) is requeued, and one
-whose dask worker is killed runs again on another worker; both resume from the last
-finished epoch and end with the model and results of an uninterrupted run."""
+the scheduler (submitit's local executor standing in for SLURM) saves its state after
+the step in progress and is requeued, resuming from that step; one whose dask worker is
+killed runs again on another worker from its last finished epoch. Both end with the
+model and results of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def test_a_training_signalled_by_slurm_is_requeued_and_resumes(uninterrupted, tm
     watcher.join(timeout=5)
     assert signalled, "the training finished before it could be signalled"
     log = (runs / plan.name / "run.log").read_text()
+    assert "preempted: state saved mid-epoch, handing over to the scheduler" in log
     assert "signalled by the scheduler (preemption or timeout): requeued" in log
     train_key = plan.cells[0].keys["train"]
     assert log.count(f"train {train_key}: on cpu") == 2  # started, then requeued

@@ -131,6 +131,60 @@ def test_a_stopped_training_resumes_to_the_uninterrupted_model(tmp_path, make_sh
     assert len((folder / train.EVENTS).read_text().splitlines()) == 4
 
 
+class Requeued(Exception):
+    """What the scheduler's handler stands for here: the process stops to be requeued."""
+
+
+@pytest.mark.parametrize("at_step", [1, 2])
+def test_a_training_preempted_mid_epoch_saves_there_and_resumes_to_the_same_model(
+    tmp_path, make_shapes, at_step
+):
+    """Issue 22 item 4: the preemption signal arrives during step `at_step` of epoch 2;
+    the training saves its state after that whole step (the signal waits for it), the
+    scheduler takes over, and the resumed training goes on from that step to the model
+    an uninterrupted training gives, byte for byte."""
+    from prm_bench import progress
+
+    root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
+    cell = load_plan(train_config(root)).cells[0]
+    cpu = torch.device("cpu")
+    clean = trained(train.run(cell.config, Store(tmp_path / "clean"), cell.keys, cpu))
+    store = Store(tmp_path / "preempted")
+    calls = {"n": 0}
+    original = train.class_scores
+
+    def signalled(*args, **kwargs):  # 4 calls an epoch: 3 training batches, evaluation
+        calls["n"] += 1
+        if calls["n"] == 4 + at_step:
+            progress.preemption_arrived(lambda: (_ for _ in ()).throw(Requeued()))
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "class_scores", signalled)
+        with pytest.raises(Requeued):
+            train.run(cell.config, store, cell.keys, cpu)
+    folder = store.path("train", cell.keys["train"])
+    state = json.loads((folder / ".resume.json").read_text())
+    assert (state["epoch"], state["partial"]["epoch"], state["partial"]["step"]) == (1, 2, at_step)
+    assert len(state["partial"]["losses"]) == at_step and len(state["partial"]["batches"]) == 3
+    assert trained(train.run(cell.config, store, cell.keys, cpu)) == clean
+
+
+def test_a_preemption_outside_a_training_is_handed_on_at_once_and_inside_it_waits():
+    from prm_bench import progress
+
+    handed: list[str] = []
+    progress.preemption_arrived(lambda: handed.append("now"))
+    assert handed == ["now"]
+    with progress.deferring():
+        progress.preemption_arrived(lambda: handed.append("deferred"))
+        assert handed == ["now"]  # waits for a safe point
+        progress.safe_point(lambda: handed.append("saved"))
+        assert handed == ["now", "saved", "deferred"]  # saved first, then handed on
+        progress.preemption_arrived(lambda: handed.append("late"))
+    assert handed[-1] == "late"  # after the last step: handed on as the block ends
+
+
 def test_tensorboard_scalars_are_read_back_by_tensorboard_s_own_reader(shapes, tmp_path):
     """Issue 22 item 3: `train.log_to: [tensorboard]` writes each epoch's scalars under
     runs/<name>/tensorboard/<train key>/, and is no part of the training key."""
