@@ -257,7 +257,7 @@ def gap_waterfall(steps: list, total: Any, metric: str) -> Figure:
         if x + 1 < len(steps):
             axes.plot([x + 0.3, x + 0.7], [top, top], color="grey", linewidth=0.8)
         running = top
-    labels = [_short(cause, 28) for cause, _ in steps]
+    labels = [_short(cause, 36) for cause, _ in steps]
     measured = total.effect * 100
     for x, value, label in ((len(steps), running, "sum of steps"),
                             (len(steps) + 1, measured, "measured: all flipped")):  # fmt: skip

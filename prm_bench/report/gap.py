@@ -119,6 +119,16 @@ def _recall_column(study: GapStudy, cells: GapCells, store: Store | None) -> lis
     return column
 
 
+def _verdict(interval: Interval | None, margin: float) -> str:
+    """The gap verdict; an effect that matters but whose CI lies inside the margin says
+    so (it is real and small)."""
+    if interval is None:
+        return "no statistics"
+    verdict = gap_verdict(interval, margin / 100)
+    inside = -margin / 100 <= interval.low and interval.high <= margin / 100
+    return f"{verdict} (inside +-{margin:g})" if verdict == "matters" and inside else verdict
+
+
 def gap_table(
     study: GapStudy, cells: GapCells, resamples: int, store: Store | None = None
 ) -> tuple[pd.DataFrame, list]:
@@ -136,9 +146,7 @@ def gap_table(
             "released": row.released,
             "alternative": row.alternative,
             **{f"effect on {m} [95% CI]": _cell(i) for m, i in measured.items()},
-            f"verdict ({study.primary})": "no statistics"
-            if primary is None
-            else gap_verdict(primary, study.margin / 100),
+            f"verdict ({study.primary})": _verdict(primary, study.margin),
         }
         lines.append(line)
         effects.append(Effect(row.alternative, measured))
@@ -167,7 +175,8 @@ def gap_section(
     table, effects = gap_table(study, cells, resamples, store)
     write_text_atomic(out / "tables" / "gap.csv", table.to_csv(index=False))
     paired = zip(study.rows, effects, strict=True)
-    steps = [(r.cause, e.intervals.get(study.primary)) for r, e in paired if r.paper]
+    steps = [(f"{r.cause}: {r.alternative}", e.intervals.get(study.primary))
+             for r, e in paired if r.paper]  # fmt: skip
     total = cells.contrast({study.paper: 1.0, study.base: -1.0}, study.primary, resamples)
     check = cells.contrast(interaction_weights(study), study.primary, resamples)
     lines = [
@@ -205,7 +214,8 @@ def _method(study: GapStudy, cells: GapCells, resamples: int) -> list[str]:
         "alike for both sides). Verdict on "
         f"{study.primary}: **matters** when the CI excludes 0, **negligible** when it lies "
         f"inside +-{study.margin:g} points (the equivalence margin the config states), "
-        f"**inconclusive** otherwise. {study.primary} of the cells: {shown}.",
+        f"**inconclusive** otherwise; *matters (inside +-{study.margin:g})* is an effect "
+        f"that is real but smaller than the margin. {study.primary} of the cells: {shown}.",
         *(
             [
                 "",

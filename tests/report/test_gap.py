@@ -66,6 +66,10 @@ def test_the_table_gives_each_cause_its_known_effect_and_verdict():
     verdicts = table["verdict (prm_correct)"].tolist()
     assert verdicts == ["matters", "matters", "negligible", "matters", "matters"]
     assert table["cause"].tolist()[-1] == "Leak (LEAK)"
+    small = GapCells(plan, constructed(plan, {"flip-a": 0.005}).get)
+    assert gap_table(plan.gap, small, resamples=200)[0]["verdict (prm_correct)"][0] == (
+        "matters (inside +-1)"  # +0.5 points on every image: real, and inside the margin
+    )
     assert table["effect on prm_correct [95% CI]"][2] == "+0.0 [+0.0, +0.0]"
     check = cells.contrast(interaction_weights(plan.gap), "prm_correct", 200)
     assert check.effect == pytest.approx(0.0, abs=1e-12)
