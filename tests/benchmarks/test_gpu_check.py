@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks import gpu_check
+from prm_bench.config import load_plan
 from prm_bench.stages.infer import pack_prms
 from prm_bench.stages.store import save_npz
 
@@ -26,7 +27,10 @@ def test_the_gpu_check_dry_path_runs_and_finds_the_cpu_equal_to_itself(tmp_path,
     assert "max metric difference 0" in output
     plans = {plan["plan"]: plan for plan in report["projection"]["plans"]}
     assert set(plans) == {"voc2012", "full"} and "projected voc2012:" in output
-    assert plans["voc2012"]["unique"]["train"] == 5 and plans["full"]["unique"]["train"] == 33
+    for name, plan in plans.items():  # every unique training of the config, once
+        cells = load_plan(f"ablations/{name}.yaml").cells
+        assert plan["unique"]["train"] == len({c.keys["train"] for c in cells})
+        assert plan["cells"] == len(cells) and plan["total_hours"] > 0
 
 
 def stored_prms(folder, prms: np.ndarray) -> None:
