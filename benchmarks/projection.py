@@ -114,13 +114,31 @@ def infer_seconds_per_image(
     return {"seconds": (time.perf_counter() - start) / images, "mean_peaks": peaks / images}
 
 
+def retrieve_seconds_per_image(size: int, peaks: int, proposals: int, repeats: int) -> float:
+    """Median seconds of prm-bench's retrieval of one image (`peaks` PRMs against
+    `proposals` random masks, gallery prepared in the call, the original's choices)."""
+    from benchmarks.retrieval import random_masks
+    from benchmarks.timing import timed
+    from prm_bench.instances.retrieval import retrieve
+    from prm_bench.instances.retrieval_options import RetrievalConfig
+
+    rng = np.random.default_rng(0)
+    masks = random_masks(rng, proposals, size)
+    prms = rng.random((peaks, size, size)) ** 8
+    prms /= prms.sum(axis=(1, 2), keepdims=True)
+    rows = np.stack([np.zeros(peaks), rng.integers(0, 3, peaks), np.zeros(peaks),
+                     np.zeros(peaks)], 1).astype(int)  # fmt: skip
+    crm = rng.standard_normal((1, 3, max(size // 32, 1), max(size // 32, 1)))
+    params = RetrievalConfig(resize_mode="legacy")
+    return timed(lambda: retrieve(prms, rows, crm, masks, params), repeats, torch.device("cpu"))
+
+
 def measure(
     device: torch.device, backbones: tuple[str, ...], images: int, size: int, batch: int
 ) -> dict[str, Any]:
     """Seconds per image of each stage kind at `size` px and `batch` images per step
     (`project`'s timings), measured on `device` with the voc2012.yaml settings (the
     inference at that input size)."""
-    from benchmarks.retrieval import bench_retrieval
     from benchmarks.run import bench_train_step
     from benchmarks.timing import timed
     from prm_bench.config import load_plan
@@ -128,7 +146,7 @@ def measure(
 
     voc = load_plan(Path(__file__).parents[1] / "ablations" / "voc2012.yaml").cells[0].config
     config = voc.model_copy(update={"data": voc.data.model_copy(update={"image_size": size})})
-    retrieval = bench_retrieval(size, 8, 100, 3)["seconds"]["with_preparation"]
+    retrieval = retrieve_seconds_per_image(size, 8, 100, 3)
     timings: dict[str, Any] = {}
     for backbone in backbones:
         steps = {u: bench_train_step(device, backbone, size, batch, u, 3) for u in (1, 8)}
