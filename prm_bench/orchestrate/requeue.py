@@ -42,6 +42,7 @@ class Requeueable(submitit.helpers.Checkpointable):
         """The same task again, said in the run's log (its state is already on disk)."""
         progress.report(
             f"{args[0] if args else 'task'}: signalled by the scheduler (preemption or "
-            "timeout): requeued, resuming from the last finished epoch or image"
+            "timeout): requeued, resuming from the state saved at the signal (a training) "
+            "or the last written image"
         )
         return submitit.helpers.DelayedSubmission(self, *args)
