@@ -97,35 +97,55 @@ def trained(folder) -> tuple[bytes, list]:
     return (folder / train.CHECKPOINT).read_bytes(), kept
 
 
-@pytest.mark.parametrize("stop", ["after epoch 1", "after epoch 2", "during epoch 3"])
-def test_a_stopped_training_resumes_to_the_uninterrupted_model(tmp_path, make_shapes, stop):
+CPU = torch.device("cpu")
+
+
+def clean_training(tmp_path, make_shapes):
+    """A 4-epoch training on a tiny tree, run once uninterrupted: its cell and result."""
     root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
     cell = load_plan(train_config(root)).cells[0]
-    cpu = torch.device("cpu")
-    clean = trained(train.run(cell.config, Store(tmp_path / "clean"), cell.keys, cpu))
+    return cell, trained(train.run(cell.config, Store(tmp_path / "clean"), cell.keys, CPU))
+
+
+def at_call(number: int, act):
+    """`train.class_scores` that does `act()` at its `number`-th call (1-based)."""
+    calls, original = {"n": 0}, train.class_scores
+
+    def scores(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == number:
+            act()
+        return original(*args, **kwargs)
+
+    return scores
+
+
+def run_with(cell, store, scores) -> None:
+    """Train the cell into `store` with `scores` in place of `train.class_scores`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "class_scores", scores)
+        train.run(cell.config, store, cell.keys, CPU)
+
+
+@pytest.mark.parametrize("stop", ["after epoch 1", "after epoch 2", "during epoch 3"])
+def test_a_stopped_training_resumes_to_the_uninterrupted_model(tmp_path, make_shapes, stop):
+    cell, clean = clean_training(tmp_path, make_shapes)
     store = Store(tmp_path / "stopped")
     # class scores are taken 4 times an epoch: 3 training batches, then the evaluation pass
     stop_at = {"after epoch 1": 5, "after epoch 2": 9, "during epoch 3": 10}[stop]
-    calls = {"n": 0}
-    original = train.class_scores
 
-    def killed(*args, **kwargs):  # the process dies at this call
-        calls["n"] += 1
-        if calls["n"] == stop_at:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+    def killed() -> None:  # the process dies at this call
+        raise KeyboardInterrupt
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "class_scores", killed)
-        with pytest.raises(KeyboardInterrupt):
-            train.run(cell.config, store, cell.keys, cpu)
+    with pytest.raises(KeyboardInterrupt):
+        run_with(cell, store, at_call(stop_at, killed))
     folder = store.path("train", cell.keys["train"])
     assert not store.is_done("train", cell.keys["train"])  # a partial state is no stage
     state = json.loads((folder / ".resume.json").read_text())
     assert state["epoch"] == int(stop.split()[-1]) - stop.startswith("during")
     events = (folder / train.EVENTS).read_text().splitlines()
     assert len(events) == state["epoch"]
-    assert trained(train.run(cell.config, store, cell.keys, cpu)) == clean
+    assert trained(train.run(cell.config, store, cell.keys, CPU)) == clean
     assert store.is_done("train", cell.keys["train"])
     assert not (folder / ".resume.json").exists() and not (folder / ".resume.safetensors").exists()
     assert len((folder / train.EVENTS).read_text().splitlines()) == 4
@@ -145,29 +165,22 @@ def test_a_training_preempted_mid_epoch_saves_there_and_resumes_to_the_same_mode
     an uninterrupted training gives, byte for byte."""
     from prm_bench import progress
 
-    root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
-    cell = load_plan(train_config(root)).cells[0]
-    cpu = torch.device("cpu")
-    clean = trained(train.run(cell.config, Store(tmp_path / "clean"), cell.keys, cpu))
+    cell, clean = clean_training(tmp_path, make_shapes)
     store = Store(tmp_path / "preempted")
-    calls = {"n": 0}
-    original = train.class_scores
 
-    def signalled(*args, **kwargs):  # 4 calls an epoch: 3 training batches, evaluation
-        calls["n"] += 1
-        if calls["n"] == 4 + at_step:
-            progress.preemption_arrived(lambda: (_ for _ in ()).throw(Requeued()))
-        return original(*args, **kwargs)
+    def requeue() -> None:
+        raise Requeued
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "class_scores", signalled)
-        with pytest.raises(Requeued):
-            train.run(cell.config, store, cell.keys, cpu)
+    def signalled() -> None:  # 4 calls an epoch: 3 training batches, then evaluation
+        progress.preemption_arrived(requeue)
+
+    with pytest.raises(Requeued):
+        run_with(cell, store, at_call(4 + at_step, signalled))
     folder = store.path("train", cell.keys["train"])
     state = json.loads((folder / ".resume.json").read_text())
     assert (state["epoch"], state["partial"]["epoch"], state["partial"]["step"]) == (1, 2, at_step)
     assert len(state["partial"]["losses"]) == at_step and len(state["partial"]["batches"]) == 3
-    assert trained(train.run(cell.config, store, cell.keys, cpu)) == clean
+    assert trained(train.run(cell.config, store, cell.keys, CPU)) == clean
 
 
 def test_a_preemption_outside_a_training_is_handed_on_at_once_and_inside_it_waits():
