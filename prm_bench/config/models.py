@@ -87,6 +87,11 @@ class DataConfig(_Section):
         return self
 
     @property
+    def leaks(self) -> bool:
+        """Whether training also sees the evaluation images (`leak: train-on-eval`)."""
+        return self.leak == "train-on-eval"
+
+    @property
     def evaluated(self) -> tuple[str, int | None]:
         """The split this cell infers, retrieves and evaluates on, and its image limit."""
         if self.evaluate_on == "tune":

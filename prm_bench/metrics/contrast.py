@@ -37,6 +37,16 @@ def _contrast(
     )
 
 
+def contrast_point(
+    cells: Sequence[Sequence[Statistics]], weights: Sequence[float], metric: str
+) -> float:
+    """sum_k weights[k] * mean-over-seeds metric(cells[k]) on the images as they are."""
+    w = np.asarray(weights, dtype=np.float64)
+    ones = np.ones((1, image_count(cells[0][0])))
+    per_seed = [_contrast([c[s] for c in cells], w, metric, ones)[0] for s in range(len(cells[0]))]
+    return float(np.mean(per_seed))
+
+
 def contrast_bootstrap(
     cells: Sequence[Sequence[Statistics]],
     weights: Sequence[float],
@@ -57,8 +67,7 @@ def contrast_bootstrap(
         raise ValueError("every cell needs the same seeds, evaluated on the same images")
     (n_seeds,), (n_images,) = n_seeds, sizes
     w = np.asarray(weights, dtype=np.float64)
-    ones = np.ones((1, n_images))
-    point = np.mean([_contrast([c[s] for c in cells], w, metric, ones)[0] for s in range(n_seeds)])
+    point = contrast_point(cells, weights, metric)
     rng = np.random.default_rng(seed)
     samples = []
     for start in range(0, resamples, 250):  # the chunks of paired_bootstrap: the same draws

@@ -27,6 +27,7 @@ from torch import nn
 from prm_bench.progress import report
 
 MIB = 1 << 20
+GRAPH_FACTOR = 1.5  # what a pass holds per byte of saved graph (see the docstring)
 
 # Signals per backward of `batched` when the caller gives none. On 2 CPU cores
 # (benchmarks/prm.py) a batched backward never beat one backward per signal: ResNet50 and
@@ -56,12 +57,12 @@ class MemoryTally:
 
     def estimate(self, image: torch.Tensor, chunk: int) -> int:
         """Estimated bytes of a pass whose backwards carry `chunk` signals each."""
-        return int(1.5 * self.graph_bytes) + (chunk + 1) * self.per_signal(image)
+        return int(GRAPH_FACTOR * self.graph_bytes) + (chunk + 1) * self.per_signal(image)
 
     def chunk(self, image: torch.Tensor, budget_mb: float, requested: int) -> int:
         """The most signals per backward (at most `requested`, at least 1) whose
         graph plus signals fit in `budget_mb` MiB."""
-        room = budget_mb * MIB - 1.5 * self.graph_bytes
+        room = budget_mb * MIB - GRAPH_FACTOR * self.graph_bytes
         fits = int(room // self.per_signal(image)) - 1  # one more for the workspace
         if fits < 1:
             height, width = image.shape[-2:]

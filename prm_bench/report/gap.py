@@ -7,7 +7,6 @@ the paper setting, and the check that the single effects add up to the all-flipp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,21 +17,11 @@ from prm_bench.config.gap import GapRow, GapStudy
 from prm_bench.instances.proposals import GALLERIES, open_gallery
 from prm_bench.instances.proposals.quality import gallery_quality
 from prm_bench.metrics.bootstrap import Interval, Statistics, supports
-from prm_bench.metrics.contrast import contrast_bootstrap, gap_verdict
+from prm_bench.metrics.contrast import contrast_bootstrap, contrast_point, gap_verdict
 from prm_bench.report import figures
 from prm_bench.report.tables import to_markdown
 from prm_bench.stages.inputs import computed_proposals, open_split
 from prm_bench.stages.store import Store
-
-LEAK = "train-on-eval"
-
-
-@dataclass
-class Effect:
-    """A measured contrast: per metric its interval (None where it cannot be measured)."""
-
-    label: str
-    intervals: dict[str, Interval | None]
 
 
 class GapCells:
@@ -54,19 +43,30 @@ class GapCells:
     def leaks(self, variant: str) -> bool:
         """Whether the variant's cells train on the evaluation images."""
         indices = set(self.by_variant.get(variant, {}).values())
-        return any(c.config.data.leak == LEAK for c in self.plan.cells if c.index in indices)
+        return any(c.config.data.leaks for c in self.plan.cells if c.index in indices)
 
-    def contrast(self, weights: dict[str, float], metric: str, resamples: int) -> Interval | None:
-        """sum_v weights[v] * metric(v), paired over the seeds every variant has; None
-        where a cell has no statistics for the metric."""
-        weights = {v: w for v, w in weights.items() if w != 0}
-        if not weights:
-            return None
+    def _paired(self, weights: dict[str, float], metric: str) -> list | None:
+        """Per variant of nonzero weight, its statistics over the seeds they all have;
+        None where a cell has no statistics for the metric."""
         seeds = sorted(set.intersection(*(set(self.by_variant[v]) for v in weights)))
         stats = [[self.statistics(self.by_variant[v][s]) for s in seeds] for v in weights]
         if not seeds or any(s is None or not supports(s, metric) for side in stats for s in side):
             return None
+        return stats
+
+    def contrast(self, weights: dict[str, float], metric: str, resamples: int) -> Interval | None:
+        """sum_v weights[v] * metric(v), paired over the seeds every variant has, with
+        its CI; None where it cannot be measured."""
+        weights = {v: w for v, w in weights.items() if w != 0}
+        stats = self._paired(weights, metric) if weights else None
+        if stats is None:
+            return None
         return contrast_bootstrap(stats, list(weights.values()), metric, resamples)
+
+    def level(self, variant: str, metric: str) -> float | None:
+        """The variant's metric, mean over its seeds (no resampling)."""
+        stats = self._paired({variant: 1.0}, metric)
+        return None if stats is None else contrast_point(stats, [1.0], metric)
 
 
 def row_weights(study: GapStudy, row: GapRow) -> dict[str, float]:
@@ -131,10 +131,10 @@ def _verdict(interval: Interval | None, margin: float) -> str:
 
 def gap_table(
     study: GapStudy, cells: GapCells, resamples: int, store: Store | None = None
-) -> tuple[pd.DataFrame, list]:
+) -> tuple[pd.DataFrame, list[dict[str, Interval | None]]]:
     """One line per row of the study: the effect on each metric with its 95% CI, the
     verdict on the primary metric, and the galleries' recall where a row changes the
-    gallery (with a store to read them from); with the rows' measured effects."""
+    gallery (with a store to read them from); with each row's intervals by metric."""
     lines, effects = [], []
     for row in study.rows:
         weights = row_weights(study, row)
@@ -149,7 +149,7 @@ def gap_table(
             f"verdict ({study.primary})": _verdict(primary, study.margin),
         }
         lines.append(line)
-        effects.append(Effect(row.alternative, measured))
+        effects.append(measured)
     table = pd.DataFrame(lines)
     recalls = _recall_column(study, cells, store)
     if any(recalls):
@@ -175,7 +175,7 @@ def gap_section(
     table, effects = gap_table(study, cells, resamples, store)
     write_text_atomic(out / "tables" / "gap.csv", table.to_csv(index=False))
     paired = zip(study.rows, effects, strict=True)
-    steps = [(f"{r.cause}: {r.alternative}", e.intervals.get(study.primary))
+    steps = [(f"{r.cause}: {r.alternative}", e.get(study.primary))
              for r, e in paired if r.paper]  # fmt: skip
     total = cells.contrast({study.paper: 1.0, study.base: -1.0}, study.primary, resamples)
     check = cells.contrast(interaction_weights(study), study.primary, resamples)
@@ -200,10 +200,10 @@ def gap_section(
 
 
 def _method(study: GapStudy, cells: GapCells, resamples: int) -> list[str]:
-    levels = {
-        v: cells.contrast({v: 1.0}, study.primary, resamples) for v in (study.base, study.paper)
-    }
-    shown = ", ".join(f"`{v}` {i.effect * 100:.1f}" for v, i in levels.items() if i is not None)
+    levels = {v: cells.level(v, study.primary) for v in (study.base, study.paper)}
+    shown = ", ".join(
+        f"`{v}` {value * 100:.1f}" for v, value in levels.items() if value is not None
+    )
     leaking = sorted(v for v in cells.by_variant if cells.leaks(v))
     return [
         "Each row flips one candidate cause of the gap between the paper's 26.8 and the "

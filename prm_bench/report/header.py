@@ -78,7 +78,7 @@ def environment_line(plan: Plan, store: Store) -> str:
 
 def leaking_cells(configs: dict[int, ExperimentConfig]) -> list[int]:
     """The cells that train on the evaluation images (`data.leak`)."""
-    return sorted(i for i, c in configs.items() if c.data.leak != "none")
+    return sorted(i for i, c in configs.items() if c.data.leaks)
 
 
 def leak_line(configs: dict[int, ExperimentConfig]) -> list[str]:

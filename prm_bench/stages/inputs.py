@@ -62,7 +62,7 @@ def open_training_data(data: DataConfig) -> tuple[Dataset, Dataset]:
     train = open_split(data, "train")
     evaluation = open_split(data, "eval")
     check_disjoint(train, evaluation)
-    if data.leak == "train-on-eval":  # the gap study's measured leak, spelled out
+    if data.leaks:  # the gap study's measured leak, spelled out
         train = JoinedSplits(train, evaluation)
     if data.tune_split is not None:
         tune = open_split(data, "tune")

@@ -59,9 +59,7 @@ def test_the_table_gives_each_cause_its_known_effect_and_verdict():
     stats = constructed(plan, shift)
     cells = GapCells(plan, stats.get)
     table, effects = gap_table(plan.gap, cells, resamples=200)
-    effect = {
-        row: e.intervals["prm_correct"].effect for row, e in zip("ABCDL", effects, strict=True)
-    }
+    effect = {row: e["prm_correct"].effect for row, e in zip("ABCDL", effects, strict=True)}
     assert effect == pytest.approx({"A": 0.1, "B": 0.2, "C": 0.0, "D": -0.1, "L": 0.05})
     verdicts = table["verdict (prm_correct)"].tolist()
     assert verdicts == ["matters", "matters", "negligible", "matters", "matters"]
