@@ -103,3 +103,74 @@ def test_temporarily_stands_in_for_an_entry_and_puts_it_back():
     with registry.temporarily("a", 2):
         assert registry.get("a") == 2
     assert registry.get("a") == 1
+
+
+def _home(tmp_path, monkeypatch, name: str, body: str) -> str:
+    """A module `name` on sys.path, for a registry's `home`."""
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_declared_entries_are_listed_without_their_home_and_built_from_it(tmp_path, monkeypatch):
+    import sys
+
+    registry = Registry("gadget", home=_home(tmp_path, monkeypatch, "gadget_home", "x = 1\n"))
+    registry.declare("twice", "factor=2", "Double it.")
+    registry.declare_prefix("up:")
+    assert registry.names() == ["twice"] and "twice" in registry and "up:abc" in registry
+    assert registry.describe("twice") == ("factor=2", "Double it.")
+    assert "did you mean 'twice'" in registry.unknown_message("twicee")
+    assert "or up:<name>" in registry.unknown_message("nope")
+    assert "gadget_home" not in sys.modules  # nothing was imported to answer those
+    with pytest.raises(RuntimeError, match="gadget_home does not implement gadget 'twice'"):
+        registry.get("twice")  # imported, but it registers nothing
+
+    def twice(x, *, factor=2):
+        """Double it."""
+        return x * factor
+
+    registry.add("twice", twice)
+    registry.add_prefix("up:", str.upper)
+    assert registry.get("twice")(3) == 6 and registry.get("up:abc") == "ABC"
+
+
+def test_the_home_module_is_imported_on_the_first_get(tmp_path, monkeypatch):
+    registry = Registry("gizmo", home="gizmo_home")
+    monkeypatch.setitem(__import__("sys").modules, "registry_under_test", registry)
+    _home(tmp_path, monkeypatch, "gizmo_home", (
+        "from registry_under_test import add\n"
+        "def half(x):\n    '''Halve it.'''\n    return x / 2\n"
+        "add('half', half)\n"
+    ))  # fmt: skip
+    registry.declare("half", "-", "Halve it.")
+    assert registry.get("half")(3) == 1.5
+
+
+def test_an_entry_that_differs_from_its_declaration_is_refused():
+    registry = Registry("thing", home="anywhere")
+    registry.declare("scaled", "factor=2.0", "Scale the maps.")
+
+    def scaled(maps, *, factor: float = 3.0):
+        """Scale the maps."""
+
+    with pytest.raises(ValueError, match=r"declared as \('factor=2.0'.*describes itself as"):
+        registry.add("scaled", scaled)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.declare("scaled", "-", "again")
+    with pytest.raises(ValueError, match="no home module"):
+        Registry("plain").declare("a", "-", "")
+
+
+def test_every_declaration_of_the_package_matches_its_implementation():
+    """The catalogues (`model.catalogue`) describe the stimulations without torch; each
+    describes its entry exactly as the implemented entry describes itself."""
+    from prm_bench.cli.listing import families
+    from prm_bench.registry import describe_entry
+
+    declared = 0
+    for registry in families().values():
+        for name in registry._declared:
+            assert registry.describe(name) == describe_entry(registry.get(name)), name
+            declared += 1
+    assert declared >= 5

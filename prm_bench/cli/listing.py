@@ -23,8 +23,7 @@ def families() -> dict[str, Registry]:
     from prm_bench.instances.proposals import GALLERIES
     from prm_bench.instances.retrieval_options import TERMS
     from prm_bench.metrics import METRICS
-    from prm_bench.model.backbones import BACKBONES
-    from prm_bench.model.peaks import STIMULATIONS
+    from prm_bench.model.catalogue import BACKBONES, STIMULATIONS
     from prm_bench.orchestrate.executors import EXECUTORS
 
     registries = (BACKBONES, STIMULATIONS, TERMS, GALLERIES, BASELINES, METHODS, METRICS,

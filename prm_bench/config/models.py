@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from prm_bench.data import DATASETS
@@ -30,8 +29,7 @@ from prm_bench.instances.methods import METHODS
 from prm_bench.instances.proposals import GALLERIES
 from prm_bench.instances.retrieval_options import RetrievalConfig
 from prm_bench.metrics import METRICS
-from prm_bench.model.backbones import BACKBONES
-from prm_bench.model.peaks import STIMULATIONS
+from prm_bench.model.catalogue import BACKBONES, STIMULATIONS
 from prm_bench.registry import Registry, keyword_options
 
 
@@ -117,6 +115,10 @@ class StimulationConfig(_Section):
 
     @model_validator(mode="after")
     def _known_options(self) -> StimulationConfig:
+        if self.name not in STIMULATIONS:
+            STIMULATIONS.get(self.name)  # the unknown-name message, with close matches
+        if not self.options:  # the defaults: nothing to check, no torch to import
+            return self
         function = STIMULATIONS.get(self.name)
         allowed = list(keyword_options(function))
         unknown = sorted(set(self.options) - set(allowed))
@@ -135,6 +137,8 @@ class StimulationConfig(_Section):
 def _trial_stimulation(function: Callable[..., Any], options: str) -> str:
     """Why `function` refuses the (JSON) options on a tiny map, or ""; once per function
     and options (a 10,000-cell grid validates the same few)."""
+    import torch  # options are tried on a tensor: a config with none never loads torch
+
     try:  # the values too, so a bad one fails before any compute
         function(torch.zeros(1, 1, 4, 4), **json.loads(options))
     except (TypeError, ValueError, RuntimeError) as err:

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from prm_bench.geometry.maps import resize_maps
 from prm_bench.geometry.masks import mask_iou
 from prm_bench.registry import Registry
 
@@ -141,8 +140,8 @@ def cam_boxes(cam: np.ndarray, params: BaselineConfig) -> list[tuple[Box, float]
 
 def cam_baseline(
     name: str,
-    class_response_maps: np.ndarray | torch.Tensor,
-    class_scores: np.ndarray | torch.Tensor,
+    class_response_maps: Any,
+    class_scores: Any,
     image_size: tuple[int, int],
     proposals: np.ndarray | None = None,
     params: BaselineConfig | dict | None = None,
@@ -165,8 +164,7 @@ def cam_baseline(
     """
     to_mask = BASELINES.get(name).to_mask
     params = BaselineConfig.model_validate(params or {})
-    maps = torch.as_tensor(np.asarray(class_response_maps, dtype=np.float32))
-    maps = F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)[0].numpy()
+    maps = resize_maps(class_response_maps, image_size)[0]
     scores = np.asarray(class_scores, dtype=np.float64).reshape(-1)
     instances = []
     for c in np.flatnonzero(scores >= params.class_threshold):

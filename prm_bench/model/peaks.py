@@ -3,8 +3,9 @@
 A peak of a class response map is a cell that holds the maximum of the r x r window
 centred on it; on a tie only the first cell of the window in row-major order counts,
 which is the cell max-pooling's argmax would pick. Peaks below a per-map threshold
-(median by default) are filtered out. The stimulation registry turns class response maps
-into class scores; `peak` is the paper's peak stimulation.
+(median by default) are filtered out. The stimulation registry (declared in
+`model.catalogue`, implemented here) turns class response maps into class scores; `peak`
+is the paper's peak stimulation.
 
 Paper: Zhou et al., "Weakly Supervised Instance Segmentation using Class Peak Response",
 CVPR 2018, https://arxiv.org/abs/1804.00880
@@ -12,22 +13,14 @@ CVPR 2018, https://arxiv.org/abs/1804.00880
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from prm_bench.registry import Registry
+from prm_bench.model.catalogue import STIMULATIONS
 
 PeakFilter = Literal["median", "mean", "max", "none"] | float
-
-STIMULATIONS: Registry[Callable[..., torch.Tensor]] = Registry(
-    "stimulation",
-    """Aggregations ("peak stimulation" variants): each entry is a function
-    `f(class_response_maps (B, C, h, w), **options) -> class scores (B, C)` that is
-    differentiable in the maps; its keyword options are the entry's configurable fields.""",
-)
 
 
 def upsample_maps(maps: torch.Tensor, factor: int) -> torch.Tensor:

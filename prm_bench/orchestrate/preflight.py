@@ -6,8 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from prm_bench.config import ConfigError, Plan, stage_keys
 from prm_bench.config.keys import DataDigests
@@ -19,9 +18,12 @@ from prm_bench.data.prepare import LIST as TRAIN_AUG
 from prm_bench.data.sources import SOURCES
 from prm_bench.hashing import json_digest
 from prm_bench.instances.proposals import GALLERIES
-from prm_bench.model.backbones import get_backbone
+from prm_bench.model.catalogue import BACKBONES
 from prm_bench.stages.errors import StageError, resolve_device
-from prm_bench.stages.inputs import open_split, open_training_data
+from prm_bench.stages.splits import open_split, open_training_data
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MissingInputs(DataError):
@@ -207,16 +209,19 @@ def preflight(plan: Plan, cache_dir: Path | None = None, dry_run: bool = False) 
 def check_models(plan: Plan) -> None:
     """Refuse, before any compute, what every cell would fail on: a device that is not
     here, and a backbone that timm does not know or that is not a CNN (once per name,
-    not once per cell after training started).
+    not once per cell after training started). torch and timm load only where a check
+    needs them: a CUDA device or bf16 to confirm, a `timm:` backbone to build.
 
     Raises:
         ConfigError: naming the key and the value.
     """
-    try:
-        device = resolve_device(plan.run.device)
-    except StageError as err:
-        raise ConfigError(f"--device / run.device {plan.run.device}: {err}") from None
-    if any(c.config.train.amp for c in plan.cells) and not bf16_supported(device):
+    amp = any(c.config.train.amp for c in plan.cells)
+    if plan.run.device == "cuda" or amp:
+        try:
+            device = resolve_device(plan.run.device)
+        except StageError as err:
+            raise ConfigError(f"--device / run.device {plan.run.device}: {err}") from None
+    if amp and not bf16_supported(device):
         raise ConfigError(
             f"train.amp: true needs bf16 autocast, which {device} does not support; set "
             "train.amp: false (the results then match every other device's)"
@@ -228,7 +233,7 @@ def check_models(plan: Plan) -> None:
         )
     for name in sorted({cell.config.backbone.name for cell in plan.cells}):
         try:
-            get_backbone(name)
+            BACKBONES.get(name)
         except ValueError as err:
             raise ConfigError(f"backbone.name {name}: {err}") from None
 
@@ -236,6 +241,8 @@ def check_models(plan: Plan) -> None:
 def bf16_supported(device: torch.device) -> bool:
     """Whether training can autocast to bf16 on `device` (every CPU torch runs on; CUDA
     from Ampere on)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu"

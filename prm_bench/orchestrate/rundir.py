@@ -17,17 +17,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from prm_bench import __version__
 from prm_bench.atomic import atomic_path
 from prm_bench.config import STAGES, Cell, ConfigError, ExperimentConfig, Plan, RunSettings
 from prm_bench.metrics import protocol_of
-from prm_bench.stages import evaluate
 from prm_bench.stages.errors import StageError, resolve_device
 from prm_bench.stages.store import Store, write_atomic, write_json
+
+if TYPE_CHECKING:  # pandas loads with the results: planning and `status` do without
+    import pandas as pd
 
 MANIFEST = "manifest.json"
 TUNING = "tuning"  # `prm-bench tune`'s folder inside the run directory
@@ -84,6 +84,7 @@ def _git_commit() -> str | None:
 
 def _versions() -> dict[str, str]:
     import numpy
+    import pandas as pd
     import timm
     import torch
 
@@ -99,12 +100,16 @@ def _versions() -> dict[str, str]:
 
 def collect_results(plan: Plan, store: Store) -> pd.DataFrame:
     """One row per (cell, metric) of the finished cells: grid axes, seed, protocol, value."""
+    import pandas as pd
+
+    from prm_bench.stages.evaluate import METRICS_FILE
+
     rows = []
     for cell in plan.cells:
         key = cell.keys["evaluate"]
         if not store.is_done("evaluate", key):
             continue
-        values = json.loads((store.path("evaluate", key) / evaluate.METRICS_FILE).read_text())
+        values = json.loads((store.path("evaluate", key) / METRICS_FILE).read_text())
         base = {"cell": cell.index, **{axis: _plain(v) for axis, v in cell.axes.items()}}
         base["seed"] = cell.config.train.seed
         for metric, value in values.items():

@@ -18,17 +18,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from prm_bench.config import STAGES, Cell, Plan, RunSettings
 from prm_bench.orchestrate.executors import Executor, LocalExecutor, make_executor
 from prm_bench.orchestrate.preflight import bind_data
 from prm_bench.orchestrate.rundir import RunLog, run_lock, write_outputs
 from prm_bench.orchestrate.worker import INTERRUPTED, Outcome, Placement, execute_tasks
-from prm_bench.stages import GROUPED
 from prm_bench.stages.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RunInterrupted(RuntimeError):
@@ -113,6 +113,8 @@ def group_tasks(tasks: list[Task], cells: dict[int, Cell], width: int) -> list[l
     """The tasks of a stage level in groups run as one: tasks that share what the stage's
     `GROUPED` entry names go together, and the largest groups are halved until there are
     `width` groups (so parallel workers stay busy); other stages run a task per group."""
+    from prm_bench.stages.runners import GROUPED  # the stages, with torch: a run computes
+
     if not tasks or tasks[0].stage not in GROUPED:
         return [[task] for task in tasks]
     shared_by = GROUPED[tasks[0].stage].shared_by

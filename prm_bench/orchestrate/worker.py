@@ -10,11 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from prm_bench import progress
 from prm_bench.config import Cell
-from prm_bench.stages import GROUPED, RUNNERS
 from prm_bench.stages.errors import StageError, describe_failure, resolve_device
 from prm_bench.stages.store import Store
 
@@ -56,6 +53,10 @@ def execute_tasks(
 
     A worker orphaned by the death of `where.parent` (kill -9) stops instead of
     recording a stage after the lock is gone."""
+    import torch  # the process that computes loads torch and the stages; planning does not
+
+    from prm_bench.stages.runners import GROUPED, RUNNERS
+
     guard = _parent_alive(where.parent) if where.parent is not None else None
     if where.parent is not None and where.parent == os.getppid():  # a pool worker of the run
         watch_parent(where.parent)

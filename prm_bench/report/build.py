@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
 from prm_bench.atomic import write_text_atomic
 from prm_bench.config import ExperimentConfig, Plan
+from prm_bench.geometry.maps import resize_maps
 from prm_bench.instances.methods import METHODS
 from prm_bench.metrics.instance import voc_pr_curve
 from prm_bench.orchestrate.rundir import plan_from_manifest, store_of
@@ -36,8 +35,8 @@ from prm_bench.report.tables import ReportTable, build_tables, to_latex, to_mark
 from prm_bench.report.tuning import has_tuning, tuning_section
 from prm_bench.stages.evaluate import STATISTICS_FILE, read_statistics
 from prm_bench.stages.infer import read_image
-from prm_bench.stages.inputs import ground_truth, open_split
 from prm_bench.stages.retrieve import read_results
+from prm_bench.stages.splits import ground_truth, open_split
 from prm_bench.stages.store import Store
 
 
@@ -328,12 +327,7 @@ def _qualitative(plan, store: Store, count: int) -> list[dict]:
     for image_id, predicted in zip(ids, predictions, strict=True):
         image = dataset.image(image_id)
         stored = read_image(store.path("infer", keys["infer"]), image_id, at_image_size=True)
-        crm = torch.as_tensor(stored["crm"])
-        crm = (
-            F.interpolate(crm, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-            .amax(0)
-            .numpy()
-        )
+        crm = resize_maps(stored["crm"], image.shape[:2])[0].max(axis=0)
         samples.append(
             {
                 "id": image_id,

@@ -20,7 +20,7 @@ from prm_bench.metrics.bootstrap import Interval, Statistics, supports
 from prm_bench.metrics.contrast import contrast_bootstrap, contrast_point, gap_verdict
 from prm_bench.report import figures
 from prm_bench.report.tables import to_markdown
-from prm_bench.stages.inputs import computed_proposals, open_split
+from prm_bench.stages.splits import computed_proposals, open_split
 from prm_bench.stages.store import Store
 
 

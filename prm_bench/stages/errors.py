@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import traceback
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class StageError(RuntimeError):
@@ -20,7 +22,10 @@ def describe_failure(err: Exception) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA where available, else CPU."""
+    """`auto` is CUDA where available, else CPU (torch is imported here: planning a run
+    on the CPU or with `auto` never needs it)."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

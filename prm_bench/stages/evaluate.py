@@ -14,8 +14,8 @@ from prm_bench.config import DataConfig, ExperimentConfig
 from prm_bench.data.base import Dataset
 from prm_bench.metrics import METRICS, EvalInputs, evaluate
 from prm_bench.stages.infer import read_image
-from prm_bench.stages.inputs import ground_truth, open_split
 from prm_bench.stages.retrieve import read_results
+from prm_bench.stages.splits import ground_truth, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
 METRICS_FILE = "metrics.json"

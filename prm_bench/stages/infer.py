@@ -21,7 +21,8 @@ from prm_bench.model.backbones import build_classifier, load_checkpoint
 from prm_bench.model.backprop import peak_response_maps, resize_prms
 from prm_bench.model.peaks import class_scores, find_peaks, select_peaks, strongest_peaks
 from prm_bench.progress import meter, report
-from prm_bench.stages.inputs import image_tensor, open_split
+from prm_bench.stages.inputs import image_tensor
+from prm_bench.stages.splits import open_split
 from prm_bench.stages.store import Store, load_npz, save_npz
 from prm_bench.stages.train import CHECKPOINT
 

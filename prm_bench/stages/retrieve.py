@@ -46,7 +46,7 @@ from prm_bench.instances.retrieval_options import RetrievalConfig
 from prm_bench.progress import meter, report
 from prm_bench.stages.errors import StageError, describe_failure
 from prm_bench.stages.infer import read_image
-from prm_bench.stages.inputs import computed_proposals, open_split
+from prm_bench.stages.splits import computed_proposals, open_split
 from prm_bench.stages.store import Store, load_npz, save_npz, write_json
 
 RESULTS = "results.json"

@@ -21,8 +21,9 @@ from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.model.backbones import build_classifier, save_checkpoint
 from prm_bench.model.peaks import class_scores
 from prm_bench.stages.errors import StageError
-from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise, open_training_data
+from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise
 from prm_bench.stages.resume import Resumed, clear_state, load_state, save_state
+from prm_bench.stages.splits import open_training_data
 from prm_bench.stages.store import Store, write_json
 
 CHECKPOINT = "model.safetensors"

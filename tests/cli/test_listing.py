@@ -36,14 +36,3 @@ def test_version_is_an_option_too():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"prm-bench {__version__}"
-
-
-def test_the_cli_starts_without_torch():
-    """Issue 24 item 4: importing the CLI imported torch and timm (5-12 s per command);
-    torch loads when a command needs it."""
-    import subprocess
-    import sys
-
-    code = "import sys, prm_bench.cli; print(sorted({'torch', 'timm'} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

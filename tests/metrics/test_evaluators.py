@@ -12,8 +12,8 @@ from prm_bench.metrics import (
 )
 from prm_bench.metrics.bootstrap import metric_samples, supports
 from prm_bench.orchestrate.runner import RunOptions, run_plan
-from prm_bench.stages.inputs import open_split
 from prm_bench.stages.retrieve import read_results
+from prm_bench.stages.splits import open_split
 from prm_bench.stages.store import Store
 from tests.metrics.conftest import A, B, H, W, fixture
 

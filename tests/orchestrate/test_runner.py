@@ -11,6 +11,7 @@ from prm_bench.cli import app
 from prm_bench.config import load_plan
 from prm_bench.config.keys import stage_keys
 from prm_bench.orchestrate.runner import RunOptions, Task, group_tasks, run_plan
+from tests.cli.test_startup import heavy_imports
 from tests.conftest import comparable, tiny_config
 
 
@@ -90,6 +91,8 @@ def test_cli_exit_code_is_1_when_a_cell_fails(shapes_root, tmp_path):
         app, ["status", str(tmp_path / "runs" / "grid")], env={"COLUMNS": "300"}
     )
     assert status.exit_code == 0 and "failed" in status.output
+    # issue 24 item 4: `status` reads the run without torch, timm or pandas
+    assert heavy_imports("status", str(tmp_path / "runs" / "grid")) == []
 
 
 def test_a_killed_run_resumes_and_ends_with_the_same_results(shapes_root, tmp_path):

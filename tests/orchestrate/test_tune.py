@@ -22,7 +22,7 @@ from prm_bench.orchestrate.rundir import plan_from_manifest, store_of
 from prm_bench.orchestrate.runner import RunInterrupted, RunOptions
 from prm_bench.orchestrate.tune import TuneRequest, TuneSummary, tune, write_best
 from prm_bench.stages.evaluate import read_statistics
-from prm_bench.stages.inputs import open_split
+from prm_bench.stages.splits import open_split
 from tests.orchestrate.tuning import config_for
 
 optuna = pytest.importorskip("optuna")

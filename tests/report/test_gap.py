@@ -11,7 +11,7 @@ from prm_bench.config import ConfigError, load_plan
 from prm_bench.orchestrate.runner import RunOptions, run_plan
 from prm_bench.report import build_report
 from prm_bench.report.gap import GapCells, gap_table, interaction_weights, row_weights
-from prm_bench.stages.inputs import open_training_data
+from prm_bench.stages.splits import open_training_data
 from tests.conftest import tiny_config
 
 ROWS = [

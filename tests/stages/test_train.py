@@ -15,13 +15,8 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
     whole split held in memory, with the same generator draws (order, then flips)."""
     from prm_bench.config.keys import stage_keys
     from prm_bench.stages import train
-    from prm_bench.stages.inputs import (
-        BatchPlan,
-        ImageSplit,
-        batches,
-        normalise,
-        open_training_data,
-    )
+    from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise
+    from prm_bench.stages.splits import open_training_data
 
     root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
     config = {
