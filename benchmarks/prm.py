@@ -80,11 +80,14 @@ def original_rule(model: nn.Module) -> Iterator[None]:
 def original_prms(
     model: nn.Module, image: torch.Tensor, peaks: torch.Tensor, upsample: int
 ) -> torch.Tensor:
-    """PRMs (K, H, W) as the original computes them: one forward, a backward per peak."""
+    """PRMs (K, H, W) as the original computes them: one forward, a backward per peak,
+    reading the grad of the network's input, which its data loader had normalised (our
+    classifier normalises itself: the original's network starts after that)."""
     model.eval()
     with original_rule(model), torch.enable_grad():
-        x = image.clone().requires_grad_(True)
-        maps = upsample_maps(model(x), upsample)
+        x = model.normalisation(image).detach().requires_grad_(True)
+        (features,) = model.trunk(x)
+        maps = upsample_maps(model.classifier(features), upsample)
         signal = torch.zeros_like(maps)
         prms = []
         for _, cls, y, px in peaks.tolist():
@@ -106,7 +109,7 @@ def bench_prm_against_original(
     `interleaved`."""
     torch.manual_seed(0)
     model = build_classifier(backbone, 20).to(device).eval()
-    image = torch.randn(1, 3, size, size, device=device)
+    image = torch.rand(1, 3, size, size, device=device)  # RGB in 0..1: the model normalises
     with torch.no_grad():
         maps = upsample_maps(model(image), upsample)
     found = find_peaks(maps, peak_filter="none")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from prm_bench.stages.inputs import BatchPlan as Plan
-from prm_bench.stages.inputs import ImageSplit, batches, uint8_tensor
+from prm_bench.stages.inputs import ImageSplit, batches, image_tensor
 
 
 class _Synthetic:
@@ -49,7 +49,7 @@ def _measure(mode: str, count: int, size: int, batch: int, workers: int) -> dict
     dataset = _Synthetic(count)
     start = time.perf_counter()
     if mode == "whole":
-        images = torch.cat([uint8_tensor(dataset.image(i), size) for i in dataset.ids])
+        images = torch.cat([image_tensor(dataset.image(i), size) for i in dataset.ids])
         for first in range(0, count, batch):
             images[first : first + batch].float().mean()
     else:

@@ -38,7 +38,7 @@ def main() -> None:
     else:
         picture = draw_image(ShapesSpec(size=args.size), 0)[0]
     model = build_classifier(args.backbone, args.classes, weights=args.weights).eval()
-    image = image_tensor(picture, args.size)  # resized and normalised as the weights expect
+    image = image_tensor(picture, args.size)  # resized, uint8: the model normalises itself
     with torch.no_grad():
         maps = model(image)
         scores = class_scores(maps, "peak", upsample=1)

@@ -94,6 +94,26 @@ def test_the_import_graph_has_no_cycle():
             visit(name, [name])
 
 
+def registry_homes() -> list[tuple[str, str]]:
+    """(defining module, home) of every `Registry(..., home="...")` in the package."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Registry":
+                found += [(name, k.value.value) for k in node.keywords if k.arg == "home"]
+    return found
+
+
+def test_a_registry_home_is_a_module_of_its_registry_floor():
+    """A registry imports its home on first use (`Registry.get`), which the import graph
+    cannot see: the home must sit on the registry's own floor."""
+    homes = registry_homes()
+    assert len(homes) >= 2
+    for name, home in homes:
+        assert home in modules(), f"{name}: home {home} is no module"
+        assert floor(home) == floor(name), f"{name} (floor {FLOORS[floor(name)]}) homes {home}"
+
+
 def test_the_checks_catch_a_cycle_and_an_upward_import(monkeypatch):
     """The two checks above can fail: a made-up graph with both defects."""
     fake = {

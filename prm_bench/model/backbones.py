@@ -140,18 +140,54 @@ def get_backbone(name: str) -> BackboneSpec:
     return BACKBONES.get(name)
 
 
+class InputNormalisation(nn.Module):
+    """RGB images (B, 3, H, W), uint8 in 0..255 or floating in 0..1, to what the trunk's
+    weights expect: (image - mean) / std per channel.
+
+    During a PRM pass (`model.backprop.excitation_backprop`) the signal passes back
+    through it unscaled, so a peak response map read at the image equals the one read at
+    the normalised tensor, where the original code read it (its data loader normalised).
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        # buffers follow .to(device) and dtype casts; not persistent: checkpoints hold the
+        # weights alone, as before normalisation moved into the model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in 0..1 in the buffers' dtype: uint8 divided by 255, floats as given."""
+        if images.dtype == torch.uint8:
+            return images.to(self.mean.dtype) / 255.0
+        if not images.is_floating_point():
+            raise TypeError(f"images must be uint8 (0..255) or floating (0..1), got {images.dtype}")
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The normalised images (B, 3, H, W)."""
+        return (self.unit(images) - self.mean) / self.std
+
+
 class FullyConvClassifier(nn.Module):
-    """A CNN trunk and a 1x1 convolution giving class response maps.
+    """Input normalisation, a CNN trunk and a 1x1 convolution: RGB images to class
+    response maps.
+
+    The classifier normalises its input itself (`InputNormalisation` with the mean and
+    std of `spec`): it takes images as uint8 in 0..255 or floats in 0..1, never
+    normalised by the caller, so raw images cannot silently give wrong maps with real
+    weights.
 
     Args:
         trunk: module mapping images (B, 3, H, W) to a list holding one feature map.
         channels: channels of that feature map.
         num_classes: number of classes C.
-        spec: the backbone description (kept for stride and provenance).
+        spec: the backbone description (stride, input normalisation, provenance).
     """
 
     def __init__(self, trunk: nn.Module, channels: int, num_classes: int, spec: BackboneSpec):
         super().__init__()
+        self.normalisation = InputNormalisation(spec.mean, spec.std)
         self.trunk = trunk
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
         self.spec = spec
@@ -163,8 +199,9 @@ class FullyConvClassifier(nn.Module):
         return self.spec.stride
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Map images (B, 3, H, W) to class response maps (B, C, h, w)."""
-        (features,) = self.trunk(images)
+        """Map RGB images (B, 3, H, W) (uint8, or floats in 0..1) to class response maps
+        (B, C, h, w)."""
+        (features,) = self.trunk(self.normalisation(images))
         return self.classifier(features)
 
 

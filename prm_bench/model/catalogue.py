@@ -1,5 +1,5 @@
 """What the model floor offers, described without torch: backbone specs and the names of
-the stimulations (docs/design.md, section 6).
+the stimulations (docs/design.md, section 5).
 
 Configs are validated and `prm-bench list` answers from here, so neither imports torch
 or timm. The backbones are data (`BackboneSpec`), built by `model.backbones`; `timm:<name>`

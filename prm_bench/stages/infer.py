@@ -75,7 +75,7 @@ def infer_image(
     Takes six parameters: the model and image, the inference and stimulation options,
     the input size and the device.
     """
-    x = image_tensor(image, image_size, model.spec).to(device)
+    x = image_tensor(image, image_size).to(device)  # uint8: the model normalises
     with torch.no_grad():
         crm = model(x)
         scores = class_scores(crm, stimulation.name, **stimulation.options)

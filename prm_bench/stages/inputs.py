@@ -10,29 +10,14 @@ import torch
 from PIL import Image
 
 from prm_bench.data.base import Dataset
-from prm_bench.model.catalogue import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 
 
-def uint8_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
-    """(1, 3, S, S) uint8 tensor of an RGB image, resized (bilinear) when `size` is set."""
+def image_tensor(image: np.ndarray, size: int | None) -> torch.Tensor:
+    """(1, 3, S, S) uint8 tensor of an RGB uint8 image (H, W, 3), resized (bilinear) when
+    `size` is set: what a classifier takes (it normalises its input itself)."""
     if size is not None and image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
-
-
-def normalise(images: torch.Tensor, spec: BackboneSpec | None = None) -> torch.Tensor:
-    """uint8 images (B, 3, H, W) -> float, normalised with the mean/std the backbone's
-    weights expect (ImageNet's when `spec` is None)."""
-    mean = torch.tensor(spec.mean if spec else IMAGENET_MEAN, device=images.device)
-    std = torch.tensor(spec.std if spec else IMAGENET_STD, device=images.device)
-    return (images.float() / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-
-
-def image_tensor(
-    image: np.ndarray, size: int | None, spec: BackboneSpec | None = None
-) -> torch.Tensor:
-    """(1, 3, S, S) normalised tensor of an RGB uint8 image, resized when `size` is set."""
-    return normalise(uint8_tensor(image, size), spec)
 
 
 class ImageSplit(torch.utils.data.Dataset):
@@ -50,7 +35,7 @@ class ImageSplit(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, bool]) -> torch.Tensor:
         index, flip = item if isinstance(item, tuple) else (item, False)
-        image = uint8_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
+        image = image_tensor(self.dataset.image(self.dataset.ids[index]), self.size)[0]
         return image.flip(2) if flip else image
 
 
@@ -87,7 +72,7 @@ def batches(
     """A loader of uint8 batches (B, 3, S, S) of `images` in the order of `plan`, which
     may change between passes; decoded (and flipped) by `workers` persistent processes
     ahead of use (0: in this process), in pinned memory when `pin` (a CUDA device: the
-    copy to it can then overlap); `normalise` each batch.
+    copy to it can then overlap); the classifier normalises each batch itself.
 
     Workers only decode what the plan names, and the plan of an epoch is drawn in this
     process before its pass starts, so the draws, and the results, are the same whatever

@@ -21,7 +21,7 @@ from prm_bench.metrics.ap import average_precision, nan_mean
 from prm_bench.model.backbones import build_classifier, save_checkpoint
 from prm_bench.model.peaks import class_scores
 from prm_bench.stages.errors import StageError
-from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise
+from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches
 from prm_bench.stages.resume import Resumed, clear_state, load_state, save_state
 from prm_bench.stages.splits import open_training_data
 from prm_bench.stages.store import Store, write_json
@@ -65,7 +65,7 @@ def _scores(
     out = []
     with torch.no_grad():
         for batch in loader:
-            maps = model(normalise(batch.to(device, non_blocking=True), model.spec))
+            maps = model(batch.to(device, non_blocking=True))  # uint8: the model normalises
             out.append(class_scores(maps, stimulation.name, **stimulation.options).float().cpu())
     return torch.cat(out).numpy()
 
@@ -114,7 +114,7 @@ def _epoch(loop: _Loop, train: TrainConfig, stimulation: StimulationConfig, epoc
     for step, (items, batch) in enumerate(batches, start=len(losses)):
         index = [i for i, _ in items]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            inputs = normalise(batch.to(device, non_blocking=True), model.spec)
+            inputs = batch.to(device, non_blocking=True)  # uint8: the model normalises
             maps = model(inputs.contiguous(memory_format=_memory_format(train)))
             scores = class_scores(maps.float(), stimulation.name, **stimulation.options)
         loss = F.multilabel_soft_margin_loss(scores, loop.labels[index].to(device))

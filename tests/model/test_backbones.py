@@ -18,6 +18,7 @@ from prm_bench.model.backbones import (
     load_state_dict_file,
     save_checkpoint,
 )
+from prm_bench.model.catalogue import IMAGENET_STD
 from prm_bench.registry import UnknownNameError
 
 SIZE = 64
@@ -150,3 +151,34 @@ def test_torch_checkpoints_are_loaded_without_unpickling_objects(tmp_path):
     torch.save({"weight": torch.zeros(1), "payload": _Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
         load_state_dict_file(path)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "efficientnet_lite0"])
+def test_the_classifier_normalises_its_input_as_its_weights_expect(name):
+    """Issue 24 item 7: normalisation was the caller's job (`stages.inputs.normalise`), so
+    raw images silently gave wrong maps; the classifier now takes uint8 or 0..1 images
+    and normalises with its spec's mean and std (ImageNet's, or 0.5 for EfficientNet)."""
+    model = build_classifier(name, 3).eval()
+    image = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
+    mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.spec.std).view(1, 3, 1, 1)
+    by_hand = (image.float() / 255.0 - mean) / std
+    with torch.no_grad():
+        (features,) = model.trunk(by_hand)
+        expected = model.classifier(features)
+        assert torch.equal(model(image), expected)
+        assert torch.equal(model(image.float() / 255.0), expected)
+    assert model.spec.std == ((0.5,) * 3 if name.startswith("efficientnet") else IMAGENET_STD)
+    with pytest.raises(TypeError, match=r"uint8 \(0..255\) or floating \(0..1\)"):
+        model(image.to(torch.int32))
+
+
+def test_normalisation_adds_nothing_to_checkpoints(tmp_path):
+    """Its mean and std are buffers that follow the device but are not saved: a
+    checkpoint holds the trunk and the classifier, as before."""
+    model = build_classifier("test_resnet", 3)
+    assert not any("normalisation" in key for key in model.state_dict())
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, path)
+    assert set(load_state_dict_file(path)) == set(model.state_dict())
+    assert model.double().normalisation.mean.dtype == torch.float64

@@ -287,3 +287,34 @@ def test_cuda_prms_equal_cpu_prms():
         )
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-5)
         model.cpu()
+
+
+def test_prms_equal_the_original_algorithm_on_the_normalised_image():
+    """The original read PRMs at the normalised image its data loader made; the
+    classifier normalises itself, and the signal passes its normalisation unscaled, so
+    PRMs from a uint8 image equal the original algorithm's at the normalised tensor (to
+    1e-7), and differ from the plain gradient at the image (1/std per channel)."""
+    from benchmarks.prm import original_prms
+
+    model = build_classifier("resnet10t", 4).eval()
+    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    peaks = some_peaks(model, image, 5, upsample=2)
+    ours = peak_response_maps(model, image, peaks, upsample=2)
+    original = original_prms(model, image, peaks, upsample=2)
+    torch.testing.assert_close(ours, original, rtol=0, atol=1e-7)
+    from_float = peak_response_maps(model, image.float() / 255, peaks, upsample=2)
+    torch.testing.assert_close(from_float, ours, rtol=0, atol=0)
+
+    class Scaled(nn.Module):  # the same network, normalising with plain tensor ops
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk, self.classifier = model.trunk, model.classifier
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mean, std = model.normalisation.mean, model.normalisation.std
+            (features,) = self.trunk((x - mean) / std)
+            return self.classifier(features)
+
+    scaled = peak_response_maps(Scaled(), image.float() / 255, peaks, upsample=2)
+    moved = (scaled - ours).abs().sum(dim=(1, 2))  # each PRM sums to 1
+    assert (moved > 1e-3).all(), moved  # ImageNet std varies little: ~0.4% of each map

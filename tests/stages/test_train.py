@@ -14,8 +14,9 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
     """Decoding batch by batch in 0 or 2 loader processes trains the same model as the
     whole split held in memory, with the same generator draws (order, then flips)."""
     from prm_bench.config.keys import stage_keys
+    from prm_bench.model.catalogue import IMAGENET_MEAN, IMAGENET_STD
     from prm_bench.stages import train
-    from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches, normalise
+    from prm_bench.stages.inputs import BatchPlan, ImageSplit, batches
     from prm_bench.stages.splits import open_training_data
 
     root = make_shapes(seed=4, n_train=12, n_val=4, size=48, classes=2)
@@ -50,6 +51,10 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = build_classifier("test_resnet", 2).to(memory_format=torch.channels_last)
+    mean, std = (
+        torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+        torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+    )
     optimizer = train._optimizer(model, cell.train)
     for _ in range(2):
         model.train()
@@ -59,8 +64,11 @@ def test_streamed_training_equals_training_from_memory_whatever_the_workers(tmp_
             batch = images[index]
             flip = torch.rand(len(index), generator=generator) < 0.5
             batch[flip] = batch[flip].flip(3)
-            inputs = normalise(batch, model.spec).contiguous(memory_format=torch.channels_last)
-            scores = train.class_scores(model(inputs).float(), "peak")
+            # normalised by hand, outside the model, as the stages did before the
+            # classifier normalised itself (issue 24 item 7): the same training
+            inputs = (batch.float() / 255.0 - mean) / std
+            (features,) = model.trunk(inputs.contiguous(memory_format=torch.channels_last))
+            scores = train.class_scores(model.classifier(features).float(), "peak")
             loss = torch.nn.functional.multilabel_soft_margin_loss(scores, split.labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
