@@ -134,6 +134,10 @@ class Registry(Generic[T]):
         prefixes = [p for p in self._declared_prefixes if name.startswith(p)]
         return any(p not in self._resolvers for p in prefixes)
 
+    def declared(self) -> list[str]:
+        """The names declared for `home` to implement, in the order they were declared."""
+        return list(self._declared)
+
     def _prefixes(self) -> list[str]:
         return list(dict.fromkeys([*self._resolvers, *self._declared_prefixes]))
 

@@ -170,7 +170,7 @@ def test_every_declaration_of_the_package_matches_its_implementation():
 
     declared = 0
     for registry in families().values():
-        for name in registry._declared:
+        for name in registry.declared():
             assert registry.describe(name) == describe_entry(registry.get(name)), name
             declared += 1
     assert declared >= 5
