@@ -34,6 +34,7 @@ def data_shapes(
 ) -> None:
     """Generate the embedded `shapes` dataset in the PASCAL VOC 2012 layout (+ COCO json).
 
+    \f
     Takes eight parameters: each is a command-line option.
     """
     n_tune = n_train // 10 if n_tune is None else n_tune  # 200 for the default 2,000
@@ -74,6 +75,7 @@ def data_tune_split(
     sees a tuning image. VOC layouts get two list files in OUT; COCO gets
     annotations/instances_<train>@rest.json and instances_<from>@tune.json.
 
+    \f
     Takes seven parameters: each is a command-line option.
     """
     try:
@@ -166,6 +168,7 @@ def data_proposals(
     with --cache, first convert it (e.g. a folder of MCG .mat files) into compact RLE
     files once, in parallel: `proposals.gallery: rle-json`, `proposals.root: CACHE`.
 
+    \f
     Takes ten parameters: each is a command-line option.
     """
     from prm_bench.instances.proposals import GALLERIES, cache_gallery, open_gallery

@@ -50,6 +50,7 @@ def data_fetch(
     """Download, verify (size, MD5 or SHA-256) and unpack the paper's inputs under --root;
     interrupted downloads resume, and a second fetch only checks what is in place.
 
+    \f
     Takes seven parameters: each is a command-line option."""
     if show or not names:
         console.print(_sources_table())

@@ -188,6 +188,7 @@ def run(
 ) -> None:
     """Train, infer, retrieve and evaluate every cell of a grid, reusing finished stages.
 
+    \f
     Takes nine parameters: the click context (for `--set a=1 b=2`) and each option."""
     from prm_bench.cli.live import LiveBars
     from prm_bench.orchestrate.executors import make_executor
@@ -271,6 +272,7 @@ def tune(
     """Tune the config's search: keys on data.tune_split with Optuna, then (--evaluate)
     test default and tuned once on the evaluation split. Stages are shared with `run`.
 
+    \f
     Takes fourteen parameters: the click context (for `--set a=1 b=2`) and each option."""
     from prm_bench.data.base import DataError
     from prm_bench.orchestrate.executors import make_executor

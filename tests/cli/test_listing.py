@@ -36,3 +36,23 @@ def test_version_is_an_option_too():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"prm-bench {__version__}"
+
+
+def test_every_help_reads_as_help_not_as_code_notes():
+    """A command's docstring notes its parameter count for the layout test after a "\\f";
+    no help page or command list shows it, and lines are wrapped, not kept as typed."""
+    import typer.main
+
+    def commands(group, path):
+        for name, command in getattr(group, "commands", {}).items():
+            yield [*path, name]
+            yield from commands(command, [*path, name])
+
+    every = [[], *commands(typer.main.get_command(app), [])]
+    assert ["data", "shapes"] in every and ["run"] in every
+    for path in every:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "parameters:" not in result.output, path
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "100"}).output
+    assert "terms, galleries, baselines" in " ".join(top.replace("│", " ").split())
