@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from prm_bench import __version__
 
@@ -53,9 +54,15 @@ EXECUTOR_OPTION = typer.Option(
 SCHEDULER_OPTION = typer.Option(None, help="dask scheduler address, e.g. tcp://host:8786.")
 
 
+def plain(value: object) -> str:
+    """`value` as text the console prints as it is: a user's value such as `[voc-map]`
+    would otherwise read as console markup and vanish."""
+    return escape(str(value))
+
+
 def fail(err: Exception) -> NoReturn:
     """Print a user mistake as one red line (never wrapped) and exit 2 (no traceback)."""
-    console.print(f"[red]error:[/] {err}", soft_wrap=True)
+    console.print(f"[red]error:[/] {plain(err)}", soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from prm_bench.cli.app import app, console
+from prm_bench.cli.app import app, console, plain
 from prm_bench.registry import Registry
 
 NAMES = (
@@ -47,7 +47,7 @@ def list_entries(
         for column in ("name", "properties", "description"):
             table.add_column(column)
         for entry in registries[name].names(pattern):
-            table.add_row(entry, *registries[name].describe(entry))
+            table.add_row(entry, *map(plain, registries[name].describe(entry)))
         console.print(table)
     if family in (None, "backbones"):
         console.print("Any timm CNN is also available as [bold]timm:<name>[/].")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from prm_bench.cli.app import app, console, exit_interrupted, fail
+from prm_bench.cli.app import app, console, exit_interrupted, fail, plain
 from prm_bench.errors import ConfigError
 
 STAGES = ("train", "infer", "retrieve", "evaluate")  # config.STAGES, without importing torch
@@ -49,13 +49,13 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         if epoch is not None:
             state += f" (train epoch {epoch}/{cells[row['cell']].config.train.epochs})"
         axes = ", ".join(f"{k}={v}" for k, v in row["axes"].items())
-        table.add_row(str(row["cell"]), axes, *marks, state)
+        table.add_row(str(row["cell"]), plain(axes), *marks, plain(state))
     console.print(table)
     groups = environments(plan, store)
     if len(groups) > 1:
         console.print(f"[yellow]stages were computed in {len(groups)} environments:[/]")
         for described, stages in groups.items():
-            console.print(f"  {described}: {len(stages)} stages (e.g. {stages[0]})")
+            console.print(f"  {plain(described)}: {len(stages)} stages (e.g. {stages[0]})")
 
 
 def _state(row: dict, recorded: str, running: bool, error: str | None) -> str:

@@ -33,6 +33,7 @@ from prm_bench.cli.app import (
     console,
     exit_interrupted,
     fail,
+    plain,
 )
 from prm_bench.errors import ConfigError
 
@@ -164,12 +165,14 @@ def _progress_events(progress: Progress) -> Callable[[str, dict], None]:
                     bars[info["stage"]], completed=1, description=f"{info['stage']} ({why})"
                 )
         elif kind == "recovered":
-            progress.console.print(f"[yellow]recovered:[/] {info['line']}")
+            progress.console.print(f"[yellow]recovered:[/] {plain(info['line'])}")
         else:
             task = info["task"]
             progress.advance(bars[task.stage])
             if not task.ok:
-                progress.console.print(f"[red]{task.stage} {task.key} failed[/]: {task.error}")
+                progress.console.print(
+                    f"[red]{task.stage} {task.key} failed[/]: {plain(task.error)}"
+                )
 
     return report
 
@@ -204,9 +207,8 @@ def run(
         for note in dry_run_notes(plan).values():
             console.print(f"[yellow]note:[/] a run {note} first (this dry run wrote nothing)")
         for cell in plan.cells[:SHOWN_CELLS]:
-            console.print(
-                f"  cell {cell.index}: " + ", ".join(f"{k}={v}" for k, v in cell.axes.items())
-            )
+            axes = ", ".join(f"{k}={v}" for k, v in cell.axes.items()) or "the config as given"
+            console.print(f"  cell {cell.index}: {plain(axes)}")
         if len(plan.cells) > SHOWN_CELLS:
             console.print(
                 f"  ... and {len(plan.cells) - SHOWN_CELLS} more cells over the axes "
@@ -225,7 +227,7 @@ def run(
             fail(err)
         except RunInterrupted as err:
             progress.stop()  # restores the terminal (cursor) before the hard exit
-            console.print(f"[yellow]{err}[/]")
+            console.print(f"[yellow]{plain(err)}[/]")
             exit_interrupted()
     finished = len(plan.cells) - len(summary.failed_cells)
     where = f"results in {run_dir / 'results.csv'}" if finished else "no results"
@@ -245,7 +247,7 @@ def _print_failures(failed: dict[int, str]) -> None:
         by_reason.setdefault(reason, []).append(cell)
     for reason, cells in by_reason.items():
         which = f"cell {cells[0]}" if len(cells) == 1 else f"cells {', '.join(map(str, cells))}"
-        console.print(f"[red]{which} failed[/]: {reason}")
+        console.print(f"[red]{which} failed[/]: {plain(reason)}")
 
 
 @app.command(context_settings=EXTRA_OVERRIDES)
@@ -292,10 +294,10 @@ def tune(
     except (ConfigError, DataError, RunLockedError, RunOutputError, ValueError) as err:
         fail(err)
     except RunInterrupted as err:
-        console.print(f"[yellow]{err}[/] (finished trials are kept in the study)")
+        console.print(f"[yellow]{plain(err)}[/] (finished trials are kept in the study)")
         exit_interrupted()
     except TuneFailed as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {plain(err)}")
         raise typer.Exit(1) from None
     _print_tuned(summary, metric, time.perf_counter() - start)
 
@@ -307,7 +309,7 @@ def _trial_printer(metric: str) -> Callable[[int, dict, float | None], None]:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in values.items())  # fmt: skip
         outcome = f"{metric} {score:.4f}" if score is not None else "[red]failed[/]"
-        console.print(f"trial {number}: {shown} -> {outcome}")
+        console.print(f"trial {number}: {plain(shown)} -> {outcome}")
 
     return report
 
@@ -316,10 +318,10 @@ def _print_tuned(summary: TuneSummary, metric: str, seconds: float) -> None:
     runs = ", ".join(f"{stage} {count}" for stage, count in summary.executed.items())
     console.print(
         f"best of {summary.trials} trials ({summary.failed} failed): {metric} "
-        f"{summary.best_value:.4f} with {summary.best_params} (trial {summary.best_trial}); "
+        f"{summary.best_value:.4f} with {plain(summary.best_params)} (trial {summary.best_trial}); "
         f"{seconds:.1f} s; stage runs: {runs}"
     )
-    console.print(f"best config: {summary.best_config}")
+    console.print(f"best config: {plain(summary.best_config)}")
     if summary.test_dir is not None:
         console.print(
             f"tested once on the evaluation split: {summary.test_dir / 'results.csv'} "

@@ -97,12 +97,17 @@ def _validation_message(
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message, shown = _unknown_key(model, [str(p) for p in problem["loc"]]), ""
-        blamed = next(
-            (f"--set {item}" for key, item in given.items() if f"{key}.".startswith(f"{path}.")),
-            where,
+        blamed = next(  # the --set gave the key, a section holding it, or an item in it
+            (f"--set {item}" for key, item in given.items() if _nested(key, path)), where
         )
         lines.append(f"{blamed}: {path}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _nested(key: str, path: str) -> bool:
+    """Whether one dotted path lies within the other (`eval.metrics` and `eval.metrics.0`,
+    `stimulation` and `stimulation.options`)."""
+    return f"{key}.".startswith(f"{path}.") or f"{path}.".startswith(f"{key}.")
 
 
 def _unknown_key(model: type[BaseModel], location: list[str]) -> str:

@@ -146,8 +146,10 @@ def test_a_dry_run_writes_nothing_and_says_what_a_run_would_generate(tmp_path):
         (["--set", "backbone.name=timm:vit_tiny_patch16_224"], "Attentionlayers"),
         (["--set", "trian.epochs=2"], "--settrian.epochs=2:trian:unknownkey;didyoumean'train'?"),
         (["--set", "train.epoch=2"], "didyoumean'epochs'?(keyshere:optimizer,lr"),
+        # an item of a list the --set gave is blamed on the --set, not the file
+        (["--set", "eval.metrics=[voc-mAP]"], "--seteval.metrics=[voc-mAP]:eval.metrics.0:"),
     ],
-    ids=["timm-typo", "transformer", "section-typo", "key-typo"],
+    ids=["timm-typo", "transformer", "section-typo", "key-typo", "list-item"],
 )
 def test_what_every_cell_would_fail_on_is_refused_at_plan_time(shapes, tmp_path, extra, named):
     """Issue 24 items 2 and 3: a dry run accepted these and the run failed once per cell;
@@ -214,3 +216,16 @@ def test_a_dry_run_after_a_run_reads_the_file_index_and_decodes_nothing(
     dry = CliRunner().invoke(app, ["run", str(config), *runs, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert calls == [] and index.read_bytes() == before
+
+
+def test_errors_and_plans_print_user_values_as_they_are(shapes, tmp_path):
+    """The console read `[cell ...]` and `[voc-mAP]` in messages as markup and dropped
+    them: a bad cell's error lost the cell it named."""
+    config = tmp_path / "cells.yaml"
+    config.write_text(yaml.safe_dump(small_config(shapes, grid={"train.lr": [0.1, -1.0]})))
+    result = CliRunner().invoke(app, ["run", str(config), "--dry-run"])
+    assert result.exit_code == 2
+    assert "[celltrain.lr=-1.0]:train.lr:" in "".join(result.output.split()), result.output
+    config.write_text(yaml.safe_dump(small_config(shapes, grid={"eval.metrics": [["abo"]]})))
+    result = CliRunner().invoke(app, ["run", str(config), "--dry-run", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "cell 0: eval.metrics=['abo']" in result.output
