@@ -21,7 +21,7 @@ app = typer.Typer(
     help="Benchmark and ablation harness for Peak Response Maps (PRM, CVPR 2018).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    # plain text: docstrings are wrapped to the terminal, not kept at their line breaks;
+    # markdown: docstrings are wrapped to the terminal, not kept at their line breaks;
     # a docstring's "\f" ends its help (what follows is for readers of the code)
     rich_markup_mode="markdown",
 )

@@ -35,10 +35,11 @@ from prm_bench.registry import Registry, keyword_options
 
 def _registered_in(registry: Registry, exempt: Callable[[str], bool] | None = None) -> Any:
     """A str field whose value must be a name of `registry` (unless `exempt(value)`);
-    an unknown name fails validation with the registry's close-match message."""
+    an unknown name fails validation with the registry's close-match message. A declared
+    name is valid without building its entry (which would import torch)."""
 
     def check(value: str) -> str:
-        if exempt is None or not exempt(value):
+        if (exempt is None or not exempt(value)) and value not in registry.declared():
             registry.get(value)
         return value
 
@@ -110,13 +111,11 @@ class BackboneConfig(_Section):
 class StimulationConfig(_Section):
     """The aggregation used in training, with its keyword options."""
 
-    name: str = "peak"
+    name: _registered_in(STIMULATIONS) = "peak"
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_options(self) -> StimulationConfig:
-        if self.name not in STIMULATIONS:
-            STIMULATIONS.get(self.name)  # the unknown-name message, with close matches
         if not self.options:  # the defaults: nothing to check, no torch to import
             return self
         function = STIMULATIONS.get(self.name)
